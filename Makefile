@@ -1,0 +1,35 @@
+# Two commands matter: `make demo` and `make test`. Both install what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(PYTHON) -m uv
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+
+.PHONY: install demo test ui bench lint admin sandbox
+
+install:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	@$(UV) sync --frozen --quiet
+	@mkdir -p "$(DAGSTER_HOME)"
+
+demo: install
+	$(UV) run --frozen cliniko-reviews demo
+
+test: install
+	$(UV) run --frozen pytest
+
+ui: install
+	$(UV) run --frozen cliniko-reviews ui
+
+admin: install
+	$(UV) run --frozen cliniko-reviews admin
+
+sandbox: install
+	$(UV) run --frozen cliniko-reviews sandbox
+
+bench: install
+	$(UV) run --frozen --group bench python -m benchmarks
+
+lint: install
+	$(UV) run --frozen ruff check pipeline tests benchmarks
+	$(UV) run --frozen ruff format --check pipeline tests benchmarks

@@ -1,0 +1,65 @@
+"""Environment -> typed settings. One place reads the environment; everything else takes a Settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_USER_AGENT = "cliniko-reviews (ops@example.com)"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    cliniko_base_url: str | None
+    birdeye_base_url: str
+    cliniko_user_agent: str
+    cliniko_rate_limit_per_minute: int
+    birdeye_rate_limit_per_second: float
+    birdeye_concurrency: int
+    admin_token: str | None = field(repr=False)
+    registry_secret_key: str | None = field(repr=False)
+
+    @property
+    def registry_path(self) -> Path:
+        return self.data_dir / "registry.sqlite3"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def analytics_path(self) -> Path:
+        return self.data_dir / "analytics.duckdb"
+
+    @property
+    def rate_limit_dir(self) -> Path:
+        return self.data_dir / "rate_limits"
+
+    def cliniko_base_url_for(self, shard: str) -> str:
+        """`CLINIKO_BASE_URL` wins for every key when set; otherwise the key's shard host."""
+        return self.cliniko_base_url or f"https://api.{shard}.cliniko.com/v1"
+
+
+def load_settings() -> Settings:
+    data_dir = Path(_env("DATA_DIR", "data")).expanduser()
+    if not data_dir.is_absolute():
+        data_dir = Path.cwd() / data_dir
+    return Settings(
+        data_dir=data_dir,
+        cliniko_base_url=_env("CLINIKO_BASE_URL"),
+        birdeye_base_url=_env("BIRDEYE_BASE_URL", "https://api.birdeye.com/resources").rstrip("/"),
+        cliniko_user_agent=_env("CLINIKO_USER_AGENT", DEFAULT_USER_AGENT),
+        cliniko_rate_limit_per_minute=int(_env("CLINIKO_RATE_LIMIT_PER_MINUTE", "200")),
+        birdeye_rate_limit_per_second=float(_env("BIRDEYE_RATE_LIMIT_PER_SECOND", "10")),
+        birdeye_concurrency=int(_env("BIRDEYE_CONCURRENCY", "8")),
+        admin_token=_env("ADMIN_TOKEN"),
+        registry_secret_key=_env("REGISTRY_SECRET_KEY"),
+    )

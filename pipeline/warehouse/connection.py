@@ -1,0 +1,60 @@
+"""Short-lived DuckDB connections serialised across processes by an advisory lock file."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+DEFAULT_WAIT_SECONDS = 600.0
+
+
+class WarehouseBusy(RuntimeError):
+    """Another process held the warehouse for longer than we were willing to wait."""
+
+
+@contextmanager
+def _file_lock(lock_path: Path, wait_seconds: float) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait_seconds
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise WarehouseBusy(
+                        f"{lock_path.with_suffix('')} was held by another process for more than "
+                        f"{wait_seconds:.0f} s; is a run stuck? (`fuser {lock_path}` shows who holds it)"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock, also when the process dies
+
+
+@contextmanager
+def connect(
+    path: Path | str, *, read_only: bool = False, wait_seconds: float = DEFAULT_WAIT_SECONDS
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open `path` for one short unit of work and always close it.
+
+    Writers and readers of the pipeline queue on `<path>.lock`, so concurrent runs wait their turn instead of
+    failing on DuckDB's "Conflicting lock is held". Fetch from HTTP first, then connect, write, leave.
+    """
+    path = Path(path)
+    with _file_lock(path.with_name(path.name + ".lock"), wait_seconds):
+        con = duckdb.connect(str(path), read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()

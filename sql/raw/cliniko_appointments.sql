@@ -1,0 +1,23 @@
+-- Individual appointments of a mapping's Cliniko businesses whose end falls in the partition's target day
+-- (local time), cancelled and archived included. One slice per (business_number, partition_date).
+create schema if not exists raw;
+create table if not exists raw.cliniko_appointments (
+    business_number      varchar not null,
+    partition_date       date not null,
+    appointment_id       varchar not null,
+    cliniko_business_id  varchar,
+    patient_id           varchar,
+    practitioner_id      varchar,
+    appointment_type_id  varchar,
+    starts_at            timestamptz,
+    ends_at              timestamptz,
+    did_not_arrive       boolean,
+    patient_arrived      boolean,
+    cancelled_at         timestamptz,
+    archived_at          timestamptz,
+    deleted_at           timestamptz,
+    created_at           timestamptz,
+    updated_at           timestamptz,
+    loaded_at            timestamptz not null,
+    primary key (business_number, partition_date, appointment_id)
+);
