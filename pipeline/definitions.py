@@ -2,4 +2,28 @@
 
 import dagster as dg
 
-defs = dg.Definitions(assets=[])
+from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses, cliniko_patients
+from pipeline.assets.models import appointment_eligibility
+from pipeline.assets.resources import PipelineResource
+from pipeline.assets.sink import analytics_database, review_requests
+from pipeline.automation.sensors import (
+    daily_review_requests_schedule,
+    due_mappings_sensor,
+    mapping_partitions_sensor,
+    review_requests_job,
+)
+
+defs = dg.Definitions(
+    assets=[
+        cliniko_businesses,
+        cliniko_appointments,
+        cliniko_patients,
+        appointment_eligibility,
+        review_requests,
+        analytics_database,
+    ],
+    jobs=[review_requests_job],
+    schedules=[daily_review_requests_schedule],
+    sensors=[mapping_partitions_sensor, due_mappings_sensor],
+    resources={"pipeline": PipelineResource()},
+)

@@ -1,0 +1,257 @@
+"""Cliniko -> DuckDB, one mapping-day at a time. HTTP first, then one short write transaction."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from pipeline.assets.resources import PipelineResource, column_schema
+from pipeline.automation.partitions import MappingDay, mapping_day_partitions
+from pipeline.cliniko import ClinikoClient, validate
+from pipeline.cliniko.windows import local_day_window, target_day
+from pipeline.registry import MappingConfig
+from pipeline.warehouse import connect
+from pipeline.warehouse.slices import ensure_tables, replace_slice
+
+GROUP = "cliniko"
+
+
+def _client(pipeline: PipelineResource, mapping: MappingConfig) -> ClinikoClient:
+    if mapping.cliniko_api_key is None:
+        raise dg.Failure(f"Mapping {mapping.business_number} has no cliniko.api.key (group or mapping).")
+    return ClinikoClient(mapping.cliniko_api_key.reveal(), settings=pipeline.settings)
+
+
+def _client_metadata(client: ClinikoClient) -> dict[str, Any]:
+    stats = client.stats
+    return {
+        "requests": stats.requests,
+        "rate_limited_429s": stats.rate_limited,
+        "retries": stats.retries,
+        "rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
+    }
+
+
+def _store(
+    pipeline: PipelineResource,
+    day: MappingDay,
+    resource: str,
+    table: str,
+    records: list[dict[str, Any]],
+    *,
+    whole_mapping: bool = False,
+    extra_rows: pd.DataFrame | None = None,
+) -> tuple[int, int]:
+    """Validate `records`, replace the partition's slice of `table` and of the quarantine. Returns counts."""
+    valid, quarantined = validate(resource, records)
+    now = datetime.now(UTC)
+    frame = pd.DataFrame(valid) if not isinstance(valid, pd.DataFrame) else valid
+    if extra_rows is not None and len(extra_rows):
+        frame = pd.concat([frame, extra_rows], ignore_index=True) if len(frame) else extra_rows
+    frame = frame.assign(business_number=day.business_number, loaded_at=now)
+    slice_key: dict[str, Any] = {"business_number": day.business_number}
+    if not whole_mapping:
+        frame = frame.assign(partition_date=day.partition_date)
+        slice_key["partition_date"] = day.partition_date
+    quarantine = pd.DataFrame(
+        [
+            {
+                "business_number": day.business_number,
+                "partition_date": day.partition_date,
+                "resource": resource,
+                "record_id": q["record_id"],
+                "reason": q["reason"],
+                "record": q["record_json"],
+                "quarantined_at": now,
+            }
+            for q in quarantined
+        ],
+        columns=[
+            "business_number",
+            "partition_date",
+            "resource",
+            "record_id",
+            "reason",
+            "record",
+            "quarantined_at",
+        ],
+    )
+    with connect(pipeline.settings.warehouse_path) as con:
+        ensure_tables(con)
+        stored = replace_slice(con, table, frame, slice_key)
+        replace_slice(
+            con,
+            "raw.cliniko_quarantine",
+            quarantine,
+            {"business_number": day.business_number, "partition_date": day.partition_date, "resource": resource},
+        )
+    return stored, len(quarantined)
+
+
+def _quarantine_check(resource: str, quarantined: int, stored: int) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name="no_quarantined_rows",
+        passed=quarantined == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"quarantined_rows": quarantined, "stored_rows": stored, "resource": resource},
+        description=f"{quarantined} {resource} record(s) failed validation; see raw.cliniko_quarantine.",
+    )
+
+
+def _quarantine_spec(asset: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        "no_quarantined_rows",
+        asset=asset,
+        description="Warns when Cliniko records of this partition failed validation and went to "
+        "raw.cliniko_quarantine (with the reason) instead of the table.",
+    )
+
+
+def matched_businesses(businesses: list[dict[str, Any]], location_names: tuple[str, ...]) -> list[dict]:
+    """The Cliniko businesses a mapping's location names name, matched trimmed and case-insensitively.
+
+    Raises `dg.Failure` listing the names that exist when a location name matches none.
+    """
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for business in businesses:
+        by_name[(business.get("business_name") or "").strip().casefold()].append(business)
+    unknown = [name for name in location_names if name.strip().casefold() not in by_name]
+    if unknown:
+        existing = sorted({(b.get("business_name") or "").strip() for b in businesses} - {""})
+        raise dg.Failure(
+            f"Location name(s) {unknown} match no Cliniko business of this account. "
+            f"Cliniko business names are: {existing}. Fix cliniko.location.name on the mapping."
+        )
+    return [b for name in location_names for b in by_name[name.strip().casefold()]]
+
+
+@dg.asset(
+    partitions_def=mapping_day_partitions,
+    group_name=GROUP,
+    kinds={"duckdb"},
+    check_specs=[_quarantine_spec("cliniko_businesses")],
+    metadata={"dagster/column_schema": column_schema("raw/cliniko_businesses.sql", "raw.cliniko_businesses")},
+)
+def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    """All Cliniko businesses of the mapping's account, archived included (full refresh).
+
+    Fails the partition, listing the names that do exist, when a `cliniko.location.name` of the mapping
+    matches no Cliniko business.
+    """
+    day, mapping = pipeline.partition(context)
+    client = _client(pipeline, mapping)
+    records = client.businesses()
+    matched = matched_businesses(records, mapping.location_names)
+    stored, quarantined = _store(
+        pipeline, day, "businesses", "raw.cliniko_businesses", records, whole_mapping=True
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "rows": stored,
+            "quarantined": quarantined,
+            "matched_businesses": len(matched),
+            **_client_metadata(client),
+        },
+        check_results=[_quarantine_check("businesses", quarantined, stored)],
+    )
+
+
+@dg.asset(
+    partitions_def=mapping_day_partitions,
+    group_name=GROUP,
+    kinds={"duckdb"},
+    deps=[cliniko_businesses],
+    check_specs=[_quarantine_spec("cliniko_appointments")],
+    metadata={
+        "dagster/column_schema": column_schema("raw/cliniko_appointments.sql", "raw.cliniko_appointments")
+    },
+)
+def cliniko_appointments(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    """Individual appointments of the mapped Cliniko businesses that end on the target day (local time).
+
+    Target day = partition date minus the mapping's fetch delay, in each business's time zone. Filtered
+    server-side by business and `ends_at` window, cancelled and archived included so they can be classified.
+    """
+    day, mapping = pipeline.partition(context)
+    with connect(pipeline.settings.warehouse_path) as con:
+        ensure_tables(con)
+        businesses = (
+            con.execute(
+                "select cliniko_business_id, business_name, time_zone_identifier "
+                "from raw.cliniko_businesses where business_number = $bn",
+                {"bn": day.business_number},
+            )
+            .df()
+            .to_dict("records")
+        )
+    matched = matched_businesses(businesses, mapping.location_names)
+    target = target_day(day.partition_date, mapping.fetch_delay_days)
+    ids_by_zone: dict[str | None, list[str]] = defaultdict(list)
+    for business in matched:
+        ids_by_zone[business["time_zone_identifier"]].append(business["cliniko_business_id"])
+
+    client = _client(pipeline, mapping)
+    records: list[dict[str, Any]] = []
+    for time_zone, business_ids in ids_by_zone.items():
+        start, end = local_day_window(target, time_zone)
+        records.extend(client.individual_appointments(sorted(set(business_ids)), start, end))
+    stored, quarantined = _store(pipeline, day, "individual_appointments", "raw.cliniko_appointments", records)
+    context.log.info(f"{stored} appointments ending on {target} for mapping {day.business_number}")
+    return dg.MaterializeResult(
+        metadata={
+            "rows": stored,
+            "quarantined": quarantined,
+            "target_date": target.isoformat(),
+            **_client_metadata(client),
+        },
+        check_results=[_quarantine_check("individual_appointments", quarantined, stored)],
+    )
+
+
+@dg.asset(
+    partitions_def=mapping_day_partitions,
+    group_name=GROUP,
+    kinds={"duckdb"},
+    deps=[cliniko_appointments],
+    check_specs=[_quarantine_spec("cliniko_patients")],
+    metadata={"dagster/column_schema": column_schema("raw/cliniko_patients.sql", "raw.cliniko_patients")},
+)
+def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    """Exactly the patients the partition's appointments reference, fetched by id, archived included.
+
+    A referenced patient that Cliniko no longer returns is stored with `is_missing = true` (a deleted
+    patient); the models restrict its appointments as `customer_inactive`.
+    """
+    day, mapping = pipeline.partition(context)
+    with connect(pipeline.settings.warehouse_path) as con:
+        ensure_tables(con)
+        patient_ids = [
+            row[0]
+            for row in con.execute(
+                "select distinct patient_id from raw.cliniko_appointments "
+                "where business_number = $bn and partition_date = $d and patient_id is not null "
+                "order by patient_id",
+                {"bn": day.business_number, "d": day.partition_date},
+            ).fetchall()
+        ]
+    client = _client(pipeline, mapping)
+    records = client.patients(patient_ids) if patient_ids else []
+    returned = {str(r.get("patient_id")) for r in records}
+    missing_ids = [pid for pid in patient_ids if pid not in returned]
+    missing = pd.DataFrame({"patient_id": pd.Series(missing_ids, dtype="str"), "is_missing": True})
+    stored, quarantined = _store(
+        pipeline, day, "patients", "raw.cliniko_patients", records, extra_rows=missing
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "rows": stored,
+            "missing_patients": len(missing_ids),
+            "quarantined": quarantined,
+            **_client_metadata(client),
+        },
+        check_results=[_quarantine_check("patients", quarantined, stored)],
+    )

@@ -1,0 +1,62 @@
+"""The one resource the assets share: where the product's files live. Secrets come from the registry."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cached_property
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from pipeline.automation.partitions import MappingDay, mapping_day
+from pipeline.registry import MappingConfig, Registry
+from pipeline.settings import Settings, load_settings
+
+
+class PipelineResource(dg.ConfigurableResource):
+    """Settings from the environment (DATA_DIR, base URLs, user agent). `data_dir` overrides DATA_DIR.
+
+    No API key passes through here: assets read them from the registry, in process memory only.
+    """
+
+    data_dir: str | None = None
+
+    @cached_property
+    def settings(self) -> Settings:
+        settings = load_settings()
+        return replace(settings, data_dir=Path(self.data_dir)) if self.data_dir else settings
+
+    def registry(self) -> Registry:
+        return Registry.open(self.settings)
+
+    def partition(self, context: dg.AssetExecutionContext) -> tuple[MappingDay, MappingConfig]:
+        """The partition being materialized and its mapping, which must exist and be active."""
+        day = mapping_day(context.partition_key)
+        mapping = self.registry().mapping(day.business_number)
+        if mapping is None:
+            raise dg.Failure(
+                f"Mapping {day.business_number} is not in the registry at {self.settings.registry_path}. "
+                "Create it with PUT /integration/add/businessintegrationmapping."
+            )
+        if not mapping.active:
+            raise dg.Failure(
+                f"Mapping {day.business_number} is inactive; inactive mappings are not run. "
+                "Activate it through the admin API to run it."
+            )
+        return day, mapping
+
+
+def column_schema(ddl_path: str, table: str) -> dg.TableSchema:
+    """The UI's column schema, read from the table's own DDL so the two never disagree."""
+    from pipeline.warehouse.sql_files import run_sql_file
+
+    con = duckdb.connect()
+    try:
+        run_sql_file(con, ddl_path)
+        rows = con.execute(f"describe {table}").fetchall()
+    finally:
+        con.close()
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, data_type.lower(), constraints=None) for name, data_type, *_ in rows]
+    )

@@ -1,0 +1,32 @@
+"""The project's own Dagster instance configuration, created under DAGSTER_HOME on first use."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.settings import Settings
+
+# Two cores: three runs at a time keep both busy while one waits on HTTP. Runs queue on the warehouse
+# file lock for their short writes instead of failing on DuckDB's lock.
+DAGSTER_YAML = """\
+# Written by cliniko-reviews (pipeline/automation/instance.py); edit freely, it is not overwritten.
+run_queue:
+  max_concurrent_runs: 3
+  tag_concurrency_limits:
+    - key: "dagster/backfill"
+      limit: 3
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_dagster_home(settings: Settings) -> Path:
+    """DAGSTER_HOME from the environment, else `$DATA_DIR/dagster_home`; created with our dagster.yaml."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home

@@ -1,0 +1,44 @@
+"""Work is partitioned by mapping x day: key strings read `YYYY-MM-DD|<businessNumber>`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import dagster as dg
+
+MAPPING_DIMENSION = "mapping"
+DATE_DIMENSION = "date"
+PARTITIONS_START = "2024-01-01"
+
+mapping_partitions = dg.DynamicPartitionsDefinition(name=MAPPING_DIMENSION)
+# end_offset=1 makes today's partition exist, which hourly mappings run ("today so far").
+daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1)
+mapping_day_partitions = dg.MultiPartitionsDefinition(
+    {DATE_DIMENSION: daily_partitions, MAPPING_DIMENSION: mapping_partitions}
+)
+
+
+@dataclass(frozen=True)
+class MappingDay:
+    """One partition: a mapping (Birdeye business number) on one partition date."""
+
+    business_number: str
+    partition_date: date
+
+    @property
+    def key(self) -> dg.MultiPartitionKey:
+        return dg.MultiPartitionKey(
+            {DATE_DIMENSION: self.partition_date.isoformat(), MAPPING_DIMENSION: self.business_number}
+        )
+
+    def __str__(self) -> str:
+        return f"{self.partition_date.isoformat()}|{self.business_number}"
+
+
+def mapping_day(partition_key: str | dg.MultiPartitionKey) -> MappingDay:
+    """Parse a partition key; runs launched with only the `dagster/partition` tag hand us a plain str."""
+    if not isinstance(partition_key, dg.MultiPartitionKey):
+        partition_key = mapping_day_partitions.get_partition_key_from_str(partition_key)
+    dims = partition_key.keys_by_dimension
+    return MappingDay(dims[MAPPING_DIMENSION], date.fromisoformat(dims[DATE_DIMENSION]))

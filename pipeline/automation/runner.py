@@ -1,0 +1,167 @@
+"""`cliniko-reviews run`: the whole graph for chosen partitions, in process, then a summary per mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import dagster as dg
+
+from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
+from pipeline.registry import Registry
+from pipeline.settings import Settings
+from pipeline.warehouse import connect
+from pipeline.warehouse.slices import ensure_tables
+
+RESTRICTION_CODES = (
+    "integration_beta",
+    "customer_inactive",
+    "did_not_arrive",
+    "opted_out",
+    "no_contact",
+    "duplicate_patient",
+    "cooled_off",
+)
+STATUSES = ("pending", "sending", "sent", "failed", "uncertain", "dry_run")
+
+
+@dataclass
+class RunOutcome:
+    day: MappingDay
+    success: bool
+    error: str | None = None
+
+
+@dataclass
+class MappingSummary:
+    business_number: str
+    partitions: int = 0
+    failed: int = 0
+    candidates: int = 0
+    eligible: int = 0
+    restrictions: dict[str, int] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+
+
+def dates_between(start: date, end: date | None) -> list[date]:
+    end = end or start
+    if end < start:
+        raise ValueError(f"--date-to {end} is before --date {start}")
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def select_partitions(
+    registry: Registry, dates: Sequence[date], business_numbers: Sequence[str] = ()
+) -> list[MappingDay]:
+    """The partitions of the active mappings (or of the named ones, which must exist and be active)."""
+    active = {m.business_number: m for m in registry.mappings(active_only=True)}
+    if business_numbers:
+        unknown = [bn for bn in business_numbers if bn not in active]
+        if unknown:
+            raise ValueError(
+                f"Mapping(s) {unknown} are not active mappings of the registry. "
+                f"Active mappings: {sorted(active) or 'none'}."
+            )
+        chosen = list(dict.fromkeys(business_numbers))
+    else:
+        chosen = sorted(active)
+    return [MappingDay(bn, d) for d in dates for bn in chosen]
+
+
+def run_partitions(
+    days: Sequence[MappingDay], instance: dg.DagsterInstance, *, show_progress: bool = True
+) -> list[RunOutcome]:
+    """Materialize the whole graph for each partition in this process, one run per partition."""
+    from rich.progress import Progress
+
+    from pipeline.definitions import defs
+
+    job = defs.resolve_job_def("review_requests_job")
+    instance.add_dynamic_partitions(MAPPING_DIMENSION, sorted({d.business_number for d in days}))
+    outcomes = []
+    with Progress(disable=not show_progress or len(days) <= 1, transient=True) as progress:
+        task = progress.add_task("partitions", total=len(days))
+        for day in days:
+            progress.update(task, description=str(day))
+            result = job.execute_in_process(instance=instance, partition_key=day.key, raise_on_error=False)
+            error = None
+            if not result.success:
+                failures = [e for e in result.all_events if e.is_step_failure]
+                error = "; ".join(
+                    f"{e.step_key}: {e.step_failure_data.error.message.strip().splitlines()[0]}"
+                    for e in failures
+                    if e.step_failure_data and e.step_failure_data.error
+                ) or "run failed"
+            outcomes.append(RunOutcome(day, result.success, error))
+            progress.advance(task)
+    return outcomes
+
+
+def summarize(settings: Settings, outcomes: Sequence[RunOutcome]) -> list[MappingSummary]:
+    """Counts per mapping over the partitions that ran: candidates, eligible, restrictions, requests."""
+    summaries: dict[str, MappingSummary] = {}
+    for outcome in outcomes:
+        s = summaries.setdefault(outcome.day.business_number, MappingSummary(outcome.day.business_number))
+        s.partitions += 1
+        s.failed += not outcome.success
+    if not summaries:
+        return []
+    keys = [(o.day.business_number, o.day.partition_date) for o in outcomes]
+    with connect(settings.warehouse_path) as con:
+        ensure_tables(con)
+        con.execute("create temp table chosen (business_number varchar, partition_date date)")
+        con.executemany("insert into chosen values (?, ?)", keys)
+        has_marts = con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'marts' and table_name = 'appointment_eligibility'"
+        ).fetchone()[0]
+        eligibility = (
+            con.execute(
+                "select e.business_number, coalesce(e.restriction_code, '') as code, count(*) "
+                "from marts.appointment_eligibility e join chosen using (business_number, partition_date) "
+                "group by all"
+            ).fetchall()
+            if has_marts
+            else []
+        )
+        requests = con.execute(
+            "select l.business_number, l.status, count(*) "
+            "from sink.review_request_ledger l join chosen using (business_number, partition_date) "
+            "group by all"
+        ).fetchall()
+    for business_number, code, count in eligibility:
+        s = summaries[business_number]
+        s.candidates += count
+        if code:
+            s.restrictions[code] = s.restrictions.get(code, 0) + count
+        else:
+            s.eligible += count
+    for business_number, status, count in requests:
+        summaries[business_number].requests[status] = count
+    return [summaries[k] for k in sorted(summaries)]
+
+
+def render_summary(summaries: Sequence[MappingSummary], outcomes: Sequence[RunOutcome]) -> None:
+    """Print the per-mapping table and every failed partition with its reason."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="Review requests by mapping", show_lines=False)
+    for column in ("mapping", "partitions", "failed", "candidates", "eligible", *RESTRICTION_CODES, *STATUSES):
+        table.add_column(column, justify="left" if column == "mapping" else "right")
+    for s in summaries:
+        table.add_row(
+            s.business_number,
+            str(s.partitions),
+            str(s.failed),
+            str(s.candidates),
+            str(s.eligible),
+            *(str(s.restrictions.get(code, 0)) for code in RESTRICTION_CODES),
+            *(str(s.requests.get(status, 0)) for status in STATUSES),
+        )
+    console.print(table)
+    for outcome in outcomes:
+        if not outcome.success:
+            console.print(f"[red]FAILED[/red] {outcome.day}: {outcome.error}")

@@ -1,0 +1,43 @@
+"""Partition slices: each run replaces exactly its own rows, in one transaction, so re-runs are idempotent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import duckdb
+
+from pipeline.warehouse.sql_files import SQL_DIR, run_sql_file
+
+RAW_DDL = sorted(p.relative_to(SQL_DIR).as_posix() for p in (SQL_DIR / "raw").glob("*.sql"))
+SINK_DDL = sorted(p.relative_to(SQL_DIR).as_posix() for p in (SQL_DIR / "sink").glob("*.sql"))
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the raw and ledger tables on first use (every statement is `if not exists`)."""
+    for relative_path in (*RAW_DDL, *SINK_DDL):
+        run_sql_file(con, relative_path)
+
+
+def replace_slice(
+    con: duckdb.DuckDBPyConnection, table: str, rows: Any, slice_key: Mapping[str, Any]
+) -> int:
+    """Delete `table`'s rows matching `slice_key` and insert `rows` (a DataFrame or Arrow table), atomically.
+
+    `table` and the column names come from our code, never from input; the values are bound.
+    """
+    where = " and ".join(f"{column} = ${column}" for column in slice_key)
+    con.execute("begin transaction")
+    try:
+        con.execute(f"delete from {table} where {where}", dict(slice_key))
+        if len(rows):
+            con.register("incoming_slice", rows)
+            try:
+                con.execute(f"insert into {table} by name select * from incoming_slice")
+            finally:
+                con.unregister("incoming_slice")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return len(rows)
