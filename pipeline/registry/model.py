@@ -95,6 +95,8 @@ def parse_business_number(value: object, field: str) -> str:
         raise RegistryError(
             field, "must be a positive integer (a number or a string of digits), not a boolean"
         )
+    if isinstance(value, int) and value < 0:
+        raise RegistryError(field, "must be a positive integer, not negative")
     if isinstance(value, int):
         text = str(value)
     elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
@@ -201,6 +203,8 @@ def parse_run_time(value: str, field: str) -> datetime:
         raise RegistryError(field, "must be an ISO 8601 timestamp such as 2026-11-26T06:00:00Z") from None
     if parsed.tzinfo is None:
         raise RegistryError(field, "must carry a time zone offset or Z, e.g. 2026-11-26T06:00:00Z")
+    if not 2000 <= parsed.year <= 2999:
+        raise RegistryError(field, "must be a time between the years 2000 and 2999")
     return parsed.astimezone(UTC).replace(microsecond=0)
 
 

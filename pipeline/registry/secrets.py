@@ -19,6 +19,7 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 KEY_FILE_NAME = ".registry_secret_key"
+_announced: set[Path] = set()
 
 
 class Secret:
@@ -61,30 +62,41 @@ class SecretKeyError(RuntimeError):
 
 
 def _key_from_file(path: Path) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    """Read the key file, creating it first if absent.
+
+    The key is written to a private temporary file and hard-linked into place, so a process that races us
+    either finds no file or a complete one, never an empty one, and exactly one key wins.
+    """
+    if path.exists():
         return path.read_bytes().strip()
-    key = Fernet.generate_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(key + b"\n")
-    return key
+        handle.write(Fernet.generate_key() + b"\n")
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    return path.read_bytes().strip()
 
 
 def load_fernet(settings: Settings) -> Fernet:
     """`REGISTRY_SECRET_KEY` if set, else `$DATA_DIR/.registry_secret_key` (created 0600 if absent).
 
-    O_EXCL makes creation race-free when several processes open a fresh registry at once.
+    The file is the demo's convenience (data/ is git-ignored); production sets the variable. Which one is used
+    is logged once per process, never the key itself.
     """
     if settings.registry_secret_key:
         key, origin = settings.registry_secret_key.encode(), "REGISTRY_SECRET_KEY"
     else:
         path = settings.data_dir / KEY_FILE_NAME
         key, origin = _key_from_file(path), str(path)
-        if not getattr(load_fernet, "_announced", False):
+        if path not in _announced:
             log.info("REGISTRY_SECRET_KEY is not set; API keys in the registry are encrypted with %s", path)
-            load_fernet._announced = True  # type: ignore[attr-defined]
+            _announced.add(path)
     try:
         return Fernet(key)
     except ValueError:

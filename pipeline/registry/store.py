@@ -670,6 +670,8 @@ class RegistryStore:
         """Change a mapping's properties, flags, frequency or next run time; absent fields stay."""
         with self._transaction(write=True) as con:
             row = self._mapping_row(con, business_number)
+            if patch == MappingPatch():
+                return self._mapping_view(con, business_number)
             if patch.properties is not None:
                 props = self._normalize_properties(patch.properties, "mapping")
                 self._write_properties(con, "mapping_property", "business_number", business_number, props)
