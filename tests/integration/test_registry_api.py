@@ -98,7 +98,8 @@ def seeded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fa
         }
         with sqlite3.connect(app.state.registry.path) as con:
             con.execute(
-                "INSERT INTO integration_source VALUES (200, 'OTHER', 'Healthcare', 'Birdeye API', 'Standard', 0)"
+                "INSERT INTO integration_source "
+                "VALUES (200, 'OTHER', 'Healthcare', 'Birdeye API', 'Standard', 0)"
             )
             con.execute(
                 "INSERT INTO integration_trigger VALUES (300, 200, 'otherTriggerServiceImpl', 'Other', "
@@ -115,7 +116,7 @@ def seeded(base_url: str, client: httpx.Client) -> httpx.Client:
     return client
 
 
-# -- the manual, verbatim ---------------------------------------------------------------------------------------
+# -- the manual, verbatim --------------------------------------------------------------------------
 
 
 def test_manual_replay_returns_the_sample_responses(base_url: str, app: FastAPI) -> None:
@@ -180,7 +181,7 @@ def test_manual_replay_twice_changes_nothing(base_url: str, app: FastAPI) -> Non
     }
 
 
-# -- bad input --------------------------------------------------------------------------------------------------
+# -- bad input -------------------------------------------------------------------------------------
 
 GROUP = json.loads(STEP["smb_group"].body)
 MAPPING = json.loads(STEP["smb_mapping"].body)
@@ -736,7 +737,7 @@ def test_odd_bodies_never_cause_a_server_error(seeded_server: tuple[FastAPI, htt
     assert app.state.registry.snapshot() == before
 
 
-# -- operator routes --------------------------------------------------------------------------------------------
+# -- operator routes -------------------------------------------------------------------------------
 
 
 def test_operator_routes_list_update_and_deactivate(seeded: httpx.Client) -> None:
@@ -791,7 +792,7 @@ def test_operator_routes_list_update_and_deactivate(seeded: httpx.Client) -> Non
     assert seeded.get("/docs").status_code == 404  # Swagger UI would need a CDN
 
 
-# -- secrets ----------------------------------------------------------------------------------------------------
+# -- secrets ---------------------------------------------------------------------------------------
 
 
 def test_api_keys_never_appear_in_clear(
@@ -843,7 +844,7 @@ def test_api_keys_never_appear_in_clear(
     assert MANUAL_KEY not in repr(config) and BIRDEYE_KEY not in str(config)
 
 
-# -- auth -------------------------------------------------------------------------------------------------------
+# -- auth ------------------------------------------------------------------------------------------
 
 
 def test_admin_token_is_required_when_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
