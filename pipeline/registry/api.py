@@ -1,0 +1,478 @@
+"""Admin API: the support manual's curl commands (SPEC §2.1) plus the operator's routes.
+
+Seed routes, unchanged from the manual:
+    PUT  /integration/add/businessintegrationgroup
+    GET  /integration/trigger/integrationtriggers/sourceid/{sourceId}
+    GET  /integration/businessintegrationgroup/{businessNumber}
+    POST /integration/update/businessintegrationgroup?replaceTriggers=true|false
+    PUT  /integration/add/businessintegrationmapping
+Operator routes:
+    GET   /admin/groups                      GET   /admin/groups/{groupId}
+    GET   /admin/mappings?businessNumber=&groupId=&active=
+    GET   /admin/mappings/{businessNumber}   PATCH /admin/mappings/{businessNumber}
+    POST  /admin/mappings/{businessNumber}/deactivate
+    GET   /admin/health
+Every error is `{"error": {"field": ..., "message": ...}}` with a 4xx status; request bodies are never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import sqlite3
+from typing import Annotated, Any, Literal
+
+import uvicorn
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pipeline.registry.model import (
+    RegistryError,
+    parse_business_number,
+    parse_frequency,
+    parse_run_time,
+)
+from pipeline.registry.secrets import SecretKeyError
+from pipeline.registry.store import (
+    SCHEMA_VERSION,
+    MappingInput,
+    MappingPatch,
+    PropertyInput,
+    RegistryStore,
+    TriggerInput,
+)
+from pipeline.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+_BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+# -- request bodies ------------------------------------------------------------------------------------------
+
+
+def _business_number(value: object) -> str:
+    try:
+        return parse_business_number(value, "businessNumber")
+    except RegistryError as error:
+        raise ValueError(error.message) from None
+
+
+def _scalar_text(value: object) -> object:
+    """Property values are strings in the manual; a plain JSON integer is accepted as its digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+BusinessNumber = Annotated[str, BeforeValidator(_business_number)]
+PositiveId = Annotated[StrictInt, Field(gt=0)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PropertyBody(_Body):
+    propertyKey: StrictStr
+    propertyValue: Annotated[StrictStr, BeforeValidator(_scalar_text), Field(max_length=2000)]
+    isSecure: StrictBool = False
+
+
+class TriggerBody(_Body):
+    triggerId: PositiveId
+    triggerTypeId: PositiveId
+    actionIds: Annotated[list[PositiveId], Field(min_length=1, max_length=20)] | None = None
+
+
+class FrequencyBody(_Body):
+    value: StrictInt
+    unit: Literal["days", "hours"]
+
+
+class GroupCreateBody(_Body):
+    parentBusinessNumber: BusinessNumber
+    integrationSourceId: StrictInt
+    integrationGroupProperties: Annotated[list[PropertyBody], Field(max_length=20)]
+    integrationGroupTriggers: Annotated[list[TriggerBody], Field(max_length=20)]
+
+
+class GroupUpdateBody(_Body):
+    groupId: StrictInt
+    integrationGroupTriggers: Annotated[list[TriggerBody], Field(max_length=20)] | None = None
+    integrationGroupProperties: Annotated[list[PropertyBody], Field(max_length=20)] | None = None
+    removePropertyKeys: Annotated[list[StrictStr], Field(max_length=20)] | None = None
+
+
+class MappingCreateBody(_Body):
+    businessNumber: BusinessNumber
+    integrationGroupId: StrictInt
+    integrationProperties: Annotated[list[PropertyBody], Field(max_length=20)] = []
+    active: StrictBool = True
+    test: StrictBool = False
+    beta: StrictBool = False
+    frequency: FrequencyBody | None = None
+    nextRunTime: StrictStr | None = None
+
+
+class MappingPatchBody(_Body):
+    integrationProperties: Annotated[list[PropertyBody], Field(max_length=20)] | None = None
+    removePropertyKeys: Annotated[list[StrictStr], Field(max_length=20)] | None = None
+    active: StrictBool | None = None
+    test: StrictBool | None = None
+    beta: StrictBool | None = None
+    frequency: FrequencyBody | None = None
+    nextRunTime: StrictStr | None = None
+
+
+def _properties(bodies: list[PropertyBody], field: str) -> list[PropertyInput]:
+    return [
+        PropertyInput(body.propertyKey, body.propertyValue, body.isSecure, f"{field}[{index}]")
+        for index, body in enumerate(bodies)
+    ]
+
+
+def _triggers(bodies: list[TriggerBody], field: str) -> list[TriggerInput]:
+    return [
+        TriggerInput(
+            body.triggerId,
+            body.triggerTypeId,
+            tuple(body.actionIds) if body.actionIds is not None else None,
+            f"{field}[{index}]",
+        )
+        for index, body in enumerate(bodies)
+    ]
+
+
+def _schedule(frequency: FrequencyBody | None, next_run_time: str | None) -> tuple:
+    return (
+        parse_frequency(frequency.value, frequency.unit, "frequency") if frequency else None,
+        parse_run_time(next_run_time, "nextRunTime") if next_run_time is not None else None,
+    )
+
+
+# -- errors --------------------------------------------------------------------------------------------------
+
+
+def _error(status: int, field: str | None, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": {"field": field, "message": message}}, status_code=status, headers=headers)
+
+
+def _field_path(loc: tuple) -> str:
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+def _validation_message(error: dict) -> str:
+    kind = error.get("type", "")
+    if kind == "missing":
+        return "is required" if len(error.get("loc", ())) > 1 else "a JSON request body is required"
+    if kind == "extra_forbidden":
+        return "is not a known field"
+    if kind == "model_attributes_type":
+        return "must be a JSON object"
+    message = str(error.get("msg", "is invalid"))
+    return message.removeprefix("Value error, ")
+
+
+async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "malformed")
+        return _error(400, "body", f"invalid JSON: {detail}")
+    response = {
+        "error": {"field": _field_path(tuple(first.get("loc", ()))), "message": _validation_message(first)}
+    }
+    if len(errors) > 1:
+        response["errors"] = [
+            {"field": _field_path(tuple(e.get("loc", ()))), "message": _validation_message(e)} for e in errors
+        ]
+    return JSONResponse(response, status_code=422)
+
+
+async def _on_registry_error(request: Request, exc: RegistryError) -> JSONResponse:
+    return _error(exc.status, exc.field, exc.message)
+
+
+async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error(exc.status_code, None, str(exc.detail), **(exc.headers or {}))
+
+
+async def _on_sqlite_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+    if "locked" in str(exc) or "busy" in str(exc):
+        return _error(503, None, "the registry is busy; retry shortly", **{"Retry-After": "1"})
+    log.error("registry database error on %s %s: %s", request.method, request.url.path, exc)
+    return _error(500, None, "registry database error; see the server log")
+
+
+async def _on_secret_key_error(request: Request, exc: SecretKeyError) -> JSONResponse:
+    log.error("%s", exc)
+    return _error(500, None, str(exc))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return _error(500, None, "internal error; see the server log")
+
+
+# -- transport guard -----------------------------------------------------------------------------------------
+
+
+class RequestGuard:
+    """Bearer token, body size and content type, checked before FastAPI reads a byte of the body."""
+
+    def __init__(self, app: ASGIApp, *, token: str | None, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {key.decode("latin-1").lower(): value for key, value in scope["headers"]}
+        if self.token is not None and not self._authorized(headers.get("authorization", b"")):
+            await _error(
+                401,
+                "Authorization",
+                "send the admin token as 'Authorization: Bearer <ADMIN_TOKEN>'",
+                **{"WWW-Authenticate": "Bearer"},
+            )(scope, receive, send)
+            return
+        if scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get("content-length", b"").strip()
+        if declared.isdigit() and int(declared) > self.max_body:
+            await self._too_large(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        content_type = headers.get("content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        if body and content_type != "application/json":
+            await _error(
+                415,
+                "Content-Type",
+                f"send the body as application/json, not {content_type or 'no content type'}",
+            )(scope, receive, send)
+            return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    def _authorized(self, header: bytes) -> bool:
+        scheme, _, credentials = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token or b"")
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _error(413, "body", f"the request body is larger than {self.max_body} bytes")(
+            scope, receive, send
+        )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+# -- the app -------------------------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings, *, store: RegistryStore | None = None) -> FastAPI:
+    """The admin app over `settings.registry_path`; the registry file and schema are created if absent."""
+    registry = store or RegistryStore.open(settings)
+    app = FastAPI(
+        title="cliniko-reviews admin API",
+        version=str(SCHEMA_VERSION),
+        description=__doc__,
+        # Swagger UI and ReDoc load their scripts from a CDN; only the offline OpenAPI document is served.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(RegistryError, _on_registry_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(sqlite3.OperationalError, _on_sqlite_error)
+    app.add_exception_handler(SecretKeyError, _on_secret_key_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(RequestGuard, token=settings.admin_token)
+    app.state.registry = registry
+
+    @app.put("/integration/add/businessintegrationgroup", tags=["seed"])
+    def create_group(body: GroupCreateBody) -> JSONResponse:
+        """Create the integration group of an SMB or enterprise parent business (manual: create group)."""
+        group, created = registry.create_group(
+            body.parentBusinessNumber,
+            body.integrationSourceId,
+            _properties(body.integrationGroupProperties, "integrationGroupProperties"),
+            _triggers(body.integrationGroupTriggers, "integrationGroupTriggers"),
+        )
+        return JSONResponse(group, status_code=201 if created else 200)
+
+    @app.get("/integration/trigger/integrationtriggers/sourceid/{sourceId}", tags=["seed"])
+    def list_triggers(sourceId: int) -> list[dict[str, Any]]:  # noqa: N803 - the seed's path parameter
+        """The triggers of an integration source, shaped like the manual's sample response."""
+        return registry.triggers(sourceId)
+
+    @app.get("/integration/businessintegrationgroup/{businessNumber}", tags=["seed"])
+    def find_group(businessNumber: str) -> dict[str, Any]:  # noqa: N803
+        """The group whose parent is this business, else the group that maps it as a location."""
+        return registry.group_for_business(parse_business_number(businessNumber, "businessNumber"))
+
+    @app.post("/integration/update/businessintegrationgroup", tags=["seed"])
+    def update_group(body: GroupUpdateBody, replaceTriggers: bool = False) -> dict[str, Any]:  # noqa: N803
+        """Append triggers (replaceTriggers=false) or replace them; optionally upsert or remove properties."""
+        return registry.update_group(
+            body.groupId,
+            triggers=(
+                _triggers(body.integrationGroupTriggers, "integrationGroupTriggers")
+                if body.integrationGroupTriggers is not None
+                else None
+            ),
+            replace_triggers=replaceTriggers,
+            properties=(
+                _properties(body.integrationGroupProperties, "integrationGroupProperties")
+                if body.integrationGroupProperties is not None
+                else None
+            ),
+            remove_keys=body.removePropertyKeys,
+        )
+
+    @app.put("/integration/add/businessintegrationmapping", tags=["seed"])
+    def create_mapping(body: MappingCreateBody) -> JSONResponse:
+        """Map a Birdeye location (businessNumber) to an integration group (manual: mapping)."""
+        frequency, next_run_time = _schedule(body.frequency, body.nextRunTime)
+        mapping, created = registry.create_mapping(
+            MappingInput(
+                business_number=body.businessNumber,
+                group_id=body.integrationGroupId,
+                properties=_properties(body.integrationProperties, "integrationProperties"),
+                active=body.active,
+                test=body.test,
+                beta=body.beta,
+                frequency=frequency,
+                next_run_time=next_run_time,
+            )
+        )
+        return JSONResponse(mapping, status_code=201 if created else 200)
+
+    @app.get("/admin/health", tags=["operator"])
+    def health() -> dict[str, Any]:
+        """Liveness, and the registry's schema version."""
+        return {"status": "ok", "schemaVersion": SCHEMA_VERSION}
+
+    @app.get("/admin/groups", tags=["operator"])
+    def list_groups() -> dict[str, Any]:
+        """Every integration group, secrets masked."""
+        return {"groups": registry.groups()}
+
+    @app.get("/admin/groups/{groupId}", tags=["operator"])
+    def get_group(groupId: int) -> dict[str, Any]:  # noqa: N803
+        return registry.group(groupId)
+
+    @app.get("/admin/mappings", tags=["operator"])
+    def list_mappings(
+        businessNumber: Annotated[str | None, Query()] = None,  # noqa: N803
+        groupId: Annotated[int | None, Query()] = None,  # noqa: N803
+        active: Annotated[bool | None, Query()] = None,
+    ) -> dict[str, Any]:
+        """Mappings, optionally filtered by business number, group or active flag."""
+        number = (
+            parse_business_number(businessNumber, "businessNumber") if businessNumber is not None else None
+        )
+        return {"mappings": registry.mappings(business_number=number, group_id=groupId, active=active)}
+
+    @app.get("/admin/mappings/{businessNumber}", tags=["operator"])
+    def get_mapping(businessNumber: str) -> dict[str, Any]:  # noqa: N803
+        return registry.mapping(parse_business_number(businessNumber, "businessNumber"))
+
+    @app.patch("/admin/mappings/{businessNumber}", tags=["operator"])
+    def patch_mapping(businessNumber: str, body: MappingPatchBody) -> dict[str, Any]:  # noqa: N803
+        """Change properties (upsert by key; removePropertyKeys drops overrides), flags, schedule."""
+        frequency, next_run_time = _schedule(body.frequency, body.nextRunTime)
+        return registry.update_mapping(
+            parse_business_number(businessNumber, "businessNumber"),
+            MappingPatch(
+                properties=(
+                    _properties(body.integrationProperties, "integrationProperties")
+                    if body.integrationProperties is not None
+                    else None
+                ),
+                remove_keys=body.removePropertyKeys,
+                active=body.active,
+                test=body.test,
+                beta=body.beta,
+                frequency=frequency,
+                next_run_time=next_run_time,
+            ),
+        )
+
+    @app.post("/admin/mappings/{businessNumber}/deactivate", tags=["operator"])
+    def deactivate_mapping(businessNumber: str) -> dict[str, Any]:  # noqa: N803
+        """Stop running a mapping; it stays in the registry and can be re-activated with PATCH."""
+        return registry.deactivate_mapping(parse_business_number(businessNumber, "businessNumber"))
+
+    return app
+
+
+# -- serving -------------------------------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """Only literal loopback addresses and `localhost` count; any other name may resolve outward."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_refusal(host: str, token: str | None) -> str | None:
+    """Why `serve` must not listen on `host`, or None if it may."""
+    if token or is_loopback(host):
+        return None
+    return (
+        f"refusing to serve the admin API on {host} without ADMIN_TOKEN: anyone who can reach it "
+        "could read and change the registry. Set ADMIN_TOKEN (clients then send "
+        "'Authorization: Bearer <token>') or bind 127.0.0.1."
+    )
+
+
+def serve(host: str = "127.0.0.1", port: int = 8300) -> None:
+    """Run the admin API with uvicorn; exits non-zero before binding a non-loopback host without a token."""
+    settings = load_settings()
+    refusal = bind_refusal(host, settings.admin_token)
+    if refusal:
+        raise SystemExit(f"Error: {refusal}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    log.info("registry at %s (schema version %s)", settings.registry_path, SCHEMA_VERSION)
+    uvicorn.run(app, host=host, port=port, server_header=False, log_level="info")

@@ -1,0 +1,900 @@
+"""The registry in SQLite: schema and migrations, and one transaction per operation.
+
+Several processes (the admin API, Dagster's sensor and runs) open the file at once, so every connection
+runs in WAL mode with a busy timeout, every write takes the write lock up front (`BEGIN IMMEDIATE`, so two
+writers never deadlock upgrading a read lock), and every operation validates and writes inside that one
+transaction: a request that fails leaves nothing behind. Connections are opened per operation, which keeps
+the store safe to use from FastAPI's thread pool.
+
+Group ids are server-assigned from a sequence that starts at 22253, the group id of the support manual:
+the manual's follow-up commands (trigger replace, mappings) name that id verbatim, so they work unchanged
+against the first group of a fresh registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.registry.model import (
+    CLINIKO_API_KEY,
+    DEFAULT_FREQUENCY,
+    KNOWN_KEYS,
+    LOCATION_NAME,
+    SOURCES,
+    TRIGGERS,
+    Frequency,
+    RegistryError,
+    default_next_run_time,
+    format_run_time,
+    is_secret_key,
+    mask,
+    normalize_property,
+)
+from pipeline.registry.secrets import Secret, SecretBox, SecretKeyError, load_fernet
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_SECONDS = 30.0
+FIRST_GROUP_ID = 22253
+
+_SCHEMA_V1 = (
+    """CREATE TABLE integration_source (
+        source_id INTEGER PRIMARY KEY,
+        integration_source TEXT NOT NULL,
+        source_category TEXT NOT NULL,
+        integration_type TEXT NOT NULL,
+        integration_plan TEXT NOT NULL,
+        oauth_enabled INTEGER NOT NULL
+    )""",
+    """CREATE TABLE integration_trigger (
+        trigger_id INTEGER PRIMARY KEY,
+        source_id INTEGER NOT NULL REFERENCES integration_source (source_id),
+        trigger_service TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        trigger_type_id INTEGER NOT NULL,
+        trigger_type_name TEXT NOT NULL,
+        action_group_id INTEGER NOT NULL,
+        trigger_name TEXT NOT NULL,
+        case_type_id INTEGER NOT NULL
+    )""",
+    """CREATE TABLE integration_group (
+        group_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        parent_business_number TEXT NOT NULL,
+        source_id INTEGER NOT NULL REFERENCES integration_source (source_id),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (parent_business_number, source_id)
+    )""",
+    f"INSERT INTO sqlite_sequence (name, seq) VALUES ('integration_group', {FIRST_GROUP_ID - 1})",
+    """CREATE TABLE group_property (
+        group_id INTEGER NOT NULL REFERENCES integration_group (group_id) ON DELETE CASCADE,
+        property_key TEXT NOT NULL,
+        property_value TEXT NOT NULL,
+        is_secure INTEGER NOT NULL,
+        encrypted INTEGER NOT NULL,
+        masked_value TEXT,
+        PRIMARY KEY (group_id, property_key)
+    )""",
+    """CREATE TABLE group_trigger (
+        group_id INTEGER NOT NULL REFERENCES integration_group (group_id) ON DELETE CASCADE,
+        trigger_id INTEGER NOT NULL REFERENCES integration_trigger (trigger_id),
+        trigger_type_id INTEGER NOT NULL,
+        action_ids TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (group_id, trigger_id)
+    )""",
+    """CREATE TABLE integration_mapping (
+        business_number TEXT PRIMARY KEY,
+        group_id INTEGER NOT NULL REFERENCES integration_group (group_id),
+        active INTEGER NOT NULL,
+        test INTEGER NOT NULL,
+        beta INTEGER NOT NULL,
+        frequency_value INTEGER NOT NULL CHECK (frequency_value > 0),
+        frequency_unit TEXT NOT NULL CHECK (frequency_unit IN ('days', 'hours')),
+        next_run_time TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX integration_mapping_group ON integration_mapping (group_id)",
+    """CREATE TABLE mapping_property (
+        business_number TEXT NOT NULL REFERENCES integration_mapping (business_number) ON DELETE CASCADE,
+        property_key TEXT NOT NULL,
+        property_value TEXT NOT NULL,
+        is_secure INTEGER NOT NULL,
+        encrypted INTEGER NOT NULL,
+        masked_value TEXT,
+        PRIMARY KEY (business_number, property_key)
+    )""",
+)
+
+# Migration N (1-based) brings a file from user_version N-1 to N. Append; never edit a released one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_TABLES = (
+    "integration_source",
+    "integration_trigger",
+    "integration_group",
+    "group_property",
+    "group_trigger",
+    "integration_mapping",
+    "mapping_property",
+)
+
+
+def migrate(con: sqlite3.Connection) -> int:
+    """Bring the file to `SCHEMA_VERSION` inside the caller's write transaction; returns the version.
+
+    `PRAGMA user_version` is part of the transaction, so a migration lands whole or not at all, and the
+    second of two processes opening a fresh file finds the work done.
+    """
+    current = con.execute("PRAGMA user_version").fetchone()[0]
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"the registry file has schema version {current}, newer than this code's {SCHEMA_VERSION}; "
+            "upgrade cliniko-reviews"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[version - 1]:
+            con.execute(statement)
+        con.execute(f"PRAGMA user_version = {version}")
+    return SCHEMA_VERSION
+
+
+def _sync_catalogue(con: sqlite3.Connection) -> None:
+    """The catalogue is code: upsert it on every open so a release that changes it needs no migration."""
+    for source in SOURCES:
+        con.execute(
+            """INSERT INTO integration_source VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (source_id) DO UPDATE SET integration_source = excluded.integration_source,
+                 source_category = excluded.source_category, integration_type = excluded.integration_type,
+                 integration_plan = excluded.integration_plan, oauth_enabled = excluded.oauth_enabled""",
+            (
+                source["id"],
+                source["integrationSource"],
+                source["sourceCategory"],
+                source["integrationType"],
+                source["integrationPlan"],
+                int(source["oauthEnabled"]),
+            ),
+        )
+    for trigger in TRIGGERS:
+        (source_id,) = trigger["sourceIdsList"]
+        con.execute(
+            """INSERT OR REPLACE INTO integration_trigger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                trigger["id"],
+                source_id,
+                trigger["triggerService"],
+                trigger["displayName"],
+                trigger["description"],
+                int(trigger["active"]),
+                trigger["integrationTriggerType"]["id"],
+                trigger["integrationTriggerType"]["name"],
+                trigger["actionGroupId"],
+                trigger["triggerName"],
+                trigger["caseTypeId"],
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class PropertyInput:
+    """One requested property; `field` is its path in the request body, for error messages."""
+
+    key: str
+    value: str
+    is_secure: bool
+    field: str
+
+
+@dataclass(frozen=True)
+class TriggerInput:
+    trigger_id: int
+    trigger_type_id: int
+    action_ids: tuple[int, ...] | None
+    field: str
+
+
+@dataclass(frozen=True)
+class MappingInput:
+    business_number: str
+    group_id: int
+    properties: Sequence[PropertyInput]
+    active: bool = True
+    test: bool = False
+    beta: bool = False
+    frequency: Frequency | None = None
+    next_run_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MappingPatch:
+    """PATCH semantics: None leaves a field as it is."""
+
+    properties: Sequence[PropertyInput] | None = None
+    remove_keys: Sequence[str] | None = None
+    active: bool | None = None
+    test: bool | None = None
+    beta: bool | None = None
+    frequency: Frequency | None = None
+    next_run_time: datetime | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class RegistryStore:
+    """Groups, triggers and mappings in one SQLite file; every public method is one transaction."""
+
+    def __init__(self, path: Path, box: SecretBox) -> None:
+        self.path = Path(path)
+        self._box = box
+        self._initialise()
+
+    @classmethod
+    def open(cls, settings: Settings) -> RegistryStore:
+        return cls(settings.registry_path, SecretBox(load_fernet(settings)))
+
+    # -- connections -----------------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        con.execute("PRAGMA foreign_keys = ON")
+        con.execute("PRAGMA synchronous = NORMAL")
+        return con
+
+    def _initialise(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._connect()
+        try:
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("BEGIN IMMEDIATE")
+            migrate(con)
+            _sync_catalogue(con)
+            con.execute("COMMIT")
+        finally:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            con.close()
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield con
+            con.execute("COMMIT")
+        finally:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            con.close()
+
+    # -- catalogue -------------------------------------------------------------------------------------------
+
+    def _source(self, con: sqlite3.Connection, source_id: int, field: str) -> dict:
+        row = con.execute("SELECT * FROM integration_source WHERE source_id = ?", (source_id,)).fetchone()
+        if row is None:
+            known = ", ".join(
+                f"{r['source_id']} ({r['integration_source']})"
+                for r in con.execute("SELECT * FROM integration_source ORDER BY source_id")
+            )
+            raise RegistryError(field, f"unknown integration source {source_id}; known sources: {known}")
+        return _source_view(row)
+
+    def triggers(self, source_id: int) -> list[dict]:
+        """The seed's trigger list of one source (404 for an unknown source)."""
+        with self._transaction(write=False) as con:
+            try:
+                self._source(con, source_id, "sourceId")
+            except RegistryError as error:
+                raise RegistryError(error.field, error.message, 404) from None
+            rows = con.execute(
+                "SELECT * FROM integration_trigger WHERE source_id = ? ORDER BY trigger_id", (source_id,)
+            ).fetchall()
+            return [_trigger_view(row) for row in rows]
+
+    def _resolve_triggers(
+        self, con: sqlite3.Connection, source_id: int, triggers: Sequence[TriggerInput]
+    ) -> list[tuple[int, int, tuple[int, ...]]]:
+        resolved: list[tuple[int, int, tuple[int, ...]]] = []
+        seen: set[int] = set()
+        for trigger in triggers:
+            row = con.execute(
+                "SELECT * FROM integration_trigger WHERE trigger_id = ?", (trigger.trigger_id,)
+            ).fetchone()
+            if row is None:
+                known = [
+                    str(r[0])
+                    for r in con.execute(
+                        "SELECT trigger_id FROM integration_trigger WHERE source_id = ? ORDER BY 1",
+                        (source_id,),
+                    )
+                ]
+                raise RegistryError(
+                    f"{trigger.field}.triggerId",
+                    f"unknown trigger {trigger.trigger_id}; triggers of source {source_id}: "
+                    f"{', '.join(known)}",
+                )
+            if row["source_id"] != source_id:
+                raise RegistryError(
+                    f"{trigger.field}.triggerId",
+                    f"trigger {trigger.trigger_id} belongs to source {row['source_id']}, "
+                    f"not to source {source_id}",
+                )
+            if not row["active"]:
+                raise RegistryError(f"{trigger.field}.triggerId", f"trigger {trigger.trigger_id} is inactive")
+            if row["trigger_type_id"] != trigger.trigger_type_id:
+                raise RegistryError(
+                    f"{trigger.field}.triggerTypeId",
+                    f"trigger {trigger.trigger_id} has type {row['trigger_type_id']} "
+                    f"({row['trigger_type_name']}), not {trigger.trigger_type_id}",
+                )
+            if trigger.trigger_id in seen:
+                raise RegistryError(
+                    f"{trigger.field}.triggerId", f"trigger {trigger.trigger_id} is listed more than once"
+                )
+            seen.add(trigger.trigger_id)
+            actions = trigger.action_ids if trigger.action_ids is not None else (row["action_group_id"],)
+            resolved.append((trigger.trigger_id, trigger.trigger_type_id, tuple(actions)))
+        return resolved
+
+    # -- properties ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _normalize_properties(properties: Sequence[PropertyInput], level: str) -> dict[str, tuple[str, bool]]:
+        result: dict[str, tuple[str, bool]] = {}
+        for prop in properties:
+            value = normalize_property(prop.key, prop.value, level=level, field=prop.field)
+            if prop.key in result:
+                raise RegistryError(f"{prop.field}.propertyKey", f"{prop.key} is given more than once")
+            result[prop.key] = (value, prop.is_secure or is_secret_key(prop.key))
+        return result
+
+    def _write_properties(
+        self, con: sqlite3.Connection, table: str, owner_column: str, owner: object, props: dict
+    ) -> None:
+        for key, (value, secure) in props.items():
+            secret = is_secret_key(key)
+            con.execute(
+                f"""INSERT INTO {table} ({owner_column}, property_key, property_value, is_secure, encrypted,
+                        masked_value) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT DO UPDATE SET property_value = excluded.property_value,
+                        is_secure = excluded.is_secure, encrypted = excluded.encrypted,
+                        masked_value = excluded.masked_value""",
+                (
+                    owner,
+                    key,
+                    self._box.encrypt(value) if secret else value,
+                    int(secure),
+                    int(secret),
+                    mask(value) if secret else None,
+                ),
+            )
+
+    def _plain_properties(self, rows: Sequence[sqlite3.Row]) -> dict[str, str] | None:
+        """Stored properties as plaintext, for comparing a replayed request; None if a key cannot be read."""
+        try:
+            return {
+                row["property_key"]: (
+                    self._box.decrypt(row["property_value"]).reveal()
+                    if row["encrypted"]
+                    else row["property_value"]
+                )
+                for row in rows
+            }
+        except SecretKeyError:
+            return None
+
+    # -- groups ----------------------------------------------------------------------------------------------
+
+    def create_group(
+        self,
+        parent_business_number: str,
+        source_id: int,
+        properties: Sequence[PropertyInput],
+        triggers: Sequence[TriggerInput],
+    ) -> tuple[dict, bool]:
+        """Create the group of a parent business and source; returns (group, created).
+
+        Replaying the identical request returns the existing group (PUT is idempotent: the manual's SMB and
+        enterprise commands are the same body); a different request for an existing group is a conflict.
+        """
+        with self._transaction(write=True) as con:
+            self._source(con, source_id, "integrationSourceId")
+            props = self._normalize_properties(properties, "group")
+            if CLINIKO_API_KEY not in props:
+                raise RegistryError(
+                    "integrationGroupProperties", f"{CLINIKO_API_KEY} is required on the group"
+                )
+            if not triggers:
+                raise RegistryError("integrationGroupTriggers", "at least one trigger is required")
+            resolved = self._resolve_triggers(con, source_id, triggers)
+            existing = con.execute(
+                "SELECT group_id FROM integration_group WHERE parent_business_number = ? AND source_id = ?",
+                (parent_business_number, source_id),
+            ).fetchone()
+            if existing is not None:
+                group_id = existing["group_id"]
+                if self._group_matches(con, group_id, props, resolved):
+                    return self._group_view(con, group_id), False
+                raise RegistryError(
+                    "parentBusinessNumber",
+                    f"business {parent_business_number} already has integration group {group_id} for source "
+                    f"{source_id}; change it with POST /integration/update/businessintegrationgroup",
+                    409,
+                )
+            stamp = _stamp(_now())
+            group_id = con.execute(
+                """INSERT INTO integration_group (parent_business_number, source_id, created_at, updated_at)
+                   VALUES (?, ?, ?, ?)""",
+                (parent_business_number, source_id, stamp, stamp),
+            ).lastrowid
+            self._write_properties(con, "group_property", "group_id", group_id, props)
+            self._write_triggers(con, group_id, resolved, replace=True)
+            log.info("integration group %s created for parent business %s", group_id, parent_business_number)
+            return self._group_view(con, group_id), True
+
+    def _group_matches(self, con: sqlite3.Connection, group_id: int, props: dict, resolved: list) -> bool:
+        stored = self._plain_properties(
+            con.execute("SELECT * FROM group_property WHERE group_id = ?", (group_id,)).fetchall()
+        )
+        wanted = {key: value for key, (value, _) in props.items()}
+        triggers = [
+            (row["trigger_id"], row["trigger_type_id"], tuple(json.loads(row["action_ids"])))
+            for row in con.execute(
+                "SELECT * FROM group_trigger WHERE group_id = ? ORDER BY position", (group_id,)
+            )
+        ]
+        return stored == wanted and sorted(triggers) == sorted(resolved)
+
+    @staticmethod
+    def _write_triggers(con: sqlite3.Connection, group_id: int, resolved: list, *, replace: bool) -> None:
+        if replace:
+            con.execute("DELETE FROM group_trigger WHERE group_id = ?", (group_id,))
+        position = con.execute(
+            "SELECT coalesce(max(position), 0) FROM group_trigger WHERE group_id = ?", (group_id,)
+        ).fetchone()[0]
+        for trigger_id, type_id, actions in resolved:
+            position += 1
+            con.execute(
+                """INSERT INTO group_trigger (group_id, trigger_id, trigger_type_id, action_ids, position)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT DO UPDATE SET trigger_type_id = excluded.trigger_type_id,
+                     action_ids = excluded.action_ids""",
+                (group_id, trigger_id, type_id, json.dumps(list(actions)), position),
+            )
+
+    def update_group(
+        self,
+        group_id: int,
+        *,
+        triggers: Sequence[TriggerInput] | None,
+        replace_triggers: bool,
+        properties: Sequence[PropertyInput] | None = None,
+        remove_keys: Sequence[str] | None = None,
+    ) -> dict:
+        """Add (or, with `replace_triggers`, replace) a group's triggers; upsert or remove its properties."""
+        with self._transaction(write=True) as con:
+            row = con.execute("SELECT * FROM integration_group WHERE group_id = ?", (group_id,)).fetchone()
+            if row is None:
+                raise RegistryError("groupId", f"no integration group {group_id}", 404)
+            if triggers is None and properties is None and not remove_keys:
+                raise RegistryError(
+                    "integrationGroupTriggers",
+                    "nothing to update: give integrationGroupTriggers, integrationGroupProperties "
+                    "or removePropertyKeys",
+                )
+            if triggers is not None:
+                if replace_triggers and not triggers:
+                    raise RegistryError("integrationGroupTriggers", "replacing needs at least one trigger")
+                resolved = self._resolve_triggers(con, row["source_id"], triggers)
+                self._write_triggers(con, group_id, resolved, replace=replace_triggers)
+            if properties is not None:
+                props = self._normalize_properties(properties, "group")
+                self._write_properties(con, "group_property", "group_id", group_id, props)
+            for index, key in enumerate(remove_keys or ()):
+                field = f"removePropertyKeys[{index}]"
+                if key == CLINIKO_API_KEY:
+                    raise RegistryError(
+                        field, f"{CLINIKO_API_KEY} is required on the group; replace it instead"
+                    )
+                _check_known(key, field)
+                con.execute(
+                    "DELETE FROM group_property WHERE group_id = ? AND property_key = ?", (group_id, key)
+                )
+            con.execute(
+                "UPDATE integration_group SET updated_at = ? WHERE group_id = ?", (_stamp(_now()), group_id)
+            )
+            return self._group_view(con, group_id)
+
+    def group(self, group_id: int) -> dict:
+        with self._transaction(write=False) as con:
+            if (
+                con.execute("SELECT 1 FROM integration_group WHERE group_id = ?", (group_id,)).fetchone()
+                is None
+            ):
+                raise RegistryError("groupId", f"no integration group {group_id}", 404)
+            return self._group_view(con, group_id)
+
+    def group_for_business(self, business_number: str) -> dict:
+        """The group whose parent is this business, else the group that maps this business as a location."""
+        with self._transaction(write=False) as con:
+            row = con.execute(
+                "SELECT group_id FROM integration_group WHERE parent_business_number = ? ORDER BY group_id",
+                (business_number,),
+            ).fetchone()
+            if row is None:
+                row = con.execute(
+                    "SELECT group_id FROM integration_mapping WHERE business_number = ?", (business_number,)
+                ).fetchone()
+            if row is None:
+                raise RegistryError(
+                    "businessNumber", f"no integration group for business {business_number}", 404
+                )
+            return self._group_view(con, row["group_id"])
+
+    def groups(self) -> list[dict]:
+        with self._transaction(write=False) as con:
+            ids = [r[0] for r in con.execute("SELECT group_id FROM integration_group ORDER BY group_id")]
+            return [self._group_view(con, group_id) for group_id in ids]
+
+    def _group_view(self, con: sqlite3.Connection, group_id: int) -> dict:
+        group = con.execute("SELECT * FROM integration_group WHERE group_id = ?", (group_id,)).fetchone()
+        source = con.execute(
+            "SELECT * FROM integration_source WHERE source_id = ?", (group["source_id"],)
+        ).fetchone()
+        triggers = con.execute(
+            "SELECT * FROM group_trigger WHERE group_id = ? ORDER BY position", (group_id,)
+        ).fetchall()
+        props = con.execute("SELECT * FROM group_property WHERE group_id = ?", (group_id,)).fetchall()
+        mapped = con.execute(
+            "SELECT business_number FROM integration_mapping WHERE group_id = ? ORDER BY business_number",
+            (group_id,),
+        ).fetchall()
+        return {
+            "groupId": group_id,
+            "integrationSourceType": _source_view(source),
+            "integrationGroupTriggers": [
+                {
+                    "triggerId": row["trigger_id"],
+                    "triggerTypeId": row["trigger_type_id"],
+                    "actionIds": json.loads(row["action_ids"]),
+                }
+                for row in triggers
+            ],
+            "parentBusinessNumber": group["parent_business_number"],
+            "integrationGroupProperties": [_property_view(row) for row in _ordered(props)],
+            "mappedBusinessNumbers": [row[0] for row in mapped],
+            "createdAt": group["created_at"],
+            "updatedAt": group["updated_at"],
+        }
+
+    # -- mappings --------------------------------------------------------------------------------------------
+
+    def create_mapping(self, request: MappingInput) -> tuple[dict, bool]:
+        """Map a Birdeye location to a group; returns (mapping, created). Identical replays are no-ops."""
+        with self._transaction(write=True) as con:
+            group = con.execute(
+                "SELECT group_id FROM integration_group WHERE group_id = ?", (request.group_id,)
+            ).fetchone()
+            if group is None:
+                known = [str(r[0]) for r in con.execute("SELECT group_id FROM integration_group ORDER BY 1")]
+                raise RegistryError(
+                    "integrationGroupId",
+                    f"no integration group {request.group_id}; existing groups: {', '.join(known) or 'none'}",
+                )
+            props = self._normalize_properties(request.properties, "mapping")
+            if LOCATION_NAME not in props:
+                raise RegistryError(
+                    "integrationProperties",
+                    f"{LOCATION_NAME} is required on a mapping (the Cliniko business names of this location)",
+                )
+            existing = con.execute(
+                "SELECT * FROM integration_mapping WHERE business_number = ?", (request.business_number,)
+            ).fetchone()
+            if existing is not None:
+                if self._mapping_matches(con, existing, request, props):
+                    return self._mapping_view(con, request.business_number), False
+                raise RegistryError(
+                    "businessNumber",
+                    f"business {request.business_number} is already mapped in integration group "
+                    f"{existing['group_id']}; change it with PATCH /admin/mappings/{request.business_number}",
+                    409,
+                )
+            now = _now()
+            frequency = request.frequency or Frequency(*DEFAULT_FREQUENCY)
+            next_run = request.next_run_time or default_next_run_time(now)
+            con.execute(
+                """INSERT INTO integration_mapping (business_number, group_id, active, test, beta,
+                       frequency_value, frequency_unit, next_run_time, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    request.business_number,
+                    request.group_id,
+                    int(request.active),
+                    int(request.test),
+                    int(request.beta),
+                    frequency.value,
+                    frequency.unit,
+                    format_run_time(next_run),
+                    _stamp(now),
+                    _stamp(now),
+                ),
+            )
+            self._write_properties(con, "mapping_property", "business_number", request.business_number, props)
+            log.info("business %s mapped to integration group %s", request.business_number, request.group_id)
+            return self._mapping_view(con, request.business_number), True
+
+    def _mapping_matches(
+        self, con: sqlite3.Connection, row: sqlite3.Row, request: MappingInput, props: dict
+    ) -> bool:
+        stored = self._plain_properties(
+            con.execute(
+                "SELECT * FROM mapping_property WHERE business_number = ?", (request.business_number,)
+            ).fetchall()
+        )
+        same = (
+            row["group_id"] == request.group_id
+            and stored == {key: value for key, (value, _) in props.items()}
+            and (bool(row["active"]), bool(row["test"]), bool(row["beta"]))
+            == (request.active, request.test, request.beta)
+        )
+        if request.frequency is not None:
+            same = same and (row["frequency_value"], row["frequency_unit"]) == (
+                request.frequency.value,
+                request.frequency.unit,
+            )
+        if request.next_run_time is not None:
+            same = same and row["next_run_time"] == format_run_time(request.next_run_time)
+        return same
+
+    def update_mapping(self, business_number: str, patch: MappingPatch) -> dict:
+        """Change a mapping's properties, flags, frequency or next run time; absent fields stay."""
+        with self._transaction(write=True) as con:
+            row = self._mapping_row(con, business_number)
+            if patch == MappingPatch():
+                return self._mapping_view(con, business_number)
+            if patch.properties is not None:
+                props = self._normalize_properties(patch.properties, "mapping")
+                self._write_properties(con, "mapping_property", "business_number", business_number, props)
+            for index, key in enumerate(patch.remove_keys or ()):
+                field = f"removePropertyKeys[{index}]"
+                _check_known(key, field)
+                if key == LOCATION_NAME:
+                    raise RegistryError(
+                        field, f"{LOCATION_NAME} is required on a mapping; replace it instead"
+                    )
+                con.execute(
+                    "DELETE FROM mapping_property WHERE business_number = ? AND property_key = ?",
+                    (business_number, key),
+                )
+            frequency = patch.frequency or Frequency(row["frequency_value"], row["frequency_unit"])
+            con.execute(
+                """UPDATE integration_mapping SET active = ?, test = ?, beta = ?, frequency_value = ?,
+                       frequency_unit = ?, next_run_time = ?, updated_at = ?
+                   WHERE business_number = ?""",
+                (
+                    int(row["active"] if patch.active is None else patch.active),
+                    int(row["test"] if patch.test is None else patch.test),
+                    int(row["beta"] if patch.beta is None else patch.beta),
+                    frequency.value,
+                    frequency.unit,
+                    row["next_run_time"]
+                    if patch.next_run_time is None
+                    else format_run_time(patch.next_run_time),
+                    _stamp(_now()),
+                    business_number,
+                ),
+            )
+            return self._mapping_view(con, business_number)
+
+    def deactivate_mapping(self, business_number: str) -> dict:
+        return self.update_mapping(business_number, MappingPatch(active=False))
+
+    def mapping(self, business_number: str) -> dict:
+        with self._transaction(write=False) as con:
+            self._mapping_row(con, business_number)
+            return self._mapping_view(con, business_number)
+
+    def mappings(
+        self, *, business_number: str | None = None, group_id: int | None = None, active: bool | None = None
+    ) -> list[dict]:
+        """Mapping views filtered by any of business number, group and active flag."""
+        clauses, params = [], []
+        for column, value in (
+            ("business_number", business_number),
+            ("group_id", group_id),
+            ("active", active),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(int(value) if isinstance(value, bool) else value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._transaction(write=False) as con:
+            numbers = [
+                r[0]
+                for r in con.execute(
+                    f"SELECT business_number FROM integration_mapping {where} "
+                    "ORDER BY group_id, business_number",
+                    params,
+                )
+            ]
+            return [self._mapping_view(con, number) for number in numbers]
+
+    def advance_next_run_time(self, business_number: str, expected: datetime, new: datetime) -> bool:
+        """Compare-and-set of a mapping's next run time: True only if it still was `expected`."""
+        with self._transaction(write=True) as con:
+            cursor = con.execute(
+                """UPDATE integration_mapping SET next_run_time = ?, updated_at = ?
+                   WHERE business_number = ? AND next_run_time = ?""",
+                (format_run_time(new), _stamp(_now()), business_number, format_run_time(expected)),
+            )
+            return cursor.rowcount == 1
+
+    @staticmethod
+    def _mapping_row(con: sqlite3.Connection, business_number: str) -> sqlite3.Row:
+        row = con.execute(
+            "SELECT * FROM integration_mapping WHERE business_number = ?", (business_number,)
+        ).fetchone()
+        if row is None:
+            raise RegistryError("businessNumber", f"no mapping for business {business_number}", 404)
+        return row
+
+    def _mapping_view(self, con: sqlite3.Connection, business_number: str) -> dict:
+        row = self._mapping_row(con, business_number)
+        group = con.execute(
+            "SELECT * FROM integration_group WHERE group_id = ?", (row["group_id"],)
+        ).fetchone()
+        own = _ordered(
+            con.execute(
+                "SELECT * FROM mapping_property WHERE business_number = ?", (business_number,)
+            ).fetchall()
+        )
+        inherited = _ordered(
+            con.execute("SELECT * FROM group_property WHERE group_id = ?", (row["group_id"],)).fetchall()
+        )
+        own_keys = {prop["property_key"] for prop in own}
+        effective = [
+            {**_property_view(prop), "level": "group"}
+            for prop in inherited
+            if prop["property_key"] not in own_keys
+        ] + [{**_property_view(prop), "level": "mapping"} for prop in own]
+        return {
+            "businessNumber": row["business_number"],
+            "integrationGroupId": row["group_id"],
+            "parentBusinessNumber": group["parent_business_number"],
+            "integrationSourceId": group["source_id"],
+            "active": bool(row["active"]),
+            "test": bool(row["test"]),
+            "beta": bool(row["beta"]),
+            "frequency": {"value": row["frequency_value"], "unit": row["frequency_unit"]},
+            "nextRunTime": row["next_run_time"],
+            "integrationProperties": [_property_view(prop) for prop in own],
+            "effectiveProperties": sorted(effective, key=lambda p: KNOWN_KEYS.index(p["propertyKey"])),
+            "createdAt": row["created_at"],
+            "updatedAt": row["updated_at"],
+        }
+
+    # -- pipeline reads --------------------------------------------------------------------------------------
+
+    def mapping_records(
+        self, *, active_only: bool, business_number: str | None = None
+    ) -> list[tuple[dict, dict[str, str | Secret], dict[str, str | Secret]]]:
+        """(mapping row with its group's parent, group properties, mapping properties), secrets decrypted.
+
+        For the pipeline's read API: plaintext exists only in the returned `Secret`s, in this process.
+        """
+        clauses = ["1 = 1"]
+        params: list[object] = []
+        if active_only:
+            clauses.append("m.active = 1")
+        if business_number is not None:
+            clauses.append("m.business_number = ?")
+            params.append(business_number)
+        with self._transaction(write=False) as con:
+            rows = con.execute(
+                f"""SELECT m.*, g.parent_business_number FROM integration_mapping m
+                    JOIN integration_group g USING (group_id)
+                    WHERE {" AND ".join(clauses)} ORDER BY m.business_number""",
+                params,
+            ).fetchall()
+            return [
+                (
+                    dict(row),
+                    self._resolved(
+                        con.execute("SELECT * FROM group_property WHERE group_id = ?", (row["group_id"],))
+                    ),
+                    self._resolved(
+                        con.execute(
+                            "SELECT * FROM mapping_property WHERE business_number = ?",
+                            (row["business_number"],),
+                        )
+                    ),
+                )
+                for row in rows
+            ]
+
+    def _resolved(self, rows: Iterable[sqlite3.Row]) -> dict[str, str | Secret]:
+        return {
+            row["property_key"]: self._box.decrypt(row["property_value"])
+            if row["encrypted"]
+            else row["property_value"]
+            for row in rows
+        }
+
+    # -- inspection ------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, list[tuple]]:
+        """Every row of every table, ordered: two snapshots are equal iff the registry did not change."""
+        with self._transaction(write=False) as con:
+            dump: dict[str, list[tuple]] = {
+                table: sorted(tuple(row) for row in con.execute(f"SELECT * FROM {table}"))  # noqa: S608
+                for table in _TABLES
+            }
+            dump["sqlite_sequence"] = sorted(
+                tuple(row) for row in con.execute("SELECT * FROM sqlite_sequence")
+            )
+            dump["user_version"] = [(con.execute("PRAGMA user_version").fetchone()[0],)]
+            return dump
+
+
+def _check_known(key: str, field: str) -> None:
+    if key not in KNOWN_KEYS:
+        raise RegistryError(field, f"unknown property key {key!r}; known keys: {', '.join(KNOWN_KEYS)}")
+
+
+def _ordered(rows: Sequence[sqlite3.Row]) -> list[sqlite3.Row]:
+    return sorted(rows, key=lambda row: KNOWN_KEYS.index(row["property_key"]))
+
+
+def _property_view(row: sqlite3.Row) -> dict:
+    secret = bool(row["encrypted"])
+    return {
+        "propertyKey": row["property_key"],
+        "propertyValue": row["masked_value"] if secret else row["property_value"],
+        "isSecure": bool(row["is_secure"]) or secret,
+    }
+
+
+def _source_view(row: sqlite3.Row) -> dict:
+    return {
+        "id": row["source_id"],
+        "integrationSource": row["integration_source"],
+        "sourceCategory": row["source_category"],
+        "integrationType": row["integration_type"],
+        "integrationPlan": row["integration_plan"],
+        "oauthEnabled": bool(row["oauth_enabled"]),
+    }
+
+
+def _trigger_view(row: sqlite3.Row) -> dict:
+    return {
+        "id": row["trigger_id"],
+        "triggerService": row["trigger_service"],
+        "displayName": row["display_name"],
+        "description": row["description"],
+        "active": bool(row["active"]),
+        "integrationTriggerType": {"id": row["trigger_type_id"], "name": row["trigger_type_name"]},
+        "actionGroupId": row["action_group_id"],
+        "sourceIdsList": [row["source_id"]],
+        "triggerName": row["trigger_name"],
+        "caseTypeId": row["case_type_id"],
+    }
