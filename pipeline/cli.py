@@ -88,5 +88,14 @@ def ui() -> None:
     os.execvp("dagster", ["dagster", "dev", "-w", "workspace.yaml"])
 
 
+@main.command()
+@click.option("--days", default=7, show_default=True, type=int, help="How many past days to run.")
+def demo(days: int) -> None:
+    """Everything end to end on this machine: emulators, admin API, the manual's set-up, runs, summary."""
+    from pipeline.demo import run_demo
+
+    sys.exit(run_demo(days=days))
+
+
 if __name__ == "__main__":
     main()
