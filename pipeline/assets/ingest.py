@@ -199,7 +199,7 @@ def cliniko_appointments(context: dg.AssetExecutionContext, pipeline: PipelineRe
     for time_zone, business_ids in ids_by_zone.items():
         start, end = local_day_window(target, time_zone)
         records.extend(client.individual_appointments(sorted(set(business_ids)), start, end))
-    stored, quarantined = _store(pipeline, day, "individual_appointments", "raw.cliniko_appointments", records)
+    stored, quarantined = _store(pipeline, day, "appointments", "raw.cliniko_appointments", records)
     context.log.info(f"{stored} appointments ending on {target} for mapping {day.business_number}")
     return dg.MaterializeResult(
         metadata={
@@ -208,7 +208,7 @@ def cliniko_appointments(context: dg.AssetExecutionContext, pipeline: PipelineRe
             "target_date": target.isoformat(),
             **_client_metadata(client),
         },
-        check_results=[_quarantine_check("individual_appointments", quarantined, stored)],
+        check_results=[_quarantine_check("appointments", quarantined, stored)],
     )
 
 
