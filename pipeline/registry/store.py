@@ -866,7 +866,7 @@ class RegistryStore:
         """Every row of every table, ordered: two snapshots are equal iff the registry did not change."""
         with self._transaction(write=False) as con:
             dump: dict[str, list[tuple]] = {
-                table: sorted(tuple(row) for row in con.execute(f"SELECT * FROM {table}"))  # noqa: S608
+                table: sorted(tuple(row) for row in con.execute(f"SELECT * FROM {table}"))
                 for table in _TABLES
             }
             dump["sqlite_sequence"] = sorted(

@@ -27,14 +27,14 @@ def _group_args(parent: str, key: str) -> tuple:
     )
 
 
-def _worker(path: str, key: str, worker: int, start, results) -> None:  # noqa: ANN001 - multiprocessing types
+def _worker(path: str, key: str, worker: int, start, results) -> None:
     try:
         _write(path, key, worker, start, results)
     except Exception:  # the parent asserts on the traceback instead of timing out on an empty queue
         results.put((worker, traceback.format_exc(), None, None))
 
 
-def _write(path: str, key: str, worker: int, start, results) -> None:  # noqa: ANN001
+def _write(path: str, key: str, worker: int, start, results) -> None:
     start.wait()  # both processes create the schema of the same fresh file at once
     store = RegistryStore(Path(path), SecretBox(Fernet(key)))
     made = []
