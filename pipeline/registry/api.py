@@ -337,17 +337,17 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
         return JSONResponse(group, status_code=201 if created else 200)
 
     @app.get("/integration/trigger/integrationtriggers/sourceid/{sourceId}", tags=["seed"])
-    def list_triggers(sourceId: int) -> list[dict[str, Any]]:  # noqa: N803 - the seed's path parameter
+    def list_triggers(sourceId: int) -> list[dict[str, Any]]:
         """The triggers of an integration source, shaped like the manual's sample response."""
         return registry.triggers(sourceId)
 
     @app.get("/integration/businessintegrationgroup/{businessNumber}", tags=["seed"])
-    def find_group(businessNumber: str) -> dict[str, Any]:  # noqa: N803
+    def find_group(businessNumber: str) -> dict[str, Any]:
         """The group whose parent is this business, else the group that maps it as a location."""
         return registry.group_for_business(parse_business_number(businessNumber, "businessNumber"))
 
     @app.post("/integration/update/businessintegrationgroup", tags=["seed"])
-    def update_group(body: GroupUpdateBody, replaceTriggers: bool = False) -> dict[str, Any]:  # noqa: N803
+    def update_group(body: GroupUpdateBody, replaceTriggers: bool = False) -> dict[str, Any]:
         """Append triggers (replaceTriggers=false) or replace them; optionally upsert or remove properties."""
         return registry.update_group(
             body.groupId,
@@ -394,13 +394,13 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
         return {"groups": registry.groups()}
 
     @app.get("/admin/groups/{groupId}", tags=["operator"])
-    def get_group(groupId: int) -> dict[str, Any]:  # noqa: N803
+    def get_group(groupId: int) -> dict[str, Any]:
         return registry.group(groupId)
 
     @app.get("/admin/mappings", tags=["operator"])
     def list_mappings(
-        businessNumber: Annotated[str | None, Query()] = None,  # noqa: N803
-        groupId: Annotated[int | None, Query()] = None,  # noqa: N803
+        businessNumber: Annotated[str | None, Query()] = None,
+        groupId: Annotated[int | None, Query()] = None,
         active: Annotated[bool | None, Query()] = None,
     ) -> dict[str, Any]:
         """Mappings, optionally filtered by business number, group or active flag."""
@@ -410,11 +410,11 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
         return {"mappings": registry.mappings(business_number=number, group_id=groupId, active=active)}
 
     @app.get("/admin/mappings/{businessNumber}", tags=["operator"])
-    def get_mapping(businessNumber: str) -> dict[str, Any]:  # noqa: N803
+    def get_mapping(businessNumber: str) -> dict[str, Any]:
         return registry.mapping(parse_business_number(businessNumber, "businessNumber"))
 
     @app.patch("/admin/mappings/{businessNumber}", tags=["operator"])
-    def patch_mapping(businessNumber: str, body: MappingPatchBody) -> dict[str, Any]:  # noqa: N803
+    def patch_mapping(businessNumber: str, body: MappingPatchBody) -> dict[str, Any]:
         """Change properties (upsert by key; removePropertyKeys drops overrides), flags, schedule."""
         frequency, next_run_time = _schedule(body.frequency, body.nextRunTime)
         return registry.update_mapping(
@@ -435,7 +435,7 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
         )
 
     @app.post("/admin/mappings/{businessNumber}/deactivate", tags=["operator"])
-    def deactivate_mapping(businessNumber: str) -> dict[str, Any]:  # noqa: N803
+    def deactivate_mapping(businessNumber: str) -> dict[str, Any]:
         """Stop running a mapping; it stays in the registry and can be re-activated with PATCH."""
         return registry.deactivate_mapping(parse_business_number(businessNumber, "businessNumber"))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,6 +152,25 @@ def migrate(con: sqlite3.Connection) -> int:
     return SCHEMA_VERSION
 
 
+def _enable_wal(con: sqlite3.Connection) -> None:
+    """Switch the file to WAL (persistent); retried by hand because SQLite answers a concurrent switch with
+    "database is locked" at once instead of calling the busy handler."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+            continue
+        if mode.lower() != "wal":
+            raise RuntimeError(f"the registry file could not be put in WAL mode (journal mode {mode})")
+        return
+
+
 def _sync_catalogue(con: sqlite3.Connection) -> None:
     """The catalogue is code: upsert it on every open so a release that changes it needs no migration."""
     for source in SOURCES:
@@ -265,7 +285,7 @@ class RegistryStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect()
         try:
-            con.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(con)
             con.execute("BEGIN IMMEDIATE")
             migrate(con)
             _sync_catalogue(con)
@@ -846,7 +866,7 @@ class RegistryStore:
         """Every row of every table, ordered: two snapshots are equal iff the registry did not change."""
         with self._transaction(write=False) as con:
             dump: dict[str, list[tuple]] = {
-                table: sorted(tuple(row) for row in con.execute(f"SELECT * FROM {table}"))  # noqa: S608
+                table: sorted(tuple(row) for row in con.execute(f"SELECT * FROM {table}"))
                 for table in _TABLES
             }
             dump["sqlite_sequence"] = sorted(
