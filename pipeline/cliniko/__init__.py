@@ -1,0 +1,48 @@
+"""Cliniko API client: shard, auth, pagination, a cross-process rate limit, retries, row shapes, validation.
+
+Knows nothing of Dagster; the ingestion assets call `ClinikoClient` and `validate` and store the result.
+"""
+
+from pipeline.cliniko.client import ClientStats, ClinikoClient, format_datetime, validate_user_agent
+from pipeline.cliniko.errors import (
+    ClinikoAuthError,
+    ClinikoBadRequest,
+    ClinikoError,
+    ClinikoForbidden,
+    ClinikoRateLimited,
+    ClinikoUnavailable,
+    InvalidApiKey,
+    InvalidUserAgent,
+    mask_key,
+)
+from pipeline.cliniko.rate_limit import SharedRateLimiter
+from pipeline.cliniko.records import APPOINTMENT_COLUMNS, BUSINESS_COLUMNS, PATIENT_COLUMNS, link_id
+from pipeline.cliniko.shards import KNOWN_SHARDS, base_url_for, shard_of
+from pipeline.cliniko.validation import RESOURCES, SCHEMAS, validate
+
+__all__ = [
+    "APPOINTMENT_COLUMNS",
+    "BUSINESS_COLUMNS",
+    "KNOWN_SHARDS",
+    "PATIENT_COLUMNS",
+    "RESOURCES",
+    "SCHEMAS",
+    "ClientStats",
+    "ClinikoAuthError",
+    "ClinikoBadRequest",
+    "ClinikoClient",
+    "ClinikoError",
+    "ClinikoForbidden",
+    "ClinikoRateLimited",
+    "ClinikoUnavailable",
+    "InvalidApiKey",
+    "InvalidUserAgent",
+    "SharedRateLimiter",
+    "base_url_for",
+    "format_datetime",
+    "link_id",
+    "mask_key",
+    "shard_of",
+    "validate",
+    "validate_user_agent",
+]
