@@ -9,8 +9,14 @@ from __future__ import annotations
 
 
 def mask_key(api_key: str) -> str:
-    """The only form of an API key that may appear in logs, errors and reprs."""
-    return f"…{api_key[-4:]}" if len(api_key) > 8 else "…"
+    """The only form of an API key that may appear in logs, errors and reprs: its last four secret
+    characters, plus the shard suffix, which is not secret (`…Wxyz-au2`)."""
+    secret, dash, suffix = api_key.rpartition("-")
+    if not (dash and len(suffix) <= 4 and suffix[:2].isalpha() and suffix[2:].isdigit()):
+        secret, suffix = api_key, ""
+    if len(secret) <= 8:
+        return "…" + (f"-{suffix}" if suffix else "")
+    return f"…{secret[-4:]}" + (f"-{suffix}" if suffix else "")
 
 
 class ClinikoError(Exception):

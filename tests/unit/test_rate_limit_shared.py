@@ -32,8 +32,9 @@ def max_in_any_window(stamps: list[float], window: float) -> int:
 
 
 def test_four_processes_share_one_budget(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    start_at = time.time() + 3.0  # spawned interpreters need a moment to import
+    # fork: the children need nothing but the limiter, which opens its file afresh for every grant.
+    ctx = multiprocessing.get_context("fork")
+    start_at = time.time() + 0.5
     outs = [tmp_path / f"p{i}.txt" for i in range(4)]
     procs = [ctx.Process(target=_grab, args=(str(tmp_path), start_at, 12, str(out))) for out in outs]
     for p in procs:
@@ -49,7 +50,7 @@ def test_four_processes_share_one_budget(tmp_path: Path) -> None:
         waited += float(last.split("=")[1])
     limiter = SharedRateLimiter(KEY, tmp_path, limit=20, window_seconds=1.0)
     assert len(stamps) == 48
-    assert max_in_any_window(stamps, 1.0) <= limiter.capacity
+    assert max_in_any_window(stamps, 1.0) <= 19  # the limit of 20 less the 2 % margin
     # 48 grants at 19 per ~1.01 s need at least two full windows after the first burst, and not much more.
     span = max(stamps) - min(stamps)
     assert 2 * limiter.effective_window - 0.05 <= span <= 2 * limiter.effective_window + 1.0
