@@ -63,18 +63,19 @@ def link_id(related: Any) -> str | None:
     """Id of a related record from its `{"links": {"self": ".../patients/123"}}` object, else None."""
     try:
         url = related["links"]["self"]
-    except (TypeError, KeyError):
+        tail = url[url.rindex("/") + 1 :]
+    except (TypeError, KeyError, ValueError, AttributeError):
         return None
-    if not isinstance(url, str) or not url:
-        return None
+    if tail and "?" not in tail:
+        return tail
     segment = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     return segment or None
 
 
 def _id(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return value if isinstance(value, str) else str(value)
+    if value.__class__ is str:
+        return value or None
+    return None if value is None else str(value)
 
 
 def _nz(value: Any) -> Any:
@@ -98,6 +99,7 @@ def business_row(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def appointment_row(r: dict[str, Any]) -> dict[str, Any]:
+    # The walrus form inlines `_nz`: a function call per field costs a third of the time at 100k rows.
     g = r.get
     return {
         "appointment_id": _id(g("id")),
@@ -105,15 +107,15 @@ def appointment_row(r: dict[str, Any]) -> dict[str, Any]:
         "patient_id": link_id(g("patient")),
         "practitioner_id": link_id(g("practitioner")),
         "appointment_type_id": link_id(g("appointment_type")),
-        "starts_at": _nz(g("starts_at")),
-        "ends_at": _nz(g("ends_at")),
-        "did_not_arrive": _nz(g("did_not_arrive")),
-        "patient_arrived": _nz(g("patient_arrived")),
-        "cancelled_at": _nz(g("cancelled_at")),
-        "archived_at": _nz(g("archived_at")),
-        "deleted_at": _nz(g("deleted_at")),
-        "created_at": _nz(g("created_at")),
-        "updated_at": _nz(g("updated_at")),
+        "starts_at": None if (v := g("starts_at")) == "" else v,
+        "ends_at": None if (v := g("ends_at")) == "" else v,
+        "did_not_arrive": None if (v := g("did_not_arrive")) == "" else v,
+        "patient_arrived": None if (v := g("patient_arrived")) == "" else v,
+        "cancelled_at": None if (v := g("cancelled_at")) == "" else v,
+        "archived_at": None if (v := g("archived_at")) == "" else v,
+        "deleted_at": None if (v := g("deleted_at")) == "" else v,
+        "created_at": None if (v := g("created_at")) == "" else v,
+        "updated_at": None if (v := g("updated_at")) == "" else v,
     }
 
 
@@ -131,17 +133,17 @@ def patient_row(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "patient_id": _id(g("id")),
         "is_missing": False,
-        "first_name": _nz(g("first_name")),
-        "last_name": _nz(g("last_name")),
-        "preferred_first_name": _nz(g("preferred_first_name")),
-        "email": _nz(g("email")),
-        "reminder_type": _nz(g("reminder_type")),
+        "first_name": None if (v := g("first_name")) == "" else v,
+        "last_name": None if (v := g("last_name")) == "" else v,
+        "preferred_first_name": None if (v := g("preferred_first_name")) == "" else v,
+        "email": None if (v := g("email")) == "" else v,
+        "reminder_type": None if (v := g("reminder_type")) == "" else v,
         "phone_numbers": _phones(g("patient_phone_numbers")),
-        "archived_at": _nz(g("archived_at")),
-        "deleted_at": _nz(g("deleted_at")),
-        "merged_at": _nz(g("merged_at")),
-        "created_at": _nz(g("created_at")),
-        "updated_at": _nz(g("updated_at")),
+        "archived_at": None if (v := g("archived_at")) == "" else v,
+        "deleted_at": None if (v := g("deleted_at")) == "" else v,
+        "merged_at": None if (v := g("merged_at")) == "" else v,
+        "created_at": None if (v := g("created_at")) == "" else v,
+        "updated_at": None if (v := g("updated_at")) == "" else v,
     }
 
 
