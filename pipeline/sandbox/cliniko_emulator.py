@@ -139,7 +139,7 @@ class _Table:
         self,
         kinds: dict[str, str],
         columns: dict[str, np.ndarray],
-        render: Callable[[int, str], dict],
+        render: Callable[[np.ndarray, str], list[dict]],
         hidden_unless_star: tuple[str, ...],
         hidden_always: np.ndarray | None = None,
     ) -> None:
@@ -149,7 +149,8 @@ class _Table:
         self.hidden_unless_star = hidden_unless_star
         self.hidden_always = hidden_always
         ids = columns["id"]
-        self.row_of_id = {int(v): i for i, v in enumerate(ids)}
+        self._id_order = np.argsort(ids, kind="stable")
+        self._sorted_ids = ids[self._id_order]
         self.by_business: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -166,6 +167,14 @@ class _Table:
         for chunk in np.split(order, bounds):
             if len(chunk):
                 self.by_business[int(business[chunk[0]])] = (ends[chunk], chunk)
+
+    def rows_of_ids(self, wanted: Sequence[int]) -> np.ndarray:
+        """Row numbers of the ids that exist, in ascending row order (binary search over the sorted ids)."""
+        keys = np.unique(np.array([v for v in wanted if 0 <= v < NULL], dtype=np.int64))
+        at = np.searchsorted(self._sorted_ids, keys)
+        found = at < len(self._sorted_ids)
+        found[found] = self._sorted_ids[at[found]] == keys[found]
+        return np.sort(self._id_order[at[found]])
 
     def visible(self, row: int) -> bool:
         return self.hidden_always is None or not self.hidden_always[row]
@@ -189,8 +198,7 @@ class _Table:
     def _candidates(self, filters: list[_Filter]) -> np.ndarray:
         for f in filters:
             if f.column == "id" and f.op == "=":
-                found = {self.row_of_id.get(v) for v in _ints(f)}
-                return np.array(sorted(r for r in found if r is not None), dtype=np.int64)
+                return self.rows_of_ids(_ints(f))
         if self.by_business:
             for f in filters:
                 if f.column == "business_id" and f.op == "=":
@@ -255,7 +263,10 @@ def _epoch(value: str) -> float:
         raise _BadRequest(
             f"Invalid date time value {value!r}: use UTC ISO 8601 with a Z suffix, e.g. 2014-08-30T18:00:00Z."
         )
-    whole = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    try:
+        whole = datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise _BadRequest(f"Invalid date time value {value!r}: no such date or time.") from None
     return whole + (float(m.group(2)) if m.group(2) else 0.0)
 
 
@@ -351,10 +362,7 @@ def parse_filter(raw: str, kinds: Mapping[str, str]) -> _Filter:
 
 def _ts_column(values: Sequence[str | None]) -> np.ndarray:
     return np.fromiter(
-        (
-            NULL if not v else int(datetime.strptime(v, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
-            for v in values
-        ),
+        (NULL if not v else int(datetime.fromisoformat(v).timestamp()) for v in values),
         np.int64,
         len(values),
     )
@@ -385,7 +393,9 @@ def _record_table(
             columns[name] = np.array([bool(v) for v in values], dtype=bool)
         else:
             columns[name] = np.array(values + [None], dtype=object)[:-1]
-    return _Table(kinds, columns, lambda i, base: render(records[i], base), hidden_unless_star)
+    return _Table(
+        kinds, columns, lambda rows, base: [render(records[i], base) for i in rows], hidden_unless_star
+    )
 
 
 def _business_json(r: dict, base: str) -> dict:
@@ -443,8 +453,10 @@ def _appointments_table(account: Account) -> _Table:
     }
     kinds = {name: ("datetime" if name.endswith("_at") else "numeric") for name in columns}
 
-    def render(i: int, base: str) -> dict:
-        r = t.record(i)
+    def render(rows: np.ndarray, base: str) -> list[dict]:
+        return [_appointment_json(r, base) for r in t.records_at(rows)]
+
+    def _appointment_json(r: dict, base: str) -> dict:
         url = f"{base}/individual_appointments/{r['id']}"
         return {
             "id": r["id"],
@@ -820,8 +832,7 @@ class ClinikoEmulator:
         faults = self.config.faults
         out = []
         ids = table.columns["id"]
-        for row in rows:
-            record = table.render(int(row), root)
+        for row, record in zip(rows, table.render(np.asarray(rows, dtype=np.int64), root), strict=True):
             if faults.malformed_record_rate > 0:
                 draw = _unit(faults.seed, "record", resource, int(ids[row]))
                 if draw < faults.malformed_record_rate:
@@ -834,7 +845,8 @@ class ClinikoEmulator:
         return out
 
     def _show(self, resource: str, table: _Table, raw_id: str, root: str) -> _Response:
-        row = table.row_of_id.get(int(raw_id)) if raw_id.isdigit() else None
+        found = table.rows_of_ids([int(raw_id)]) if raw_id.isdigit() else []
+        row = int(found[0]) if len(found) else None
         if (
             row is None
             or not table.visible(row)
