@@ -60,7 +60,9 @@ def _wait_until(ready, what: str, process: subprocess.Popen, timeout: float = 60
 def _process(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
     """A child process whose output goes to `log_path`, stopped (then killed) on the way out."""
     with log_path.open("w") as log:
-        process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             yield process
         finally:
@@ -79,9 +81,14 @@ def _payload(step: str, **changes) -> dict:
     properties = changes.pop("properties", None)
     payload.update(changes)
     if properties is not None:
-        key = "integrationGroupProperties" if "integrationGroupProperties" in payload else "integrationProperties"
+        key = (
+            "integrationGroupProperties"
+            if "integrationGroupProperties" in payload
+            else "integrationProperties"
+        )
         payload[key] = [
-            {"propertyKey": k, "propertyValue": v, "isSecure": k.endswith(".api.key")} for k, v in properties.items()
+            {"propertyKey": k, "propertyValue": v, "isSecure": k.endswith(".api.key")}
+            for k, v in properties.items()
         ]
     return payload
 
@@ -203,14 +210,18 @@ def run_demo(settings: Settings | None = None, *, days: int = 7) -> int:
         accounts = json.loads(manifest.read_text())["cliniko_accounts"]
         click.echo(f"Sandbox: Cliniko on {env['CLINIKO_BASE_URL']}, Birdeye on {env['BIRDEYE_BASE_URL']}")
 
-        admin = stack.enter_context(_process([*cli, "admin", f"--port={admin_port}"], env, logs / "admin.log"))
+        admin = stack.enter_context(
+            _process([*cli, "admin", f"--port={admin_port}"], env, logs / "admin.log")
+        )
         admin_url = f"http://127.0.0.1:{admin_port}"
         _wait_until(lambda: httpx.get(f"{admin_url}/admin/health").is_success, "the admin API", admin)
         click.echo(f"Admin API on {admin_url}; setting the clinics up with the manual's curl payloads")
         for mapping in set_up_clinics(admin_url, accounts):
             flags = [f for f in ("test", "beta") if mapping.get(f)]
-            click.echo(f"  mapping {mapping['businessNumber']} (group {mapping['integrationGroupId']})"
-                       f"{' [' + ', '.join(flags) + ']' if flags else ''}")
+            click.echo(
+                f"  mapping {mapping['businessNumber']} (group {mapping['integrationGroupId']})"
+                f"{' [' + ', '.join(flags) + ']' if flags else ''}"
+            )
 
         os.environ.update({k: env[k] for k in ("DATA_DIR", "CLINIKO_BASE_URL", "BIRDEYE_BASE_URL")})
         ensure_dagster_home(settings)
@@ -219,7 +230,7 @@ def run_demo(settings: Settings | None = None, *, days: int = 7) -> int:
     click.echo(
         "\nThe same state, three ways:\n"
         "  Dagster UI:   make ui   (then open http://127.0.0.1:3000: assets, partitions, checks, plots)\n"
-        "  SQL:          uv run cliniko-reviews sql \"from restriction_reasons limit 20\"\n"
+        '  SQL:          uv run cliniko-reviews sql "from restriction_reasons limit 20"\n'
         f"  Notebook:     duckdb.connect('{settings.analytics_path}', read_only=True)\n"
         "To materialize from the UI, start the emulators first: "
         f"`uv run cliniko-reviews sandbox --seed {DEMO_SEED} --birdeye-key {DEMO_BIRDEYE_KEY}` "
@@ -238,8 +249,10 @@ def _run_last_days(days: int) -> int:
     today = date.today()
     dates = [today - timedelta(days=i) for i in range(days, 0, -1)]
     partitions = select_partitions(Registry.open(settings), dates)
-    click.echo(f"Running {len(partitions)} partitions ({dates[0]} .. {dates[-1]} x "
-               f"{len(partitions) // len(dates)} active mappings)")
+    click.echo(
+        f"Running {len(partitions)} partitions ({dates[0]} .. {dates[-1]} x "
+        f"{len(partitions) // len(dates)} active mappings)"
+    )
     with dg.DagsterInstance.get() as instance:
         outcomes = run_partitions(partitions, instance)
     render_summary(summarize(settings, outcomes), outcomes)

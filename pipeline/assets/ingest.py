@@ -87,7 +87,11 @@ def _store(
             con,
             "raw.cliniko_quarantine",
             quarantine,
-            {"business_number": day.business_number, "partition_date": day.partition_date, "resource": resource},
+            {
+                "business_number": day.business_number,
+                "partition_date": day.partition_date,
+                "resource": resource,
+            },
         )
     return stored, len(quarantined)
 
@@ -170,7 +174,9 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
         "dagster/column_schema": column_schema("raw/cliniko_appointments.sql", "raw.cliniko_appointments")
     },
 )
-def cliniko_appointments(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+def cliniko_appointments(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource
+) -> dg.MaterializeResult:
     """Individual appointments of the mapped Cliniko businesses that end on the target day (local time).
 
     Target day = partition date minus the mapping's fetch delay, in each business's time zone. Filtered

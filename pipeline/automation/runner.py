@@ -88,11 +88,14 @@ def run_partitions(
             error = None
             if not result.success:
                 failures = [e for e in result.all_events if e.is_step_failure]
-                error = "; ".join(
-                    f"{e.step_key}: {e.step_failure_data.error.message.strip().splitlines()[0]}"
-                    for e in failures
-                    if e.step_failure_data and e.step_failure_data.error
-                ) or "run failed"
+                error = (
+                    "; ".join(
+                        f"{e.step_key}: {e.step_failure_data.error.message.strip().splitlines()[0]}"
+                        for e in failures
+                        if e.step_failure_data and e.step_failure_data.error
+                    )
+                    or "run failed"
+                )
             outcomes.append(RunOutcome(day, result.success, error))
             progress.advance(task)
     return outcomes
@@ -149,7 +152,15 @@ def render_summary(summaries: Sequence[MappingSummary], outcomes: Sequence[RunOu
 
     console = Console()
     table = Table(title="Review requests by mapping", show_lines=False)
-    for column in ("mapping", "partitions", "failed", "candidates", "eligible", *RESTRICTION_CODES, *STATUSES):
+    for column in (
+        "mapping",
+        "partitions",
+        "failed",
+        "candidates",
+        "eligible",
+        *RESTRICTION_CODES,
+        *STATUSES,
+    ):
         table.add_column(column, justify="left" if column == "mapping" else "right")
     for s in summaries:
         table.add_row(

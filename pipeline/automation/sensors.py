@@ -63,7 +63,9 @@ def mapping_partitions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorR
     return dg.SensorResult(dynamic_partitions_requests=requests)
 
 
-@dg.sensor(job=review_requests_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    job=review_requests_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING
+)
 def due_mappings_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Runs each active mapping when its `nextRunTime` is due, at its `frequency` (days or hours)."""
     now = datetime.now(UTC)
@@ -83,9 +85,7 @@ def due_mappings_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 mapping.frequency_unit == "days" and _partition_has_run(context.instance, day)
             )
             if not done:
-                run_requests.append(
-                    dg.RunRequest(run_key=key, partition_key=day.key, tags={DUE_TAG: key})
-                )
+                run_requests.append(dg.RunRequest(run_key=key, partition_key=day.key, tags={DUE_TAG: key}))
                 break  # advance only once the run exists, on a later tick
             following = due_at + frequency(mapping)
             if not registry.advance_next_run_time(mapping.business_number, due_at, following):

@@ -19,9 +19,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         run_sql_file(con, relative_path)
 
 
-def replace_slice(
-    con: duckdb.DuckDBPyConnection, table: str, rows: Any, slice_key: Mapping[str, Any]
-) -> int:
+def replace_slice(con: duckdb.DuckDBPyConnection, table: str, rows: Any, slice_key: Mapping[str, Any]) -> int:
     """Delete `table`'s rows matching `slice_key` and insert `rows` (a DataFrame or Arrow table), atomically.
 
     `table` and the column names come from our code, never from input; the values are bound.

@@ -1,0 +1,345 @@
+"""`ClinikoClient`: the read-only Cliniko calls the ingestion needs, over one keep-alive `httpx.Client`.
+
+Each concern lives in its own module: the shard and host in `shards.py`, the shared request budget in
+`rate_limit.py`, the page envelope in `pagination.py`, the row shapes in `records.py`, the exceptions in
+`errors.py`. This module wires them: every HTTP request first takes a slot from the shared budget, 429s wait
+until `X-RateLimit-Reset` (and hold back every other process using the key), and 5xx, timeouts, dropped
+connections and malformed pages are retried with capped, jittered exponential backoff (tenacity's
+`wait_random_exponential`, i.e. "full jitter") before they become `ClinikoUnavailable`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from pipeline.cliniko.errors import (
+    ClinikoAuthError,
+    ClinikoBadRequest,
+    ClinikoError,
+    ClinikoForbidden,
+    ClinikoRateLimited,
+    ClinikoUnavailable,
+    InvalidUserAgent,
+    mask_key,
+)
+from pipeline.cliniko.pagination import PER_PAGE, MalformedPage, Page, collection_key, page_cap, parse_page
+from pipeline.cliniko.rate_limit import SharedRateLimiter
+from pipeline.cliniko.records import (
+    APPOINTMENT_COLUMNS,
+    BUSINESS_COLUMNS,
+    PATIENT_COLUMNS,
+    appointment_row,
+    business_row,
+    normalise,
+    patient_row,
+)
+from pipeline.cliniko.shards import base_url_for
+from pipeline.settings import Settings, load_settings
+
+# 100 ids of 19 digits, comma-joined and percent-encoded, make a ~2.3 KB URL: far below common 8 KB limits.
+PATIENT_ID_CHUNK = 100
+_USER_AGENT = re.compile(r"^[^()\s][^()]*\s\([^()\s@]+@[^()\s@]+\.[^()\s@]+\)$")
+_WAIT_429_BOUNDS = (1.0, 120.0)
+_WAIT_429_DEFAULT = 60.0
+
+
+@dataclass
+class ClientStats:
+    """What a run cost: reported as materialization metadata."""
+
+    requests: int = 0
+    pages: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+    rate_limit_wait_seconds: float = 0.0
+    backoff_wait_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, int | float]:
+        return asdict(self)
+
+
+class _Transient(Exception):
+    """A failure worth retrying: 5xx, timeout, dropped connection, malformed page."""
+
+
+def format_datetime(value: datetime) -> str:
+    """Cliniko's filter form `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds; never a `+00:00` offset)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"datetime {value!r} has no time zone; pass an aware datetime (the filter is UTC)")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def validate_user_agent(user_agent: str) -> str:
+    """Cliniko asks for `App name (contact@email)` and may block anything else."""
+    if not _USER_AGENT.match(user_agent or ""):
+        raise InvalidUserAgent(user_agent)
+    return user_agent
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+class ClinikoClient:
+    """Read-only Cliniko client for one API key.
+
+    >>> with ClinikoClient(key, settings=settings) as cliniko:
+    ...     businesses = cliniko.businesses()
+    ...     appts = cliniko.individual_appointments(["123"], day_start_utc, day_end_utc)
+    ...     patients = cliniko.patients([a["patient_id"] for a in appts])
+    ...     cliniko.stats.as_dict()
+
+    `rate_limit_per_minute` is the key's budget per `window_seconds` (the name follows Cliniko's 200/min; a
+    test or benchmark shrinks the window). `0` turns the shared limiter off, for raw-speed measurements only.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        settings: Settings | None = None,
+        base_url: str | None = None,
+        user_agent: str | None = None,
+        rate_limit_per_minute: int | None = None,
+        window_seconds: float = 60.0,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        max_consecutive_429: int = 10,
+    ) -> None:
+        settings = settings or load_settings()
+        self._masked_key = mask_key(api_key)
+        self.shard, default_url = base_url_for(api_key, settings.cliniko_base_url)
+        self.base_url = (base_url or default_url).rstrip("/")
+        self._origin = httpx.URL(self.base_url)
+        self.user_agent = validate_user_agent(user_agent or settings.cliniko_user_agent)
+        limit = (
+            settings.cliniko_rate_limit_per_minute if rate_limit_per_minute is None else rate_limit_per_minute
+        )
+        self.limiter = (
+            SharedRateLimiter(api_key, settings.rate_limit_dir, limit, window_seconds) if limit > 0 else None
+        )
+        self.max_retries = max_retries
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.max_consecutive_429 = max_consecutive_429
+        self.stats = ClientStats()
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            auth=(api_key, ""),
+            headers={"User-Agent": self.user_agent, "Accept": "application/json"},
+            timeout=timeout,
+            http1=True,
+            http2=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"ClinikoClient(key={self._masked_key}, shard={self.shard}, base_url={self.base_url})"
+
+    def __enter__(self) -> ClinikoClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- the calls the ingestion makes -----------------------------------------------------------------------
+
+    def businesses(self) -> list[dict[str, Any]]:
+        """Every business of the account, archived ones included (a mapping may name one)."""
+        return self._collect("/businesses", [("q[]", "archived_at:*")], business_row, BUSINESS_COLUMNS)
+
+    def individual_appointments(
+        self, business_ids: Sequence[str], ends_from: datetime, ends_before: datetime
+    ) -> list[dict[str, Any]]:
+        """Appointments of `business_ids` with `ends_from <= ends_at < ends_before`, cancelled and archived
+        included, filtered by Cliniko so that an account's history is never paged through."""
+        ids = [str(i) for i in dict.fromkeys(business_ids) if i]
+        if not ids:
+            return []
+        params = [
+            ("q[]", f"business_id:={','.join(ids)}"),
+            ("q[]", f"ends_at:>={format_datetime(ends_from)}"),
+            ("q[]", f"ends_at:<{format_datetime(ends_before)}"),
+            ("q[]", "archived_at:*"),
+            ("q[]", "cancelled_at:*"),
+            ("sort", "ends_at,id"),
+        ]
+        return self._collect("/individual_appointments", params, appointment_row, APPOINTMENT_COLUMNS)
+
+    def patients(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The patients with these ids, archived (and merged) included, fetched 100 ids per request.
+
+        An id Cliniko does not return (a deleted patient) is simply absent; the loader records it as missing.
+        """
+        wanted = [str(i) for i in dict.fromkeys(ids) if i]
+        rows: list[dict[str, Any]] = []
+        for chunk in _chunks(wanted, PATIENT_ID_CHUNK):
+            params = [("q[]", f"id:={','.join(chunk)}"), ("q[]", "archived_at:*"), ("sort", "id")]
+            rows.extend(self._collect("/patients", params, patient_row, PATIENT_COLUMNS))
+        return rows
+
+    # -- paging ------------------------------------------------------------------------------------------
+
+    def _collect(
+        self,
+        path: str,
+        params: list[tuple[str, str]],
+        row: Callable[[dict[str, Any]], dict[str, Any]],
+        columns: tuple[str, ...],
+    ) -> list[dict[str, Any]]:
+        key = collection_key(path)
+        url: str = path
+        query: list[tuple[str, str]] | None = [*params, ("per_page", str(PER_PAGE))]
+        rows: list[dict[str, Any]] = []
+        cap: int | None = None
+        pages = 0
+        while True:
+            page = self._get_page(url, query, path, key)
+            pages += 1
+            if pages == 1:
+                cap = page_cap(page.total_entries)
+            if not page.records:
+                break
+            rows.extend(normalise(page.records, row, columns))
+            if page.next_url is None:
+                break
+            if cap is not None and pages >= cap:
+                raise ClinikoError(
+                    f"Cliniko kept offering a next page of {path} after {pages} pages although it reported "
+                    f"{page.total_entries} rows; stopped so as not to loop. Re-run the partition; if it "
+                    "repeats, report it with this message."
+                )
+            url, query = self._same_origin(page.next_url), None
+        return _dedupe(rows, columns[0])
+
+    def _same_origin(self, next_url: str) -> str:
+        """Follow `links.next`, but only ever to the host we authenticate against (a proxy or emulator may
+        build links with another host name; the key must not travel to it)."""
+        url = httpx.URL(next_url)
+        if (url.scheme, url.host, url.port) != (self._origin.scheme, self._origin.host, self._origin.port):
+            url = url.copy_with(scheme=self._origin.scheme, host=self._origin.host, port=self._origin.port)
+        return str(url)
+
+    # -- one page, with rate limit and retries -------------------------------------------------------------
+
+    def _get_page(self, url: str, params: list[tuple[str, str]] | None, resource: str, key: str) -> Page:
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_max),
+            retry=retry_if_exception_type(_Transient),
+            sleep=self._backoff_sleep,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self.stats.retries += 1
+                    page = self._get_once(url, params, resource, key)
+        except _Transient as exc:
+            raise ClinikoUnavailable(resource, self.max_retries + 1, str(exc)) from None
+        self.stats.pages += 1
+        return page
+
+    def _get_once(self, url: str, params: list[tuple[str, str]] | None, resource: str, key: str) -> Page:
+        consecutive_429 = 0
+        while True:
+            if self.limiter is not None:
+                self.stats.rate_limit_wait_seconds += self.limiter.acquire()
+            self.stats.requests += 1
+            try:
+                response = self._http.get(url, params=params)
+            except httpx.TimeoutException as exc:
+                raise _Transient(f"timeout ({type(exc).__name__})") from None
+            except httpx.TransportError as exc:
+                raise _Transient(f"connection problem ({type(exc).__name__}: {exc})") from None
+            status = response.status_code
+            if status == 200:
+                try:
+                    return parse_page(response.content, key)
+                except MalformedPage as exc:
+                    raise _Transient(f"malformed page: {exc}") from None
+            if status == 429:
+                self.stats.rate_limited += 1
+                consecutive_429 += 1
+                if consecutive_429 > self.max_consecutive_429:
+                    raise ClinikoRateLimited(resource, consecutive_429)
+                self._wait_for_reset(response)
+                continue
+            if status >= 500:
+                raise _Transient(f"HTTP {status}")
+            if status == 401:
+                raise ClinikoAuthError(self._masked_key, self.shard, self._origin.host)
+            if status == 403:
+                raise ClinikoForbidden(resource, self._origin.host)
+            raise ClinikoBadRequest(status, resource, _cliniko_message(response))
+
+    def _wait_for_reset(self, response: httpx.Response) -> None:
+        """Wait until `X-RateLimit-Reset` (epoch s), else `Retry-After` (s), else 60 s, clamped to 1..120 s.
+
+        The wait is written into the shared limiter so that every process using this key pauses too.
+        """
+        now = time.time()
+        wait = _WAIT_429_DEFAULT
+        reset, retry_after = response.headers.get("X-RateLimit-Reset"), response.headers.get("Retry-After")
+        try:
+            if reset is not None:
+                wait = float(reset) - now
+            elif retry_after is not None:
+                wait = float(retry_after)
+        except ValueError:
+            wait = _WAIT_429_DEFAULT
+        wait = min(max(wait, _WAIT_429_BOUNDS[0]), _WAIT_429_BOUNDS[1])
+        if self.limiter is not None:
+            self.limiter.block_until(now + wait)
+        else:
+            time.sleep(wait)
+            self.stats.rate_limit_wait_seconds += wait
+
+    def _backoff_sleep(self, seconds: float) -> None:
+        self.stats.backoff_wait_seconds += seconds
+        time.sleep(seconds)
+
+
+def _cliniko_message(response: httpx.Response) -> str:
+    """Cliniko's `{"message": ...}` if the body has one, else the start of the body."""
+    try:
+        body = response.json()
+        if isinstance(body, dict) and body.get("message"):
+            return str(body["message"])
+    except ValueError:
+        pass
+    return response.text[:300] or response.reason_phrase
+
+
+def _dedupe(rows: list[dict[str, Any]], id_column: str) -> list[dict[str, Any]]:
+    """Drop repeats of an id (page-number pagination can repeat a row when data shifts while paging), keeping
+    the first position and the last version. Rows without an id are kept for validation to quarantine."""
+    ids = [r[id_column] for r in rows]
+    if len(set(ids)) == len(ids):
+        return rows
+    latest: dict[Any, dict[str, Any]] = {}
+    kept: list[dict[str, Any]] = []
+    for r in rows:
+        rid = r[id_column]
+        if rid is None:
+            kept.append(r)
+        elif rid not in latest:
+            latest[rid] = r
+            kept.append(r)
+        else:
+            latest[rid].update(r)
+    return kept

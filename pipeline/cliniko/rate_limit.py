@@ -1,0 +1,148 @@
+"""A request budget per API key, shared by every process on this machine that uses the key.
+
+Cliniko allows 200 requests per minute per user and answers 429 beyond that. Several Dagster runs (one per
+mapping-day partition) may use one key at once, so the budget cannot live in one process. It lives in a small
+file under `settings.rate_limit_dir`, named by a hash of the key, and holds a *sliding-window log*: the times
+of the last `capacity` grants in a ring buffer. A request may go when the oldest of those is more than a
+window old, so no window of that length ever holds more than `capacity` grants, whichever process made them.
+Every read-modify-write of the ring happens under an exclusive `fcntl.flock`, which the kernel releases if a
+process dies, so a crashed run cannot wedge the others.
+
+Why not a token bucket: a full bucket of N plus N refilled tokens lets 2N requests through in one window,
+which is exactly what Cliniko counts. Why not pyrate-limiter's SQLite bucket: it does the same sliding count
+but keeps one SQLite row per request and does not report how long callers waited, and its API changed in each
+major release; this is one small file, O(1) per request, and easy to test with several processes.
+
+A small margin (2 % of the limit, and 1 % of the window) absorbs the time between a grant and the request
+reaching Cliniko, so that clock jitter does not turn the last request of a window into a 429.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import math
+import os
+import struct
+import time
+from pathlib import Path
+
+_HEADER = struct.Struct("<8sIId")  # magic, capacity, head index, blocked_until (epoch s)
+_MAGIC = b"clnkrl01"
+_SLOT = struct.Struct("<d")
+
+
+def key_fingerprint(api_key: str) -> str:
+    """A stable, non-reversible name for a key's budget file; never the key itself."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:24]
+
+
+class SharedRateLimiter:
+    """At most `limit` requests per `window_seconds` for one key, across processes.
+
+    `acquire()` blocks until a slot is free and returns the seconds it waited. `block_until(epoch)` pauses
+    every process using the key, e.g. until Cliniko's `X-RateLimit-Reset` after an unexpected 429.
+    """
+
+    def __init__(self, api_key: str, directory: Path, limit: int = 200, window_seconds: float = 60.0) -> None:
+        if limit < 1 or window_seconds <= 0:
+            raise ValueError(
+                f"rate limit needs limit >= 1 and window_seconds > 0, got {limit}/{window_seconds}s"
+            )
+        self.limit = limit
+        self.window_seconds = float(window_seconds)
+        self.capacity = limit - math.ceil(limit * 0.02) if limit > 2 else limit
+        self.effective_window = self.window_seconds * 1.01
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"cliniko-{key_fingerprint(api_key)}.ratelimit"
+        self.waited_seconds = 0.0
+        self.grants = 0
+
+    def __repr__(self) -> str:
+        return f"SharedRateLimiter({self.capacity}/{self.window_seconds}s, file={self.path.name})"
+
+    def acquire(self) -> float:
+        """Take one request slot, sleeping as long as needed; returns the seconds slept."""
+        started = time.monotonic()
+        while True:
+            wait = self._try_take()
+            if wait <= 0:
+                break
+            time.sleep(wait)
+        waited = time.monotonic() - started
+        self.waited_seconds += waited
+        self.grants += 1
+        return waited
+
+    def block_until(self, epoch_seconds: float) -> None:
+        """Hold back every user of this key until `epoch_seconds` (never shortens an existing block)."""
+        with self._locked() as fd:
+            capacity, head, blocked_until = self._read_header(fd)
+            if epoch_seconds > blocked_until:
+                os.pwrite(fd, _HEADER.pack(_MAGIC, capacity, head, epoch_seconds), 0)
+
+    def _try_take(self) -> float:
+        """Grant a slot now and return 0, or return how long to wait before trying again."""
+        with self._locked() as fd:
+            capacity, head, blocked_until = self._read_header(fd)
+            now = time.time()
+            (oldest,) = _SLOT.unpack(os.pread(fd, _SLOT.size, _HEADER.size + head * _SLOT.size))
+            # min() guards against a wall clock that stepped backwards leaving a slot "in the future".
+            wait = max(blocked_until - now, min(oldest + self.effective_window - now, self.effective_window))
+            if wait > 0:
+                return wait
+            os.pwrite(fd, _SLOT.pack(now), _HEADER.size + head * _SLOT.size)
+            os.pwrite(fd, _HEADER.pack(_MAGIC, capacity, (head + 1) % capacity, blocked_until), 0)
+            return 0.0
+
+    def _read_header(self, fd: int) -> tuple[int, int, float]:
+        raw = os.pread(fd, _HEADER.size, 0)
+        if len(raw) == _HEADER.size:
+            magic, capacity, head, blocked_until = _HEADER.unpack(raw)
+            if magic == _MAGIC and capacity == self.capacity:
+                return capacity, head % capacity, blocked_until
+            if magic == _MAGIC:
+                return self._resize(fd, capacity, head, blocked_until)
+        return self._resize(fd, 0, 0, 0.0)
+
+    def _resize(
+        self, fd: int, old_capacity: int, old_head: int, blocked_until: float
+    ) -> tuple[int, int, float]:
+        """Re-lay the ring for a new capacity (another limit was configured), keeping the newest grants."""
+        old = [
+            _SLOT.unpack_from(
+                os.pread(fd, _SLOT.size, _HEADER.size + i * _SLOT.size).ljust(_SLOT.size, b"\0")
+            )[0]
+            for i in range(old_capacity)
+        ]
+        newest = sorted(old)[-self.capacity :] if old else []
+        ring = [0.0] * (self.capacity - len(newest)) + newest
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd, _HEADER.pack(_MAGIC, self.capacity, 0, blocked_until) + b"".join(map(_SLOT.pack, ring)), 0
+        )
+        return self.capacity, 0, blocked_until
+
+    def _locked(self) -> _FileLock:
+        return _FileLock(self.path)
+
+
+class _FileLock:
+    """Open the budget file and hold an exclusive flock on it for the `with` block.
+
+    The file is opened afresh each time so that a forked child never shares (and so never silently "holds")
+    its parent's lock.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> int:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self.fd
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)

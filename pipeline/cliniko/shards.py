@@ -1,0 +1,47 @@
+"""Which Cliniko shard (and so which host) an API key belongs to.
+
+Cliniko's accounts live on separate shards that know nothing of each other; the key's suffix after the last
+'-' names the shard, and a key without one is an old `au1` key. A key sent to the wrong shard gets a bare 401,
+so getting this right is the difference between working and a confusing auth error.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pipeline.cliniko.errors import InvalidApiKey, mask_key
+
+KNOWN_SHARDS: tuple[str, ...] = ("au1", "au2", "au3", "au4", "ca1", "uk1", "uk2", "eu1")
+DEFAULT_SHARD = "au1"
+# Cliniko's own advice for recognising a shard suffix; anything else after a '-' is part of a legacy key.
+_SHARD_LIKE = re.compile(r"^[a-z]{2}\d{1,2}$", re.IGNORECASE)
+
+
+def shard_of(api_key: str) -> str:
+    """The shard named by the key's suffix; `au1` for keys without one.
+
+    A suffix that looks like a shard (two letters, one or two digits) but is not a known shard is refused
+    rather than guessed, so a typo fails here with a clear message instead of as a 401 or a DNS error later.
+    """
+    key = api_key.strip()
+    if "-" not in key:
+        return DEFAULT_SHARD
+    suffix = key.rsplit("-", 1)[1]
+    if not _SHARD_LIKE.match(suffix):
+        return DEFAULT_SHARD
+    shard = suffix.lower()
+    if shard not in KNOWN_SHARDS:
+        raise InvalidApiKey(mask_key(key), suffix, KNOWN_SHARDS)
+    return shard
+
+
+def base_url_for(api_key: str, override: str | None = None) -> tuple[str, str]:
+    """`(shard, base_url)` for a key; `override` (CLINIKO_BASE_URL) wins for every key when set.
+
+    The shard is still parsed (and an unknown one refused) under an override, so a bad key fails the same way
+    against the emulator as against Cliniko.
+    """
+    shard = shard_of(api_key)
+    if override:
+        return shard, override.rstrip("/")
+    return shard, f"https://api.{shard}.cliniko.com/v1"

@@ -1,0 +1,763 @@
+"""Deterministic fake Cliniko accounts for the emulator, the demo, tests and benchmarks.
+
+Everything is derived from a seed, so a failing test or a benchmark can be reproduced exactly. Appointments
+are generated column-wise with numpy because benchmarks need millions of them; businesses and patients are
+few enough to be plain dicts. Records use Cliniko's field names and wire formats (string ids, `...Z`
+timestamps); related records are held as `<name>_id` fields that the emulator renders as `{"links": {"self":
+url}}`.
+
+The data deliberately contains what breaks naive pipelines: non-ASCII names, every `reminder_type` (and
+null), phone numbers in many national formats and garbage, missing/malformed/over-long emails, archived,
+merged and deleted patients, cancelled/archived/deleted appointments, did-not-arrive, repeat patients on one
+day and across days, appointments spanning local midnight and appointments after `now`.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+NULL = np.iinfo(np.int64).max
+"""Null marker in int64 columns (ids, epoch seconds). The maximum sorts last ascending, as Postgres does."""
+
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+CANCELLATION_REASONS: dict[int, str] = {
+    10: "Feeling Better",
+    20: "Condition Worse",
+    30: "Sick",
+    31: "COVID-19 related",
+    40: "Away",
+    50: "Other",
+    60: "Work",
+}
+REMINDER_TYPES: tuple[str | None, ...] = ("SMS & Email", "SMS", "Email", "None", None)
+
+_ID_BASE = {
+    "businesses": 1_100_000_000_000_000_000,
+    "practitioners": 1_200_000_000_000_000_000,
+    "appointment_types": 1_300_000_000_000_000_000,
+    "patients": 1_400_000_000_000_000_000,
+    "individual_appointments": 1_500_000_000_000_000_000,
+}
+_ACCOUNT_ID_STRIDE = 10**16
+
+# (business_name, time_zone_identifier, time_zone label, country_code, country, city)
+_BUSINESS_POOL: tuple[tuple[str, str | None, str | None, str, str, str], ...] = (
+    ("Sydney CBD Physio", "Australia/Sydney", "Sydney", "AU", "Australia", "Sydney"),
+    ("Auckland Central Clinic", "Pacific/Auckland", "Auckland", "NZ", "New Zealand", "Auckland"),
+    ("London Bridge Physiotherapy", "Europe/London", "London", "GB", "United Kingdom", "London"),
+    (
+        "Santa Monica Wellness",
+        "America/Los_Angeles",
+        "Pacific Time (US & Canada)",
+        "US",
+        "United States",
+        "Santa Monica",
+    ),
+    (" Honolulu Sports Medicine ", "Pacific/Honolulu", "Hawaii", "US", "United States", "Honolulu"),
+    ("Mobile Visits", None, None, "AU", "Australia", "Sydney"),
+    ("Parramatta Physio", "Australia/Sydney", "Sydney", "AU", "Australia", "Parramatta"),
+    ("Melbourne Sports Clinic", "Australia/Melbourne", "Melbourne", "AU", "Australia", "Melbourne"),
+    ("Wellington Wellness", "Pacific/Auckland", "Wellington", "NZ", "New Zealand", "Wellington"),
+    ("Manchester Movement", "Europe/London", "London", "GB", "United Kingdom", "Manchester"),
+    (
+        "Seattle Spine Center",
+        "America/Los_Angeles",
+        "Pacific Time (US & Canada)",
+        "US",
+        "United States",
+        "Seattle",
+    ),
+    ("Maui Massage & Rehab", "Pacific/Honolulu", "Hawaii", "US", "United States", "Kahului"),
+    ("Home Care Team", None, None, "NZ", "New Zealand", "Christchurch"),
+    ("Brisbane Podiatry", "Australia/Brisbane", "Brisbane", "AU", "Australia", "Brisbane"),
+)
+_ARCHIVED_BUSINESS_SLOT = 6
+"""The seventh business of every account is archived (closed location with history)."""
+
+_FIRST_NAMES = (
+    "Zoë",
+    "José",
+    "Łukasz",
+    "Søren",
+    "Chloé",
+    "Māui",
+    "Aroha",
+    "Siân",
+    "Björn",
+    "Renée",
+    "Nguyễn",
+    "Иван",
+    "Jürgen",
+    "Ngaio",
+    "Olivia",
+    "Jack",
+    "Charlotte",
+    "Noah",
+    "Amelia",
+    "Liam",
+    "Mia",
+    "William",
+    "Isla",
+    "Oliver",
+    "Ava",
+    "Lucas",
+    "Grace",
+    "Ethan",
+    "Sophie",
+    "Mason",
+    "Kalani",
+    "Leilani",
+    "Priya",
+    "Wei",
+    "Mohammed",
+    "Fatima",
+    "Seán",
+    "Niamh",
+    "Dvořák",
+    "Ana-María",
+)
+_LAST_NAMES = (
+    "O'Brien",
+    "Müller",
+    "D'Arcy",
+    "Ólafsdóttir",
+    "Tāne",
+    "Nguyễn",
+    "García",
+    "Smith",
+    "Jones",
+    "Williams",
+    "Brown",
+    "Wilson",
+    "Taylor",
+    "Ngata",
+    "Kahananui",
+    "Patel",
+    "Zhang",
+    "Kowalczyk",
+    "Nørgaard",
+    "van der Berg",
+    "MacDonald",
+    "Te Whare",
+    "Smith-Jones",
+    "Lee",
+    "Chen",
+    "Martin",
+    "Thompson",
+    "White",
+    "Walker",
+    "Hall",
+)
+_CANCELLATION_NOTES = (None, "", "Rang to cancel", "Patient unwell", "Booked elsewhere", "Läuft nicht 🙁")
+_PRACTITIONER_NAMES = (
+    ("Hannah", "Ng"),
+    ("Tomás", "Ruiz"),
+    ("Aisha", "Khan"),
+    ("Ben", "Carter"),
+    ("Mere", "Parata"),
+    ("Sam", "Oduya"),
+    ("Lena", "Fischer"),
+    ("Kai", "Akana"),
+)
+_APPOINTMENT_TYPES = (
+    ("Initial Consultation", 60),
+    ("Standard Consultation", 30),
+    ("Short Review", 15),
+    ("Extended Treatment", 90),
+    ("Telehealth Follow-up", 45),
+)
+
+
+def format_timestamp(epoch_seconds: int) -> str:
+    """Cliniko's wire format: UTC, second precision, `Z`."""
+    return datetime.fromtimestamp(int(epoch_seconds), UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def _format_column(values: np.ndarray) -> list[str | None]:
+    """Epoch seconds -> `...Z` strings (None for NULL), vectorised."""
+    present = values != NULL
+    text = np.datetime_as_string(np.where(present, values, 0).astype("datetime64[s]"), unit="s")
+    return [f"{t}Z" if p else None for t, p in zip(text.tolist(), present.tolist(), strict=True)]
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+@dataclass(frozen=True)
+class AppointmentTable:
+    """Individual appointments, one numpy column per field (int64 ids and epoch seconds; NULL marks null).
+
+    Kept column-wise so a million rows build in seconds and the emulator can filter and sort with numpy.
+    `record(i)` gives the i-th appointment as plain Cliniko fields.
+    """
+
+    id: np.ndarray
+    business_id: np.ndarray
+    patient_id: np.ndarray
+    practitioner_id: np.ndarray
+    appointment_type_id: np.ndarray
+    repeated_from_id: np.ndarray
+    starts_at: np.ndarray
+    ends_at: np.ndarray
+    created_at: np.ndarray
+    updated_at: np.ndarray
+    cancelled_at: np.ndarray
+    archived_at: np.ndarray
+    deleted_at: np.ndarray
+    cancellation_reason: np.ndarray
+    cancellation_note: np.ndarray
+    did_not_arrive: np.ndarray
+    patient_arrived: np.ndarray
+    email_reminder_sent: np.ndarray
+    sms_reminder_sent: np.ndarray
+    patient_names: dict[int, str] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+    def record(self, i: int) -> dict:
+        """The i-th appointment with Cliniko field names; related records as `<name>_id` strings."""
+        return self.records_at(np.array([i]))[0]
+
+    def records_at(self, rows: np.ndarray) -> list[dict]:
+        """Several appointments at once, formatted column-wise: this is the emulator's per-page hot path."""
+        rows = np.asarray(rows, dtype=np.int64)
+        stamps = {
+            name: _format_column(getattr(self, name)[rows])
+            for name in (
+                "starts_at",
+                "ends_at",
+                "cancelled_at",
+                "archived_at",
+                "deleted_at",
+                "created_at",
+                "updated_at",
+            )
+        }
+        ids = {
+            name: getattr(self, name)[rows].tolist()
+            for name in (
+                "id",
+                "business_id",
+                "patient_id",
+                "practitioner_id",
+                "appointment_type_id",
+                "repeated_from_id",
+            )
+        }
+        reasons = self.cancellation_reason[rows].tolist()
+        notes = self.cancellation_note[rows].tolist()
+        dna, arrived = self.did_not_arrive[rows].tolist(), self.patient_arrived[rows].tolist()
+        emailed, texted = self.email_reminder_sent[rows].tolist(), self.sms_reminder_sent[rows].tolist()
+        out = []
+        for k in range(len(rows)):
+            cancelled = stamps["cancelled_at"][k] is not None
+            repeated_from = ids["repeated_from_id"][k]
+            out.append(
+                {
+                    "id": str(ids["id"][k]),
+                    "starts_at": stamps["starts_at"][k],
+                    "ends_at": stamps["ends_at"][k],
+                    "patient_name": self.patient_names[ids["patient_id"][k]],
+                    "did_not_arrive": dna[k],
+                    "patient_arrived": arrived[k],
+                    "cancelled_at": stamps["cancelled_at"][k],
+                    "cancellation_reason": reasons[k] if cancelled else None,
+                    "cancellation_reason_description": CANCELLATION_REASONS.get(reasons[k], "")
+                    if cancelled
+                    else "",
+                    "cancellation_note": notes[k] if cancelled else None,
+                    "archived_at": stamps["archived_at"][k],
+                    "deleted_at": stamps["deleted_at"][k],
+                    "email_reminder_sent": emailed[k],
+                    "sms_reminder_sent": texted[k],
+                    "created_at": stamps["created_at"][k],
+                    "updated_at": stamps["updated_at"][k],
+                    "business_id": str(ids["business_id"][k]),
+                    "patient_id": str(ids["patient_id"][k]),
+                    "practitioner_id": str(ids["practitioner_id"][k]),
+                    "appointment_type_id": str(ids["appointment_type_id"][k]),
+                    "repeated_from_id": None if repeated_from == NULL else str(repeated_from),
+                }
+            )
+        return out
+
+    def records(self) -> Iterator[dict]:
+        for first in range(0, len(self), 10_000):
+            yield from self.records_at(np.arange(first, min(first + 10_000, len(self))))
+
+
+@dataclass(frozen=True)
+class Account:
+    """One Cliniko account as seen through one API key: its businesses, people and appointments.
+
+    `patients` holds what `/patients` can return (archived and merged included); `deleted_patients` holds
+    patients that appointments still reference but Cliniko no longer returns at all.
+    """
+
+    name: str
+    api_key: str = field(repr=False)
+    shard: str
+    businesses: list[dict]
+    practitioners: list[dict]
+    appointment_types: list[dict]
+    patients: list[dict]
+    deleted_patients: list[dict]
+    appointments: AppointmentTable
+    now: datetime
+
+    @property
+    def masked_key(self) -> str:
+        return mask_key(self.api_key)
+
+
+def mask_key(api_key: str) -> str:
+    """Secrets are shown by their last four characters only."""
+    return "…" + api_key[-4:] if api_key else ""
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    businesses: int
+    appointments: int
+    days_back: int
+    days_forward: int
+    accounts: int
+
+
+SIZES: dict[str, SizePreset] = {
+    "tiny": SizePreset(businesses=3, appointments=300, days_back=14, days_forward=7, accounts=1),
+    "demo": SizePreset(businesses=7, appointments=12_000, days_back=90, days_forward=14, accounts=2),
+    "large": SizePreset(businesses=7, appointments=1_000_000, days_back=730, days_forward=30, accounts=1),
+}
+
+
+def _api_key(rng: random.Random, shard: str) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(rng.choice(alphabet) for _ in range(40)) + f"-{shard}"
+
+
+def _ids(rng: np.random.Generator, base: int, order_key: np.ndarray) -> np.ndarray:
+    """Ascending ids in creation order, like Cliniko's: the earliest-created record has the smallest id."""
+    n = len(order_key)
+    ids = np.empty(n, dtype=np.int64)
+    ids[np.argsort(order_key, kind="stable")] = base + np.cumsum(rng.integers(1, 5_000, n, dtype=np.int64))
+    return ids
+
+
+def _phone(rng: random.Random, country: str) -> tuple[str, str]:
+    """A (mobile, home) pair in one of the formats clinics really type, for the patient's country."""
+    d = lambda k: f"{rng.randrange(10**k):0{k}d}"  # noqa: E731
+    if country == "AU":
+        mobile = rng.choice(
+            [f"04{d(2)} {d(3)} {d(3)}", f"04{d(8)}", f"+61 4{d(2)} {d(3)} {d(3)}", f"614{d(8)}"]
+        )
+        home = rng.choice([f"(02) {d(4)} {d(4)}", f"03 {d(4)} {d(4)}", f"612{d(8)}"])
+    elif country == "NZ":
+        mobile = rng.choice([f"021 {d(3)} {d(4)}", f"+64 21 {d(3)} {d(4)}", f"6422{d(7)}", f"027{d(7)}"])
+        home = rng.choice([f"(09) {d(3)} {d(4)}", f"644{d(7)}"])
+    elif country == "GB":
+        mobile = rng.choice([f"07{d(3)} {d(6)}", f"+44 7{d(3)} {d(6)}", f"447{d(9)}"])
+        home = rng.choice([f"020 {d(4)} {d(4)}", f"0161 {d(3)} {d(4)}"])
+    else:
+        area = rng.choice(["415", "310", "808", "206"])
+        mobile = rng.choice([f"({area}) {d(3)}-{d(4)}", f"+1 {area} {d(3)} {d(4)}", f"1{area}{d(7)}"])
+        home = rng.choice([f"({area}) {d(3)}-{d(4)}", f"{area}.{d(3)}.{d(4)}"])
+    return mobile, home
+
+
+_GARBAGE_PHONES = ("call reception", "12", "0000", "+61 4", "n/a", "04xx xxx xxx", "")
+
+
+def _email(rng: random.Random, first: str, last: str, n: int) -> str | None:
+    local = f"{first}.{last}".lower().replace(" ", "").replace("'", "")
+    roll = rng.random()
+    if roll < 0.12:
+        return None
+    if roll < 0.15:
+        return rng.choice(
+            [f"{local}@", f"{local}.example.com", f"{local}@@example.com", "n/a", f" {local}@example"]
+        )
+    if roll < 0.18:
+        return f"{local}.with.a.rather.long.mailbox.name{n}@long-example-domain.com.au"
+    if roll < 0.20:
+        return f"{local.upper()}{n}@EXAMPLE.COM"
+    return f"{local}{n}@example.com"
+
+
+def _patient_phones(rng: random.Random, country: str) -> list[dict]:
+    roll = rng.random()
+    mobile, home = _phone(rng, country)
+    if roll < 0.10:
+        return []
+    if roll < 0.17:
+        return [{"phone_type": "Home", "number": home}]
+    if roll < 0.21:
+        return [{"phone_type": "Mobile", "number": rng.choice(_GARBAGE_PHONES)}]
+    if roll < 0.25:
+        other = rng.choice([c for c in ("AU", "NZ", "GB", "US") if c != country])
+        return [{"phone_type": "Mobile", "number": _phone(rng, other)[0]}]
+    if roll < 0.55:
+        return [{"phone_type": "Mobile", "number": mobile}, {"phone_type": "Home", "number": home}]
+    if roll < 0.57:
+        return [{"phone_type": "Work", "number": home}, {"phone_type": "Mobile", "number": mobile}]
+    return [{"phone_type": "Mobile", "number": mobile}]
+
+
+def _utc_offsets(businesses: list[dict], start: date, days: int) -> np.ndarray:
+    """Seconds east of UTC at local noon per business and day; exact for 03:00-24:00 (DST moves at night)."""
+    offsets = np.zeros((len(businesses), days), dtype=np.int64)
+    for b, business in enumerate(businesses):
+        name = business["time_zone_identifier"]
+        if name is None:
+            continue
+        zone = ZoneInfo(name)
+        for k in range(days):
+            noon = datetime.combine(start + timedelta(days=k), time(12), tzinfo=zone)
+            offsets[b, k] = int(noon.utcoffset().total_seconds())
+    return offsets
+
+
+def _businesses(rng: random.Random, account_index: int, count: int, start: date, now: datetime) -> list[dict]:
+    out = []
+    first = account_index * 7
+    for slot in range(count):
+        name, tz, tz_label, cc, country, city = _BUSINESS_POOL[(first + slot) % len(_BUSINESS_POOL)]
+        if slot >= 7:
+            name = f"{name} {slot // 7 + 1}"
+        created = _epoch(datetime.combine(start, time(), tzinfo=UTC)) - rng.randint(400, 2000) * 86400
+        archived = _epoch(now) - rng.randint(1, 20) * 86400 if slot == _ARCHIVED_BUSINESS_SLOT else None
+        out.append(
+            {
+                "id": str(_ID_BASE["businesses"] + account_index * _ACCOUNT_ID_STRIDE + (slot + 1) * 7919),
+                "business_name": name,
+                "display_name": name.strip(),
+                "label": name.strip(),
+                "address_1": f"{rng.randint(1, 400)} Main Street",
+                "address_2": None,
+                "city": city,
+                "state": None,
+                "post_code": str(rng.randint(1000, 9999)),
+                "country": country,
+                "country_code": cc,
+                "contact_information": None,
+                "email_reply_to": "reception@example.com",
+                "website_address": None,
+                "business_registration_name": "ABN" if cc == "AU" else None,
+                "business_registration_value": None,
+                "show_in_online_bookings": True,
+                "additional_information": None,
+                "additional_invoice_information": None,
+                "appointment_reminders_enabled": True,
+                "time_zone": tz_label,
+                "time_zone_identifier": tz,
+                "archived_at": None if archived is None else format_timestamp(archived),
+                "deleted_at": None,
+                "created_at": format_timestamp(created),
+                "updated_at": format_timestamp(archived if archived is not None else created + 86400),
+            }
+        )
+    return out
+
+
+def generate_account(
+    seed: int,
+    *,
+    businesses: int = 7,
+    patients: int | None = None,
+    appointments: int = 1_000,
+    start: date = date(2026, 1, 1),
+    end: date = date(2026, 3, 1),
+    now: datetime | None = None,
+    account_index: int = 0,
+    shard: str = "au4",
+    name: str | None = None,
+) -> Account:
+    """Build one account deterministically: the same arguments always give identical data.
+
+    Appointments start on local days in `[start, end)`; `now` (default: 00:00 UTC seven days before `end`,
+    but not before `start`) separates the past (arrived, did-not-arrive) from the future. `patients` defaults
+    to one per four appointments (at least 5), so most patients come back. Every 7th business is archived.
+    """
+    if end <= start:
+        raise ValueError(f"end ({end}) must be after start ({start})")
+    if businesses < 1 or appointments < 1:
+        raise ValueError("an account needs at least one business and one appointment")
+    days = (end - start).days
+    if now is None:
+        now = datetime.combine(max(start, end - timedelta(days=7)), time(), tzinfo=UTC)
+    now_s = _epoch(now)
+    prng = random.Random(f"{seed}/{account_index}/people")
+    rng = np.random.default_rng([seed, account_index, 7])
+    stride = account_index * _ACCOUNT_ID_STRIDE
+
+    biz = _businesses(prng, account_index, businesses, start, now)
+    biz_ids = np.array([int(b["id"]) for b in biz], dtype=np.int64)
+    practitioners = [
+        {
+            "id": str(_ID_BASE["practitioners"] + stride + (k + 1) * 104_729),
+            "first_name": first,
+            "last_name": last,
+            "title": "Dr" if k % 3 == 0 else None,
+            "designation": "Physiotherapist",
+            "display_name": f"{first} {last}",
+            "active": True,
+            "show_in_online_bookings": True,
+            "created_at": biz[0]["created_at"],
+            "updated_at": biz[0]["updated_at"],
+        }
+        for k, (first, last) in enumerate(_PRACTITIONER_NAMES[: max(2, min(8, businesses + 1))])
+    ]
+    prac_ids = np.array([int(p["id"]) for p in practitioners], dtype=np.int64)
+    types = [
+        {
+            "id": str(_ID_BASE["appointment_types"] + stride + (k + 1) * 15_485_863),
+            "name": type_name,
+            "duration_in_minutes": minutes,
+            "category": None,
+            "color": "#3c8dbc",
+            "max_attendees": 1,
+            "show_in_online_bookings": True,
+            "telehealth_enabled": "Telehealth" in type_name,
+            "archived_at": None,
+            "created_at": biz[0]["created_at"],
+            "updated_at": biz[0]["updated_at"],
+        }
+        for k, (type_name, minutes) in enumerate(_APPOINTMENT_TYPES)
+    ]
+    type_ids = np.array([int(t["id"]) for t in types], dtype=np.int64)
+    durations = np.array([m for _, m in _APPOINTMENT_TYPES], dtype=np.int64)
+
+    n = appointments
+    n_patients = patients if patients is not None else max(5, n // 4)
+    weights = rng.random(businesses) + 0.5
+    b_idx = rng.choice(businesses, size=n, p=weights / weights.sum())
+    day = rng.integers(0, days, n)
+    minute = 7 * 60 + 15 * rng.integers(0, 52, n)
+    t_idx = rng.integers(0, len(types), n)
+    duration = durations[t_idx]
+    late = rng.random(n) < 0.01
+    late[:1] = True  # rows are in random order here; forcing the first keeps small accounts covering the case
+    minute[late] = 23 * 60 + 15 * rng.integers(0, 4, int(late.sum()))
+    t_idx[late] = 3
+    duration[late] = 90
+    midnight_utc = _epoch(datetime.combine(start, time(), tzinfo=UTC))
+    starts = midnight_utc + day * 86400 + minute * 60 - _utc_offsets(biz, start, days)[b_idx, day]
+    ends = starts + duration * 60
+
+    order = np.lexsort((starts, b_idx))
+    b_idx, day, starts, ends, t_idx = b_idx[order], day[order], starts[order], ends[order], t_idx[order]
+    regulars = max(1, n_patients // 10)
+    p_idx = np.where(rng.random(n) < 0.4, rng.integers(0, regulars, n), rng.integers(0, n_patients, n))
+    again = rng.random(n) < 0.04
+    again[:1] = False
+    again &= ~np.roll(again, 1)
+    same_day = np.zeros(n, dtype=bool)
+    same_day[1:] = (b_idx[1:] == b_idx[:-1]) & (day[1:] == day[:-1])
+    again &= same_day
+    p_idx[again] = p_idx[np.flatnonzero(again) - 1]
+
+    lead = rng.integers(3600, 60 * 86400, n)
+    created = np.minimum(starts - lead, now_s - rng.integers(60, 86400, n))
+    roll = rng.random(n)
+    roll[1:4] = (0.0, 0.09, 0.097)[: max(0, n - 1)]
+    cancelled = roll < 0.08
+    archived = (roll >= 0.08) & (roll < 0.095)
+    deleted = (roll >= 0.095) & (roll < 0.10)
+    span = np.maximum(np.minimum(starts, now_s) - created, 1)
+    happened = (ends <= now_s) & ~cancelled
+    after_end = np.minimum(ends + rng.integers(60, 30 * 86400, n), now_s)
+    status_at = np.where(happened, after_end, created + (span * rng.random(n)).astype(np.int64))
+    cancelled_at = np.where(cancelled, created + (span * rng.random(n)).astype(np.int64), NULL)
+    archived_at = np.where(archived, status_at, NULL)
+    deleted_at = np.where(deleted, status_at, NULL)
+    did_not_arrive = happened & (rng.random(n) < 0.05)
+    arrived = happened & ~did_not_arrive & (rng.random(n) < 0.8)
+    marked = np.where(did_not_arrive | arrived, np.minimum(ends + rng.integers(0, 7200, n), now_s), created)
+    updated = created.copy()
+    for stamp in (cancelled_at, archived_at, deleted_at, marked):
+        updated = np.maximum(updated, np.where(stamp == NULL, created, stamp))
+    reasons = np.array(list(CANCELLATION_REASONS), dtype=np.int16)
+    cancellation_reason = np.where(cancelled, reasons[rng.integers(0, len(reasons), n)], 0).astype(np.int16)
+    notes = np.array(_CANCELLATION_NOTES, dtype=object)[rng.integers(0, len(_CANCELLATION_NOTES), n)]
+    reminded = ~cancelled & (starts - 86400 <= now_s)
+
+    appt_ids = _ids(rng, _ID_BASE["individual_appointments"] + stride, created)
+    repeated_from = np.full(n, NULL, dtype=np.int64)
+    follow_up = np.zeros(n, dtype=bool)
+    follow_up[1:] = (rng.random(n - 1) < 0.03) & (b_idx[1:] == b_idx[:-1])
+    repeated_from[follow_up] = appt_ids[np.flatnonzero(follow_up) - 1]
+
+    first_created = np.full(n_patients, now_s, dtype=np.int64)
+    np.minimum.at(first_created, p_idx, created)
+    patient_created = first_created - rng.integers(0, 400 * 86400, n_patients)
+    patient_ids = _ids(rng, _ID_BASE["patients"] + stride, patient_created)
+    countries = [b["country_code"] for b in biz]
+    home_country = np.full(n_patients, -1)
+    home_country[p_idx] = b_idx
+    people, deleted_people, names = _patients(
+        prng, patient_ids, patient_created, home_country, countries, now_s
+    )
+
+    table = AppointmentTable(
+        id=appt_ids,
+        business_id=biz_ids[b_idx],
+        patient_id=patient_ids[p_idx],
+        practitioner_id=prac_ids[rng.integers(0, len(prac_ids), n)],
+        appointment_type_id=type_ids[t_idx],
+        repeated_from_id=repeated_from,
+        starts_at=starts,
+        ends_at=ends,
+        created_at=created,
+        updated_at=np.minimum(updated, np.maximum(now_s, created)),
+        cancelled_at=cancelled_at,
+        archived_at=archived_at,
+        deleted_at=deleted_at,
+        cancellation_reason=cancellation_reason,
+        cancellation_note=notes,
+        did_not_arrive=did_not_arrive,
+        patient_arrived=arrived,
+        email_reminder_sent=reminded & (rng.random(n) < 0.7),
+        sms_reminder_sent=reminded & (rng.random(n) < 0.6),
+        patient_names=names,
+    )
+    return Account(
+        name=name or f"Sandbox account {account_index + 1}",
+        api_key=_api_key(random.Random(f"{seed}/{account_index}/key"), shard),
+        shard=shard,
+        businesses=biz,
+        practitioners=practitioners,
+        appointment_types=types,
+        patients=people,
+        deleted_patients=deleted_people,
+        appointments=table,
+        now=now,
+    )
+
+
+def _patients(
+    rng: random.Random,
+    ids: np.ndarray,
+    created: np.ndarray,
+    home_business: np.ndarray,
+    countries: Sequence[str],
+    now_s: int,
+) -> tuple[list[dict], list[dict], dict[int, str]]:
+    """Patients as Cliniko returns them, split into returned (incl. archived/merged) and deleted ones."""
+    people: list[dict] = []
+    deleted: list[dict] = []
+    names: dict[int, str] = {}
+    for k in range(len(ids)):
+        pid = int(ids[k])
+        first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+        country = countries[home_business[k]] if home_business[k] >= 0 else rng.choice(countries)
+        made = int(created[k])
+        fate = (1.0, 0.01, 0.03, 0.06)[k] if k < 4 else rng.random()
+        archived_at = merged_at = deleted_at = None
+        merged_with = None
+        if fate < 0.02 and k > 0:
+            merged_at = archived_at = rng.randint(made, max(made, now_s))
+            merged_with = str(int(ids[rng.randrange(k)]))
+        elif fate < 0.05:
+            archived_at = rng.randint(made, max(made, now_s))
+        elif fate < 0.07:
+            deleted_at = rng.randint(made, max(made, now_s))
+        changed = max(x for x in (made, archived_at, deleted_at) if x is not None)
+        born = date(1930, 1, 1) + timedelta(days=rng.randrange(30_000))
+        record = {
+            "id": str(pid),
+            "title": rng.choice([None, "Mr", "Ms", "Mrs", "Dr", "Mx"]),
+            "first_name": first,
+            "last_name": last,
+            "preferred_first_name": rng.choice([None, None, None, first[:3]]),
+            "label": f"{first} {last}",
+            "email": _email(rng, first, last, k),
+            "date_of_birth": None if rng.random() < 0.1 else born.isoformat(),
+            "sex": rng.choice([None, "Female", "Male"]),
+            "gender": None,
+            "gender_identity": None,
+            "pronouns": None,
+            "patient_phone_numbers": _patient_phones(rng, country),
+            "reminder_type": REMINDER_TYPES[k % 5] if k < 10 else rng.choice(REMINDER_TYPES),
+            "receives_confirmation_emails": rng.random() < 0.8,
+            "accepted_privacy_policy": rng.choice([None, True, False]),
+            "accepted_email_marketing": rng.choice([None, True, False]),
+            "accepted_sms_marketing": rng.choice([None, True, False]),
+            "address_1": None,
+            "address_2": None,
+            "address_3": None,
+            "city": None,
+            "state": None,
+            "post_code": None,
+            "country": None,
+            "country_code": country,
+            "old_reference_id": None if rng.random() < 0.8 else f"LEGACY-{k:06d}",
+            "referral_source": None,
+            "notes": None,
+            "occupation": None,
+            "emergency_contact": None,
+            "time_zone": None,
+            "custom_fields": None,
+            "archived_at": None if archived_at is None else format_timestamp(archived_at),
+            "deleted_at": None if deleted_at is None else format_timestamp(deleted_at),
+            "merged_at": None if merged_at is None else format_timestamp(merged_at),
+            "merged_with_patient_id": merged_with,
+            "created_at": format_timestamp(made),
+            "updated_at": format_timestamp(min(changed, max(now_s, made))),
+        }
+        names[pid] = record["label"]
+        (deleted if deleted_at is not None else people).append(record)
+    return people, deleted, names
+
+
+def generate_accounts(
+    seed: int,
+    count: int,
+    *,
+    businesses: int = 7,
+    appointments: int = 1_000,
+    start: date = date(2026, 1, 1),
+    end: date = date(2026, 3, 1),
+    now: datetime | None = None,
+    shard: str = "au4",
+) -> list[Account]:
+    """Several independent accounts (several API keys) with distinct businesses and ids."""
+    return [
+        generate_account(
+            seed,
+            businesses=businesses,
+            appointments=appointments,
+            start=start,
+            end=end,
+            now=now,
+            account_index=k,
+            shard=shard,
+        )
+        for k in range(count)
+    ]
+
+
+def generate_preset(seed: int, size: str, *, today: date, now: datetime, shard: str = "au4") -> list[Account]:
+    """The accounts behind `cliniko-reviews sandbox --size S`: history before `today`, some future after."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    preset = SIZES[size]
+    return generate_accounts(
+        seed,
+        preset.accounts,
+        businesses=preset.businesses,
+        appointments=preset.appointments,
+        start=today - timedelta(days=preset.days_back),
+        end=today + timedelta(days=preset.days_forward),
+        now=now,
+        shard=shard,
+    )

@@ -1,0 +1,373 @@
+"""The Cliniko emulator over real HTTP on loopback: auth, envelope, filters, sort, 429, faults, request log.
+
+Expected results are computed from the generator's records in plain Python, independently of the emulator's
+numpy query engine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import date
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+
+from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig, FaultConfig
+from pipeline.sandbox.generator import generate_account
+from pipeline.sandbox.server import running_cliniko
+
+UA = {"User-Agent": "cliniko-reviews tests (tests@example.com)"}
+DAY_FROM, DAY_TO = "2026-01-20T00:00:00Z", "2026-01-27T00:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def account():
+    return generate_account(21, appointments=3_000, start=date(2026, 1, 1), end=date(2026, 2, 15))
+
+
+@pytest.fixture(scope="module")
+def emulator(account):
+    return ClinikoEmulator(ClinikoEmulatorConfig(accounts=[account], rate_limit=100_000))
+
+
+@pytest.fixture(scope="module")
+def base_url(emulator):
+    with running_cliniko(emulator) as url:
+        yield url
+
+
+@pytest.fixture()
+def client(base_url, account):
+    with httpx.Client(base_url=base_url, auth=(account.api_key, ""), headers=UA, timeout=10) as c:
+        yield c
+
+
+def _walk(
+    client: httpx.Client, path: str, params: list[tuple[str, str | int]]
+) -> tuple[list[dict], list[dict]]:
+    """Follow links.next; returns (records, page bodies)."""
+    pages = [client.get(path, params=params).json()]
+    while "next" in pages[-1]["links"]:
+        response = client.get(pages[-1]["links"]["next"])
+        assert response.status_code == 200
+        pages.append(response.json())
+    key = path.strip("/").split("/")[0]
+    return [r for p in pages for r in p[key]], pages
+
+
+# --- auth and headers ---
+
+
+def test_key_with_and_without_shard_suffix_authenticates(base_url, account):
+    for key in (account.api_key, account.api_key.rsplit("-", 1)[0]):
+        response = httpx.get(f"{base_url}/businesses", auth=(key, ""), headers=UA)
+        assert response.status_code == 200, key[-4:]
+
+
+@pytest.mark.parametrize("username", ["wrong-shard", "unknown", "missing"])
+def test_bad_credentials_get_rails_basic_401(base_url, account, username):
+    auth = {
+        "wrong-shard": (account.api_key.rsplit("-", 1)[0] + "-au2", ""),
+        "unknown": ("NotARealKey0000000000000000000000000000-au4", ""),
+        "missing": None,
+    }[username]
+    response = httpx.get(f"{base_url}/patients", auth=auth, headers=UA)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Basic realm="Application"'
+    assert response.text == "HTTP Basic: Access denied."
+
+
+@pytest.mark.parametrize("agent", [None, "python-httpx/0.28.1", "My App", "My App (not-an-email)"])
+def test_user_agent_without_name_and_email_is_refused(base_url, account, agent):
+    headers = {"User-Agent": agent} if agent else {}
+    with httpx.Client(auth=(account.api_key, ""), headers=headers) as c:
+        if agent is None:
+            del c.headers["User-Agent"]
+        response = c.get(f"{base_url}/businesses")
+    assert response.status_code == 403
+    assert response.text == "Requires a user agent"
+
+
+def test_user_agent_status_and_forbidden_resources_are_configurable(account):
+    config = ClinikoEmulatorConfig(
+        accounts=[account], user_agent_status=400, forbidden={account.api_key: frozenset({"patients"})}
+    )
+    with running_cliniko(config) as url:
+        assert httpx.get(f"{url}/businesses", auth=(account.api_key, "")).status_code == 400
+        assert httpx.get(f"{url}/businesses", auth=(account.api_key, ""), headers=UA).status_code == 200
+        forbidden = httpx.get(f"{url}/patients", auth=(account.api_key, ""), headers=UA)
+        assert forbidden.status_code == 403 and "message" in forbidden.json()
+
+
+def test_unknown_path_and_id_are_404(client, account):
+    assert client.get("/invoices").status_code == 404
+    assert client.get("/patients/123").json() == {"message": "Not found"}
+    deleted = account.deleted_patients[0]["id"]
+    assert client.get(f"/patients/{deleted}").status_code == 404
+
+
+# --- envelope, pagination ---
+
+
+def test_envelope_links_keep_every_param_and_change_only_page(client, account):
+    business = account.businesses[0]["id"]
+    params = [
+        ("q[]", f"business_id:={business}"),
+        ("q[]", "cancelled_at:*"),
+        ("sort", "starts_at"),
+        ("per_page", 9),
+    ]
+    records, pages = _walk(client, "/individual_appointments", params)
+    total = pages[0]["total_entries"]
+    assert len(pages) == -(-total // 9) > 3
+    assert len(records) == total == len({r["id"] for r in records})
+    assert "previous" not in pages[0]["links"] and "next" not in pages[-1]["links"]
+    middle = pages[1]["links"]
+    for name, link in (("self", 2), ("previous", 1), ("next", 3)):
+        split = urlsplit(middle[name])
+        assert split.netloc == client.base_url.netloc.decode()
+        query = parse_qsl(split.query)
+        assert [kv for kv in query if kv[0] != "page"] == [(k, str(v)) for k, v in params]
+        assert ("page", str(link)) in query
+    assert all(p["total_entries"] == total for p in pages)
+
+
+def test_per_page_default_max_and_past_the_end(client, account):
+    body = client.get("/patients").json()
+    assert len(body["patients"]) == 50
+    assert client.get("/patients", params={"per_page": 100}).json()["patients"].__len__() == 100
+    assert client.get("/patients", params={"per_page": 101}).status_code == 400
+    assert client.get("/patients", params={"per_page": 0}).status_code == 400
+    past = client.get("/patients", params={"page": 999}).json()
+    assert past["patients"] == [] and past["total_entries"] == body["total_entries"]
+    assert "next" not in past["links"] and "previous" in past["links"]
+
+
+def test_per_page_over_max_can_be_clamped(account):
+    with running_cliniko(ClinikoEmulatorConfig(accounts=[account], per_page_over_max="clamp")) as url:
+        body = httpx.get(f"{url}/patients", params={"per_page": 500}, auth=(account.api_key, ""), headers=UA)
+        assert len(body.json()["patients"]) == 100
+
+
+def test_records_have_string_ids_utc_timestamps_and_link_objects(client, account):
+    record = client.get("/individual_appointments", params={"per_page": 1}).json()["individual_appointments"][
+        0
+    ]
+    assert isinstance(record["id"], str) and len(record["id"]) == 19
+    assert record["starts_at"].endswith("Z") and record["archived_at"] is None
+    patient_url = record["patient"]["links"]["self"]
+    assert patient_url.startswith(str(client.base_url)) and patient_url.endswith(
+        record["patient"]["links"]["self"][-19:]
+    )
+    assert record["links"]["self"].endswith(f"/individual_appointments/{record['id']}")
+    single = client.get(f"/individual_appointments/{record['id']}").json()
+    assert single == record
+
+
+# --- filters used by ingestion ---
+
+
+def _expected_window(account, businesses, lifted: set[str]) -> set[str]:
+    out = set()
+    for r in account.appointments.records():
+        if r["business_id"] not in businesses or not (DAY_FROM <= r["ends_at"] < DAY_TO):
+            continue
+        if any(r[f] is not None and f not in lifted for f in ("archived_at", "cancelled_at", "deleted_at")):
+            continue
+        out.add(r["id"])
+    return out
+
+
+@pytest.mark.parametrize(
+    "lifted",
+    [set(), {"archived_at"}, {"cancelled_at"}, {"archived_at", "cancelled_at"}, {"deleted_at"}],
+)
+def test_business_and_ends_at_window_with_exclusions_lifted_by_star(client, account, lifted):
+    businesses = {account.businesses[0]["id"], account.businesses[2]["id"]}
+    params = [
+        ("q[]", f"business_id:={','.join(sorted(businesses))}"),
+        ("q[]", f"ends_at:>={DAY_FROM}"),
+        ("q[]", f"ends_at:<{DAY_TO}"),
+        *[("q[]", f"{f}:*") for f in sorted(lifted)],
+        ("per_page", 100),
+    ]
+    records, _ = _walk(client, "/individual_appointments", params)
+    expected = _expected_window(account, businesses, lifted)
+    assert {r["id"] for r in records} == expected
+    assert expected
+    if lifted == {"archived_at", "cancelled_at"}:
+        assert any(r["cancelled_at"] for r in records) and any(r["archived_at"] for r in records)
+
+
+def test_patients_by_id_list_with_and_without_archived(client, account):
+    archived = [p for p in account.patients if p["archived_at"]][:3]
+    active = [p for p in account.patients if not p["archived_at"]][:3]
+    deleted = account.deleted_patients[:1]
+    ids = [p["id"] for p in archived + active + deleted]
+    base = [("q[]", f"id:={','.join(ids)}"), ("per_page", 100)]
+    shown = {p["id"] for p in client.get("/patients", params=base).json()["patients"]}
+    assert shown == {p["id"] for p in active}
+    with_archived = client.get("/patients", params=[*base, ("q[]", "archived_at:*")]).json()["patients"]
+    assert {p["id"] for p in with_archived} == {p["id"] for p in archived + active}
+    merged = next(p for p in account.patients if p["merged_at"])
+    body = client.get(f"/patients/{merged['id']}").json()
+    assert body["merged_with_patient"]["links"]["self"].endswith(merged["merged_with_patient_id"])
+
+
+@pytest.mark.parametrize(
+    ("query", "predicate"),
+    [
+        ("first_name:=Zoë", lambda p: p["first_name"] == "Zoë"),
+        ("last_name:!=Smith", lambda p: p["last_name"] != "Smith"),
+        ("last_name:~brien", lambda p: "brien" in p["last_name"].lower()),
+        (
+            "last_name:~~m%r",
+            lambda p: p["last_name"].lower().startswith("m") and p["last_name"].endswith("r"),
+        ),
+        ("email:!?", lambda p: p["email"] is None),
+        ("old_reference_id:?", lambda p: p["old_reference_id"] is not None),
+        ("date_of_birth:=****-05-**", lambda p: (p["date_of_birth"] or "")[5:7] == "05"),
+        (
+            "date_of_birth:<1950-01-01",
+            lambda p: p["date_of_birth"] is not None and p["date_of_birth"] < "1950",
+        ),
+        ("created_at:>=2025-12-01T00:00:00Z", lambda p: p["created_at"] >= "2025-12-01T00:00:00Z"),
+    ],
+)
+def test_patient_filter_operators(client, account, query, predicate):
+    records, _ = _walk(client, "/patients", [("q[]", query), ("q[]", "archived_at:*"), ("per_page", 100)])
+    expected = {p["id"] for p in account.patients if predicate(p)}
+    assert {r["id"] for r in records} == expected
+    assert expected
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("notes:~pain", "This column is not searchable."),
+        ("business_name:=x", "This column is not searchable."),
+        ("updated_at:>2026-01-01T00:00:00+00:00", "UTC"),
+        ("updated_at:>2026-01-01", "UTC"),
+        ("updated_at:=2026-01-01T00:00:00Z", "does not apply"),
+        ("id:~12", "does not apply"),
+        ("id:=abc", "not a number"),
+    ],
+)
+def test_bad_filters_are_400(client, query, message):
+    response = client.get("/patients", params={"q[]": query})
+    assert response.status_code == 400
+    assert message in response.json()["message"]
+    if message.startswith("This column"):
+        assert response.json() == {"message": message}
+
+
+def test_sort_desc_default_created_at_and_unsortable(client, account):
+    business = account.businesses[1]["id"]
+    params = [("q[]", f"business_id:={business}"), ("per_page", 100)]
+    records, _ = _walk(client, "/individual_appointments", [*params, ("sort", "ends_at:desc,id")])
+    keys = [(r["ends_at"], r["id"]) for r in records]
+    assert keys == sorted(keys, key=lambda k: (k[0], -int(k[1])), reverse=True)
+    default, _ = _walk(client, "/individual_appointments", params)
+    assert [(r["created_at"], int(r["id"])) for r in default] == sorted(
+        (r["created_at"], int(r["id"])) for r in default
+    )
+    assert client.get("/individual_appointments", params={"sort": "patient_name"}).status_code == 400
+
+
+# --- rate limit ---
+
+
+def test_429_with_reset_header_after_limit_in_window(account):
+    emulator = ClinikoEmulator(
+        ClinikoEmulatorConfig(accounts=[account], rate_limit=5, rate_window_seconds=1.0)
+    )
+    with running_cliniko(emulator) as url, httpx.Client(auth=(account.api_key, ""), headers=UA) as c:
+        time.sleep(1 - time.time() % 1 + 0.01)
+        statuses = [c.get(f"{url}/businesses") for _ in range(8)]
+        assert [r.status_code for r in statuses] == [200] * 5 + [429] * 3
+        throttled = statuses[-1]
+        assert throttled.json() == {"message": "Too many requests"}
+        reset = int(throttled.headers["x-ratelimit-reset"])
+        assert time.time() < reset <= time.time() + 1.5
+        assert "retry-after" not in throttled.headers
+        time.sleep(max(0.0, reset - time.time()) + 0.01)
+        assert c.get(f"{url}/businesses").status_code == 200
+    assert [e["status"] for e in emulator.request_log][:8] == [200] * 5 + [429] * 3
+
+
+# --- faults and request log ---
+
+
+def _outcomes(account, faults: FaultConfig) -> list[str]:
+    out = []
+    config = ClinikoEmulatorConfig(accounts=[account], faults=faults)
+    with running_cliniko(config) as url, httpx.Client(auth=(account.api_key, ""), headers=UA, timeout=5) as c:
+        for page in [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6, 1, 2, 3]:
+            try:
+                response = c.get(f"{url}/patients", params={"page": page, "per_page": 5})
+            except httpx.TransportError:
+                out.append("dropped")
+                continue
+            try:
+                response.json()
+                out.append(str(response.status_code))
+            except json.JSONDecodeError:
+                out.append(f"{response.status_code}-malformed")
+    return out
+
+
+def test_faults_are_reproducible_from_the_seed(account):
+    faults = FaultConfig(seed=7, error_rate=0.3, drop_rate=0.15, malformed_json_rate=0.15)
+    first, second = _outcomes(account, faults), _outcomes(account, faults)
+    other = _outcomes(account, FaultConfig(seed=8, error_rate=0.3, drop_rate=0.15, malformed_json_rate=0.15))
+    assert first == second
+    assert first != other
+    kinds = set(first)
+    assert "200" in kinds and "dropped" in kinds and "200-malformed" in kinds
+    assert kinds & {"500", "502-malformed", "503-malformed", "504-malformed"}
+
+
+def test_malformed_records_blank_nulls_and_slow_responses(account):
+    faults = FaultConfig(
+        seed=3, malformed_record_rate=1.0, empty_string_null_rate=1.0, slow_rate=1.0, slow_seconds=0.2
+    )
+    with running_cliniko(ClinikoEmulatorConfig(accounts=[account], faults=faults)) as url:
+        started = time.monotonic()
+        response = httpx.get(
+            f"{url}/individual_appointments", params={"per_page": 40}, auth=(account.api_key, ""), headers=UA
+        )
+        assert time.monotonic() - started >= 0.2
+    rows = response.json()["individual_appointments"]
+    assert all(r.get("archived_at") == "" for r in rows if "archived_at" in r)
+    broken = [
+        r
+        for r in rows
+        if isinstance(r["id"], int)
+        or "patient" not in r
+        or r["did_not_arrive"] == "no"
+        or "/" in r["ends_at"]
+    ]
+    assert len(broken) == len(rows) == 40
+
+
+def test_request_log_masks_keys_and_writes_jsonl(account, tmp_path):
+    log_path = tmp_path / "requests.jsonl"
+    emulator = ClinikoEmulator(ClinikoEmulatorConfig(accounts=[account], request_log_path=log_path))
+    with running_cliniko(emulator) as url:
+        httpx.get(
+            f"{url}/patients",
+            params=[("q[]", "id:=1,2"), ("per_page", 5)],
+            auth=(account.api_key, ""),
+            headers=UA,
+        )
+        httpx.get(f"{url}/patients", auth=("bogus-key", ""), headers=UA)
+    emulator.close()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert lines == emulator.request_log
+    assert [e["status"] for e in lines] == [200, 401]
+    assert lines[0]["path"] == "/v1/patients" and "q[]=id:=1,2" in lines[0]["query"]
+    assert lines[0]["key"] == "…" + account.api_key.rsplit("-", 1)[0][-4:] + "-au4"
+    assert account.api_key not in log_path.read_text()
+    assert {"time", "method", "status"} <= set(lines[0])
