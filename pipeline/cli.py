@@ -103,6 +103,7 @@ def demo(days: int) -> None:
     sys.exit(run_demo(days=days))
 
 
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--cliniko-port", default=8301, show_default=True, type=int)
 @click.option("--birdeye-port", default=8302, show_default=True, type=int)
@@ -120,6 +121,17 @@ def demo(days: int) -> None:
 @click.option("--malformed-json-rate", default=0.0, show_default=True, type=float)
 @click.option("--malformed-record-rate", default=0.0, show_default=True, type=float)
 @click.option("--request-log", type=click.Path(dir_okay=False), help="Append one JSON line per request here.")
+@click.option(
+    "--birdeye-key",
+    "birdeye_keys",
+    multiple=True,
+    help="A Birdeye API key the emulator accepts for every business; repeatable.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(dir_okay=False),
+    help="Write the fake keys, business names and base URLs here as JSON once the emulators listen.",
+)
 def sandbox(
     host: str,
     cliniko_port: int,
@@ -136,6 +148,8 @@ def sandbox(
     malformed_json_rate: float,
     malformed_record_rate: float,
     request_log: str | None,
+    birdeye_keys: tuple[str, ...],
+    manifest: str | None,
 ) -> None:
     """Serve the local Cliniko and Birdeye emulators with generated data (fake keys, printed below)."""
     from datetime import UTC, datetime
@@ -143,7 +157,7 @@ def sandbox(
 
     from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig, FaultConfig
     from pipeline.sandbox.generator import generate_preset
-    from pipeline.sandbox.server import serve_sandbox
+    from pipeline.sandbox.server import serve_sandbox, write_sandbox_manifest
 
     now = datetime.now(UTC)
     accounts = generate_preset(seed, size, today=now.date(), now=now, shard=shard)
@@ -176,11 +190,15 @@ def sandbox(
     if accounts:
         user_agent = "User-Agent: me (me@example.com)"
         click.echo(f"  try: curl -u {accounts[0].api_key}: -H '{user_agent}' {cliniko_url}/businesses")
-    # The Birdeye emulator (pipeline/sandbox/birdeye_emulator.py, another helper's) joins this list as
-    # (app, birdeye_port) once it lands; serve_sandbox runs every (app, port) in this process.
+    birdeye_url = f"http://{host}:{birdeye_port}/resources"
     apps = [(cliniko, cliniko_port)]
     click.echo(f"Birdeye emulator port (not served yet): {birdeye_port}")
-    serve_sandbox(apps, host=host)
+
+    def write_manifest() -> None:
+        if manifest:
+            write_sandbox_manifest(Path(manifest), accounts, cliniko_url, birdeye_url)
+
+    serve_sandbox(apps, host=host, on_bound=write_manifest)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 A mapping's `nextRunTime` is its next due time. A due time `t` runs:
 - for a frequency in days: yesterday's partition, `t.date() - 1` (the last complete day);
-- for a frequency in hours: the partition of the day the interval ending at `t` belongs to, `(t - 1 s).date()`:
-  "today so far", and at midnight the run that closes yesterday.
+- for a frequency in hours: the partition of the day the interval ending at `t` belongs to,
+  `(t - 1 s).date()`: "today so far", and at midnight the run that closes yesterday.
 After it is handled, `nextRunTime` advances by the frequency (one step per due time: missed due times are
 caught up one by one, never skipped).
 """

@@ -103,14 +103,17 @@ def due_mappings_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 def daily_review_requests_schedule(context: dg.ScheduleEvaluationContext):
-    """Yesterday's partition for every active mapping on the default one-day cadence, unless it already ran."""
+    """Yesterday's partition of every active mapping on the default one-day cadence, unless it ran."""
     scheduled = context.scheduled_execution_time or datetime.now(UTC)
     yesterday = scheduled.date() - timedelta(days=1)
     known = set(context.instance.get_dynamic_partitions(MAPPING_DIMENSION))
     requests = []
     for mapping in _registry().mappings(active_only=True):
         day = MappingDay(mapping.business_number, yesterday)
-        if on_daily_schedule(mapping) and mapping.business_number in known:
-            if not _partition_has_run(context.instance, day):
-                requests.append(dg.RunRequest(run_key=f"daily@{day}", partition_key=day.key))
+        if (
+            on_daily_schedule(mapping)
+            and mapping.business_number in known
+            and not _partition_has_run(context.instance, day)
+        ):
+            requests.append(dg.RunRequest(run_key=f"daily@{day}", partition_key=day.key))
     return requests or dg.SkipReason(f"every active daily mapping already ran {yesterday}")

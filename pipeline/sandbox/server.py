@@ -5,16 +5,19 @@ fixed port would collide)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig
+from pipeline.sandbox.generator import Account
 
 ASGIApp = Callable[..., Any]
 
@@ -84,11 +87,16 @@ class _LinkedServer(uvicorn.Server):
             uvicorn.Server.handle_exit(server, sig, frame)
 
 
-def serve_sandbox(apps: list[tuple[ASGIApp, int]], host: str = "127.0.0.1") -> None:
+def serve_sandbox(
+    apps: list[tuple[ASGIApp, int]], host: str = "127.0.0.1", on_bound: Callable[[], None] | None = None
+) -> None:
     """Serve each (app, port) in this process until interrupted: the Cliniko emulator and, beside it, the
-    Birdeye emulator. All sockets are bound first so a busy port fails before anything serves."""
+    Birdeye emulator. All sockets are bound first so a busy port fails before anything serves; `on_bound`
+    runs then (connections made from that moment wait in the listen backlog until the servers start)."""
     group: list[uvicorn.Server] = []
     sockets = [_bound_socket(host, port) for _, port in apps]
+    if on_bound is not None:
+        on_bound()
     servers = [_LinkedServer(_config(app), group) for app, _ in apps]
 
     async def serve_all() -> None:
@@ -101,3 +109,25 @@ def serve_sandbox(apps: list[tuple[ASGIApp, int]], host: str = "127.0.0.1") -> N
     finally:
         for sock in sockets:
             sock.close()
+
+
+def write_sandbox_manifest(path: Path, accounts: list[Account], cliniko_url: str, birdeye_url: str) -> None:
+    """What a client of the sandbox needs (fake keys, business names, base URLs), written atomically."""
+    body = {
+        "cliniko_base_url": cliniko_url,
+        "birdeye_base_url": birdeye_url,
+        "cliniko_accounts": [
+            {
+                "name": account.name,
+                "api_key": account.api_key,
+                "businesses": [
+                    b["business_name"].strip() for b in account.businesses if not b.get("archived_at")
+                ],
+            }
+            for account in accounts
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(body, indent=2))
+    partial.replace(path)

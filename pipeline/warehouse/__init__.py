@@ -1,9 +1,9 @@
 """DuckDB connection discipline, sql/ file runner and partition slices.
 
-DuckDB lets one process at a time open a database file. Every run of the pipeline therefore opens the warehouse
-only for short, write-then-close transactions, and queues on an advisory file lock beside the database instead of
-spinning on DuckDB's own lock error. Analysts never open the warehouse: they get `analytics.duckdb`, a snapshot
-that is replaced atomically (see `snapshot.py`).
+DuckDB lets one process at a time open a database file. Every run of the pipeline therefore opens the
+warehouse only for short, write-then-close transactions, and queues on an advisory file lock beside the
+database instead of spinning on DuckDB's own lock error. Analysts never open the warehouse: they get
+`analytics.duckdb`, a snapshot that is replaced atomically (see `snapshot.py`).
 """
 
 from pipeline.warehouse.connection import WarehouseBusy, connect
