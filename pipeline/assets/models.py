@@ -1,6 +1,5 @@
 """The SQL models of `sql/` for one partition: candidates, channels and one restriction reason each."""
 
-from __future__ import annotations
 
 from datetime import UTC, datetime
 

@@ -1,6 +1,5 @@
 """Review requests -> Birdeye through the at-most-once ledger, then the analysts' snapshot."""
 
-from __future__ import annotations
 
 import dagster as dg
 

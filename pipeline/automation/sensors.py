@@ -12,7 +12,6 @@ How the schedule and the frequency sensor share the work, so one due time never 
   whoever launched it: the first to run yesterday's partition wins, the other counts the due time as done.
 """
 
-from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
