@@ -29,7 +29,7 @@ from typing import Any
 
 import uvicorn
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 DEFAULT_API_KEY = "sandbox-birdeye-key"
@@ -195,7 +195,7 @@ class BirdeyeEmulator:
             return None
         request = Request(scope, receive)
         if request.method != "POST" or scope["path"] not in (CHECKIN_ROUTE, CHECKIN_V2_ROUTE):
-            response = JSONResponse({"code": 404, "message": "Not Found"}, status_code=404)
+            response = PlainTextResponse("Not Found", status_code=404)  # like a gateway: not JSON
             await response(scope, receive, send)
             return None
         raw = await request.body()
