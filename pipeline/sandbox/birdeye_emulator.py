@@ -51,6 +51,8 @@ ERRORS: dict[int, tuple[int, str]] = {
     89: (429, "Rate limit exceeded"),
 }
 
+# Injected 5xx answers look like a load balancer's, not Birdeye's: plain text, no business code.
+_GATEWAY_503 = "Service Temporarily Unavailable"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _US_PHONE = re.compile(r"^\+?1?\d{10}$")
 _INTERNATIONAL_PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -204,7 +206,10 @@ class BirdeyeEmulator:
         status, payload, delivered, customer_id = self._handle(request, raw)
         if delivered and status is None:
             return "dropped after processing"  # uvicorn closes the connection without a response
-        response = JSONResponse(payload, status_code=status)
+        if payload is _GATEWAY_503:
+            response = PlainTextResponse(payload, status_code=status)
+        else:
+            response = JSONResponse(payload, status_code=status)
         await response(scope, receive, send)
         return None
 
@@ -249,7 +254,7 @@ class BirdeyeEmulator:
             in_burst = self._authorised <= self.config.server_error_first
         if in_burst or self._draw("5xx", fingerprint, nth) < self.config.server_error_rate:
             self._record(route, bid, key, body, 503, None, False, None)
-            return 503, {"code": 503, "message": "Service temporarily unavailable"}, False, None
+            return 503, _GATEWAY_503, False, None
         if not isinstance(body, dict):
             return finish(400, 5008)
         code = validation_error(body, sms_business=bid not in self.config.sms_disabled_businesses)
