@@ -25,6 +25,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import duckdb
+
 from pipeline.birdeye import Accepted, BirdeyeClient, CheckIn, Outcome, Rejected, Retryable, Unknown
 from pipeline.sink import ledger
 from pipeline.sink.leases import RunLease, run_is_alive
@@ -126,8 +128,12 @@ def reap_dead_runs(warehouse_path: Path | str) -> int:
     """Turn the `sending` rows of every run that is gone into `uncertain`; returns how many."""
     with connect(warehouse_path) as con:
         ledger.ensure_ledger(con)
-        dead = [r for r in ledger.sending_run_ids(con) if r is None or not run_is_alive(warehouse_path, r)]
-        return sum(ledger.mark_run_died(con, run_id, _now()) for run_id in dead)
+        return _reap(con, warehouse_path)
+
+
+def _reap(con: duckdb.DuckDBPyConnection, warehouse_path: Path | str) -> int:
+    dead = [r for r in ledger.sending_run_ids(con) if r is None or not run_is_alive(warehouse_path, r)]
+    return sum(ledger.mark_run_died(con, run_id, _now()) for run_id in dead)
 
 
 def post_review_requests(
@@ -149,9 +155,8 @@ def post_review_requests(
     """Post the eligible `rows` of a partition that the ledger has not settled; counts by status.
 
     `rows` are dicts with the keys of `ROW_FIELDS`. `dry_run=True` (a test mapping) only records `dry_run`
-    rows.
-    Returns every status of `ledger.STATUSES` with its count among `rows`' ledger entries after the run; rows
-    another live run is posting are left to it and counted as `sending`.
+    rows. Returns every status of `ledger.STATUSES` with its count among `rows`' ledger entries after the
+    run; rows another live run is posting are left to it and counted as `sending`.
     """
     if concurrency < 1 or max_attempts < 1:
         raise ValueError(f"concurrency and max_attempts must be >= 1, got {concurrency} and {max_attempts}")
@@ -172,39 +177,38 @@ def post_review_requests(
         with connect(warehouse_path) as con:
             ledger.ensure_ledger(con)
             ledger.insert_new(con, [_new_row(by_key[k], check_ins[k], dry_run) for k in keys], _now())
-        reap_dead_runs(warehouse_path)
-        if not dry_run and keys:
-            client = (
-                client_factory()
-                if client_factory
-                else BirdeyeClient(api_key, base_url=base_url, max_connections=concurrency)
-            )
-            bucket = bucket_for_key(api_key or "", rate_per_second, burst)
+            _reap(con, warehouse_path)
+            if dry_run or not keys:
+                return ledger.counts(con, keys)
+        client = (
+            client_factory()
+            if client_factory
+            else BirdeyeClient(api_key, base_url=base_url, max_connections=concurrency)
+        )
+        bucket = bucket_for_key(api_key or "", rate_per_second, burst)
 
-            def post(key: tuple[str, str]) -> Outcome:
-                bucket.acquire()
-                return client.check_in(check_ins[key])
+        def post(key: tuple[str, str]) -> Outcome:
+            bucket.acquire()
+            return client.check_in(check_ins[key])
 
-            def backoff(attempt: int) -> float:
-                return backoff_seconds(attempt, backoff_base_seconds, backoff_cap_seconds)
+        def backoff(attempt: int) -> float:
+            return backoff_seconds(attempt, backoff_base_seconds, backoff_cap_seconds)
 
-            try:
-                with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="birdeye-post") as pool:
-                    _post_loop(
-                        warehouse_path,
-                        keys,
-                        lease.run_id,
-                        batch_size,
-                        concurrency,
-                        pool,
-                        post,
-                        max_attempts,
-                        backoff,
-                    )
-            finally:
-                client.close()
-        with connect(warehouse_path) as con:
-            return ledger.counts(con, keys)
+        try:
+            with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="birdeye-post") as pool:
+                return _post_loop(
+                    warehouse_path,
+                    keys,
+                    lease.run_id,
+                    batch_size,
+                    concurrency,
+                    pool,
+                    post,
+                    max_attempts,
+                    backoff,
+                )
+        finally:
+            client.close()
 
 
 def _post_loop(
@@ -217,8 +221,11 @@ def _post_loop(
     post: Callable[[tuple[str, str]], Outcome],
     max_attempts: int,
     backoff: Callable[[int], float],
-) -> None:
-    """Claim, post, record; the record of one batch and the claim of the next share one short connection."""
+) -> dict[str, int]:
+    """Claim, post, record; the record of one batch and the claim of the next share one short connection.
+
+    Returns the counts by status, read in the connection that found nothing left to claim.
+    """
     size = batch_size or 2 * concurrency
     results: list[ledger.Result] = []
     while True:
@@ -226,10 +233,10 @@ def _post_loop(
             ledger.record(con, results, run_id, _now())
             claimed = ledger.claim(con, keys, run_id, size, _now())
             due = None if claimed else ledger.next_due(con, keys)
+            if not claimed and due is None:
+                return ledger.counts(con, keys)
         results = []
         if not claimed:
-            if due is None:
-                return
             time.sleep(min(max((due - _now()).total_seconds(), 0.01), 5.0))
             continue
         started = time.monotonic()
@@ -245,7 +252,7 @@ def _post_loop(
 def adaptive_batch_size(posts_per_second: float, concurrency: int) -> int:
     """As many rows as the last batch's pace posts in `TARGET_BATCH_SECONDS`, within [concurrency, MAX_BATCH].
 
-    Each batch costs about two DuckDB connections (tens of ms on a busy machine), so a batch must last long
+    Each batch costs a DuckDB connection (tens of ms on a busy machine), so a batch must last long
     enough to hide them; and a SIGKILL loses the batch in flight to `uncertain`, so it must stay short. Half
     a second of posting does both: under a 10/s Birdeye limit that is a handful of rows, against a fast
     endpoint at most `MAX_BATCH`.

@@ -80,9 +80,7 @@ def test_retry_bound_then_failed_with_the_last_reason(tmp_path):
         assert len(birdeye.records()) == 6
     row = ledger_rows(warehouse)["1000"]
     assert (row["attempts"], row["error_code"]) == (3, "http_503")
-    assert (
-        row["error_message"] == "gave up after 3 attempts: HTTP 503: Service Temporarily Unavailable"
-    )
+    assert row["error_message"] == "gave up after 3 attempts: HTTP 503: Service Temporarily Unavailable"
 
 
 def test_unknown_outcome_is_uncertain_and_never_reposted(tmp_path):
