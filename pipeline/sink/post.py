@@ -72,7 +72,8 @@ def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
-def _check_in(row: Mapping[str, Any]) -> CheckIn:
+def check_in_for_row(row: Mapping[str, Any]) -> CheckIn:
+    """The Birdeye check-in of one eligible row (see `ROW_FIELDS`)."""
     return CheckIn.for_appointment(
         business_number=str(row["business_number"]),
         appointment_id=str(row["appointment_id"]),
@@ -167,7 +168,7 @@ def post_review_requests(
             raise KeyError(f"eligible row lacks {missing}; expected the keys {list(ROW_FIELDS)}")
         by_key.setdefault((str(row["business_number"]), str(row["appointment_id"])), row)
     keys = list(by_key)
-    check_ins = {key: _check_in(row) for key, row in by_key.items()}
+    check_ins = {key: check_in_for_row(row) for key, row in by_key.items()}
     if not dry_run and not api_key and client_factory is None:
         raise ValueError(
             "a Birdeye API key is required to post (set `birdeye.api.key` on the group or mapping)"
