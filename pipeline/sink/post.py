@@ -104,7 +104,7 @@ def _new_row(row: Mapping[str, Any], check_in: CheckIn, dry_run: bool) -> ledger
 
 
 def _result(
-    key: tuple[str, str], attempts: int, outcome: Outcome, max_attempts: int, backoff
+    key: tuple[str, str], attempts: int, outcome: Outcome, max_attempts: int, backoff: Callable[[int], float]
 ) -> ledger.Result:
     bn, appointment = key
     now = _now()
