@@ -132,6 +132,9 @@ def demo(days: int) -> None:
     type=click.Path(dir_okay=False),
     help="Write the fake keys, business names and base URLs here as JSON once the emulators listen.",
 )
+@click.option(
+    "--birdeye-record", type=click.Path(dir_okay=False), help="Append every check-in received here."
+)
 def sandbox(
     host: str,
     cliniko_port: int,
@@ -150,13 +153,15 @@ def sandbox(
     request_log: str | None,
     birdeye_keys: tuple[str, ...],
     manifest: str | None,
+    birdeye_record: str | None,
 ) -> None:
     """Serve the local Cliniko and Birdeye emulators with generated data (fake keys, printed below)."""
     from datetime import UTC, datetime
     from pathlib import Path
 
+    from pipeline.sandbox.birdeye_emulator import DEFAULT_API_KEY, BirdeyeEmulatorConfig, create_birdeye_app
     from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig, FaultConfig
-    from pipeline.sandbox.generator import generate_preset
+    from pipeline.sandbox.generator import generate_preset, mask_key
     from pipeline.sandbox.server import serve_sandbox, write_sandbox_manifest
 
     now = datetime.now(UTC)
@@ -191,14 +196,78 @@ def sandbox(
         user_agent = "User-Agent: me (me@example.com)"
         click.echo(f"  try: curl -u {accounts[0].api_key}: -H '{user_agent}' {cliniko_url}/businesses")
     birdeye_url = f"http://{host}:{birdeye_port}/resources"
-    apps = [(cliniko, cliniko_port)]
-    click.echo(f"Birdeye emulator port (not served yet): {birdeye_port}")
+    birdeye = create_birdeye_app(
+        BirdeyeEmulatorConfig(
+            keys={key: None for key in birdeye_keys} or {DEFAULT_API_KEY: None},
+            record_path=Path(birdeye_record) if birdeye_record else None,
+            seed=seed,
+        )
+    )
+    accepted = ", ".join(mask_key(key) for key in (birdeye_keys or (DEFAULT_API_KEY,)))
+    click.echo(f"Birdeye emulator: {birdeye_url}  (export BIRDEYE_BASE_URL={birdeye_url}); keys {accepted}")
+    apps = [(cliniko, cliniko_port), (birdeye, birdeye_port)]
 
     def write_manifest() -> None:
         if manifest:
             write_sandbox_manifest(Path(manifest), accounts, cliniko_url, birdeye_url)
 
     serve_sandbox(apps, host=host, on_bound=write_manifest)
+
+
+@main.command()
+@click.option("--mapping", "mappings", multiple=True, help="Birdeye business number (repeatable).")
+@click.option(
+    "--date", "dates", multiple=True, type=click.DateTime(["%Y-%m-%d"]), help="Partition date (repeatable)."
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["uncertain", "failed"]),
+    help="Ledger status to requeue (repeatable; default: both).",
+)
+@click.option("--appointment", "appointments", multiple=True, help="Cliniko appointment id (repeatable).")
+@click.option(
+    "--yes", is_flag=True, help="Move the listed rows to pending; without it the command only lists."
+)
+def requeue(
+    mappings: tuple[str, ...],
+    dates: tuple,
+    statuses: tuple[str, ...],
+    appointments: tuple[str, ...],
+    yes: bool,
+) -> None:
+    """Put chosen `uncertain` or `failed` review requests back to pending (lists them first).
+
+    An `uncertain` request may already have reached Birdeye: requeueing it can ask the patient twice.
+    The next run of each listed partition posts the requeued rows.
+    """
+    from pipeline.settings import load_settings
+    from pipeline.sink import requeue as requeue_rows
+
+    rows = requeue_rows(
+        load_settings().warehouse_path,
+        business_numbers=mappings or None,
+        partition_dates=[d.date() for d in dates] or None,
+        statuses=statuses or ("uncertain", "failed"),
+        appointment_ids=appointments or None,
+        dry_run=not yes,
+    )
+    for row in rows:
+        click.echo(
+            f"{row['business_number']}  {row['partition_date']}  appointment {row['appointment_id']}  "
+            f"{row['status']}  attempts={row['attempts']}  "
+            f"{row['error_code'] or '-'}: {row['error_message'] or ''}"
+        )
+    if not rows:
+        click.echo("No ledger row matches.")
+    elif yes:
+        partitions = sorted({(str(r["partition_date"]), r["business_number"]) for r in rows})
+        click.echo(f"{len(rows)} rows are pending again. Re-run their partitions to post them:")
+        for day, mapping in partitions:
+            click.echo(f"  cliniko-reviews run --date {day} --mapping {mapping}")
+    else:
+        click.echo(f"{len(rows)} rows would go back to pending. Run again with --yes to requeue them.")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
 -- The at-most-once ledger: one row per (business_number, appointment_id), ever.
--- pending -> sending (committed before the POST) -> sent | failed | uncertain; dry_run for test mappings.
+-- new -> pending | dry_run (test mapping) | failed (a certain 400, caught before posting)
+-- pending -> sending (claimed and committed before the POST, run_id = the claiming run)
+-- sending -> sent | failed | uncertain | pending (429/5xx/no connection, attempts < bound, after next_attempt_at)
+-- sending -> uncertain (the claiming run died: its lease lock file is free)
+-- uncertain | failed -> pending (operator `requeue`; attempts restart from 0)
+-- No email or phone here: the sink takes them from the partition's rows at posting time.
 create schema if not exists sink;
 create table if not exists sink.review_request_ledger (
     business_number     varchar not null,
@@ -10,13 +15,16 @@ create table if not exists sink.review_request_ledger (
     patient_id          varchar not null,
     channels            varchar not null,  -- 'sms', 'email' or 'sms,email'
     status              varchar not null,
-    attempts            integer not null default 0,
-    error_code          varchar,
+    attempts            integer not null default 0,  -- POSTs made since the row was created or requeued
+    error_code          varchar,  -- Birdeye's code ('1087', '89'), or 'http_503', 'connect_error', 'no_response', 'run_died'
     error_message       varchar,
     birdeye_customer_id varchar,
     first_attempt_at    timestamptz,
     sent_at             timestamptz,
     updated_at          timestamptz not null,
+    run_id              varchar,  -- the run that last claimed the row; its lease decides whether `sending` is live
+    next_attempt_at     timestamptz,  -- a retryable failure's backoff: not claimed before this time
+    requeued_at         timestamptz,
     primary key (business_number, appointment_id),
     check (status in ('pending', 'sending', 'sent', 'failed', 'uncertain', 'dry_run'))
 );

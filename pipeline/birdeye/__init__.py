@@ -1,0 +1,16 @@
+"""Birdeye check-in client. No Dagster, no DuckDB: the sink (`pipeline.sink`) decides what to post."""
+
+from pipeline.birdeye.client import BirdeyeClient, CheckIn, birdeye_phone, mask
+from pipeline.birdeye.outcomes import Accepted, Outcome, Rejected, Retryable, Unknown
+
+__all__ = [
+    "Accepted",
+    "BirdeyeClient",
+    "CheckIn",
+    "Outcome",
+    "Rejected",
+    "Retryable",
+    "Unknown",
+    "birdeye_phone",
+    "mask",
+]

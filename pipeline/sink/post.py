@@ -1,0 +1,261 @@
+"""Post a partition's eligible appointments to Birdeye, at most once each, through the ledger.
+
+One run:
+1. opens a run lease (see `leases.py`);
+2. in one transaction: creates the ledger if needed, inserts the rows it has never seen (`pending`; `dry_run`
+   for a test mapping; `failed` for a certain 400 caught before posting), and turns the `sending` rows of runs
+   that are gone into `uncertain`;
+3. repeatedly claims a small batch of due `pending` rows (`sending`, committed, connection closed), posts them
+   on `concurrency` threads under the key's token bucket, and records the batch's outcomes in one transaction.
+   A retryable answer goes back to `pending` with a jittered, capped backoff (`next_attempt_at`) until
+   `max_attempts` POSTs were made, then `failed` with the last reason.
+
+A SIGKILL therefore loses at most the one batch in flight, to `uncertain`. A batch is `batch_size` rows, or by
+default about half a second of posting at the pace of the previous batch (see `adaptive_batch_size` and
+`benchmarks/bench_sink.py`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+
+from pipeline.birdeye import Accepted, BirdeyeClient, CheckIn, Outcome, Rejected, Retryable, Unknown
+from pipeline.sink import ledger
+from pipeline.sink.leases import RunLease, run_is_alive
+from pipeline.sink.rate_limit import bucket_for_key
+from pipeline.warehouse import connect
+
+TARGET_BATCH_SECONDS = 0.5
+MAX_BATCH = 256
+ROW_FIELDS = (
+    "business_number",
+    "appointment_id",
+    "partition_date",
+    "target_date",
+    "group_id",
+    "patient_id",
+    "channels",
+    "sms_phone",
+    "email",
+    "patient_name",
+    "location_name",
+)
+
+
+class CheckInPoster(Protocol):
+    """What the sink needs from a client: `BirdeyeClient` is one."""
+
+    def check_in(self, check_in: CheckIn) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_date(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Exponential from `base`, capped at `cap`, with equal jitter so parallel retries spread out."""
+    delay = min(cap, base * 2 ** max(attempt - 1, 0))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def check_in_for_row(row: Mapping[str, Any]) -> CheckIn:
+    """The Birdeye check-in of one eligible row (see `ROW_FIELDS`)."""
+    return CheckIn.for_appointment(
+        business_number=str(row["business_number"]),
+        appointment_id=str(row["appointment_id"]),
+        patient_id=str(row["patient_id"]),
+        patient_name=row.get("patient_name"),
+        location_name=row.get("location_name"),
+        channels=row["channels"],
+        email=row.get("email"),
+        sms_phone=row.get("sms_phone"),
+    )
+
+
+def _new_row(row: Mapping[str, Any], check_in: CheckIn, dry_run: bool) -> ledger.NewRow:
+    rejected = check_in.local_rejection()
+    status = "dry_run" if dry_run else ("failed" if rejected else "pending")
+    return ledger.NewRow(
+        business_number=str(row["business_number"]),
+        appointment_id=str(row["appointment_id"]),
+        partition_date=_as_date(row["partition_date"]),
+        target_date=_as_date(row["target_date"]),
+        group_id=int(row["group_id"]),
+        patient_id=str(row["patient_id"]),
+        channels=row["channels"],
+        status=status,
+        error_code=rejected.code if rejected else None,
+        error_message=f"not posted: {rejected.message}" if rejected else None,
+    )
+
+
+def _result(
+    key: tuple[str, str], attempts: int, outcome: Outcome, max_attempts: int, backoff: Callable[[int], float]
+) -> ledger.Result:
+    bn, appointment = key
+    now = _now()
+    match outcome:
+        case Accepted(customer_id=customer_id):
+            return ledger.Result(bn, appointment, "sent", customer_id=customer_id, sent_at=now)
+        case Rejected(status=status, code=code, message=message):
+            return ledger.Result(bn, appointment, "failed", code or f"http_{status}", message)
+        case Retryable(reason=reason, status=status, code=code):
+            error_code = code or (f"http_{status}" if status else "connect_error")
+            if attempts < max_attempts:
+                due = now + timedelta(seconds=backoff(attempts))
+                return ledger.Result(bn, appointment, "pending", error_code, reason, next_attempt_at=due)
+            message = f"gave up after {attempts} attempts: {reason}"
+            return ledger.Result(bn, appointment, "failed", error_code, message)
+        case Unknown(reason=reason):
+            return ledger.Result(bn, appointment, "uncertain", "no_response", reason)
+    raise TypeError(f"not a Birdeye outcome: {outcome!r}")
+
+
+def reap_dead_runs(warehouse_path: Path | str) -> int:
+    """Turn the `sending` rows of every run that is gone into `uncertain`; returns how many."""
+    with connect(warehouse_path) as con:
+        ledger.ensure_ledger(con)
+        return _reap(con, warehouse_path)
+
+
+def _reap(con: duckdb.DuckDBPyConnection, warehouse_path: Path | str) -> int:
+    dead = [r for r in ledger.sending_run_ids(con) if r is None or not run_is_alive(warehouse_path, r)]
+    return sum(ledger.mark_run_died(con, run_id, _now()) for run_id in dead)
+
+
+def post_review_requests(
+    warehouse_path: Path | str,
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    api_key: str | None,
+    concurrency: int = 8,
+    rate_per_second: float = 10.0,
+    max_attempts: int = 5,
+    batch_size: int | None = None,
+    base_url: str | None = None,
+    client_factory: Callable[[], CheckInPoster] | None = None,
+    dry_run: bool = False,
+    burst: int = 1,
+    backoff_base_seconds: float = 0.5,
+    backoff_cap_seconds: float = 30.0,
+) -> dict[str, int]:
+    """Post the eligible `rows` of a partition that the ledger has not settled; counts by status.
+
+    `rows` are dicts with the keys of `ROW_FIELDS`. `dry_run=True` (a test mapping) only records `dry_run`
+    rows. Returns every status of `ledger.STATUSES` with its count among `rows`' ledger entries after the
+    run; rows another live run is posting are left to it and counted as `sending`.
+    """
+    if concurrency < 1 or max_attempts < 1:
+        raise ValueError(f"concurrency and max_attempts must be >= 1, got {concurrency} and {max_attempts}")
+    by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for row in rows:
+        missing = [name for name in ROW_FIELDS if name not in row]
+        if missing:
+            raise KeyError(f"eligible row lacks {missing}; expected the keys {list(ROW_FIELDS)}")
+        by_key.setdefault((str(row["business_number"]), str(row["appointment_id"])), row)
+    keys = list(by_key)
+    check_ins = {key: check_in_for_row(row) for key, row in by_key.items()}
+    if not dry_run and not api_key and client_factory is None:
+        raise ValueError(
+            "a Birdeye API key is required to post (set `birdeye.api.key` on the group or mapping)"
+        )
+
+    with RunLease(warehouse_path) as lease:
+        with connect(warehouse_path) as con:
+            ledger.ensure_ledger(con)
+            ledger.insert_new(con, [_new_row(by_key[k], check_ins[k], dry_run) for k in keys], _now())
+            _reap(con, warehouse_path)
+            if dry_run or not keys:
+                return ledger.counts(con, keys)
+        client = (
+            client_factory()
+            if client_factory
+            else BirdeyeClient(api_key, base_url=base_url, max_connections=concurrency)
+        )
+        bucket = bucket_for_key(api_key or "", rate_per_second, burst)
+
+        def post(key: tuple[str, str]) -> Outcome:
+            bucket.acquire()
+            return client.check_in(check_ins[key])
+
+        def backoff(attempt: int) -> float:
+            return backoff_seconds(attempt, backoff_base_seconds, backoff_cap_seconds)
+
+        try:
+            with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="birdeye-post") as pool:
+                return _post_loop(
+                    warehouse_path,
+                    keys,
+                    lease.run_id,
+                    batch_size,
+                    concurrency,
+                    pool,
+                    post,
+                    max_attempts,
+                    backoff,
+                )
+        finally:
+            client.close()
+
+
+def _post_loop(
+    warehouse_path: Path | str,
+    keys: Sequence[tuple[str, str]],
+    run_id: str,
+    batch_size: int | None,
+    concurrency: int,
+    pool: ThreadPoolExecutor,
+    post: Callable[[tuple[str, str]], Outcome],
+    max_attempts: int,
+    backoff: Callable[[int], float],
+) -> dict[str, int]:
+    """Claim, post, record; the record of one batch and the claim of the next share one short connection.
+
+    Returns the counts by status, read in the connection that found nothing left to claim.
+    """
+    size = batch_size or 2 * concurrency
+    results: list[ledger.Result] = []
+    while True:
+        with connect(warehouse_path) as con:
+            ledger.record(con, results, run_id, _now())
+            claimed = ledger.claim(con, keys, run_id, size, _now())
+            due = None if claimed else ledger.next_due(con, keys)
+            if not claimed and due is None:
+                return ledger.counts(con, keys)
+        results = []
+        if not claimed:
+            time.sleep(min(max((due - _now()).total_seconds(), 0.01), 5.0))
+            continue
+        started = time.monotonic()
+        outcomes = list(pool.map(post, [(bn, appointment) for bn, appointment, _ in claimed]))
+        if batch_size is None:
+            size = adaptive_batch_size(len(claimed) / max(time.monotonic() - started, 1e-3), concurrency)
+        results = [
+            _result((bn, appointment), attempts, outcome, max_attempts, backoff)
+            for (bn, appointment, attempts), outcome in zip(claimed, outcomes, strict=True)
+        ]
+
+
+def adaptive_batch_size(posts_per_second: float, concurrency: int) -> int:
+    """As many rows as the last batch's pace posts in `TARGET_BATCH_SECONDS`, within [concurrency, MAX_BATCH].
+
+    Each batch costs a DuckDB connection (tens of ms on a busy machine), so a batch must last long
+    enough to hide them; and a SIGKILL loses the batch in flight to `uncertain`, so it must stay short. Half
+    a second of posting does both: under a 10/s Birdeye limit that is a handful of rows, against a fast
+    endpoint at most `MAX_BATCH`.
+    """
+    return max(concurrency, min(MAX_BATCH, round(posts_per_second * TARGET_BATCH_SECONDS)))

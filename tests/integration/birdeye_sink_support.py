@@ -1,0 +1,46 @@
+"""Shared by the sink tests: eligible rows, ledger reads, duplicate counting at the emulator."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipeline.warehouse import connect
+
+KEY = "sink-test-key-7f3a"
+
+
+def eligible_rows(
+    n: int, *, business_number: str = "166015909542313", start: int = 0, **overrides
+) -> list[dict]:
+    return [
+        {
+            "business_number": business_number,
+            "appointment_id": str(1000 + i),
+            "partition_date": "2026-11-24",
+            "target_date": "2026-11-24",
+            "group_id": 7,
+            "patient_id": str(500 + i),
+            "channels": "sms,email",
+            "sms_phone": "+61412345678",
+            "email": f"patient{i}@example.com",
+            "patient_name": f"Patient {i}",
+            "location_name": "Fitzroy",
+        }
+        | overrides
+        for i in range(start, start + n)
+    ]
+
+
+def ledger_rows(warehouse: Path) -> dict[str, dict[str, Any]]:
+    """appointment id -> ledger row."""
+    with connect(warehouse) as con:
+        cursor = con.execute("select * from sink.review_request_ledger")
+        names = [d[0] for d in cursor.description]
+        return {row[1]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+
+
+def delivered_counts(records) -> Counter:
+    """How many times Birdeye processed each (business, appointment)."""
+    return Counter((r.bid, r.appointment_id) for r in records if r.delivered)
