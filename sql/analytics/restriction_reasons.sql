@@ -1,0 +1,22 @@
+-- Analysts' view (SPEC §6): one row per candidate with its outcome. No email or phone.
+create schema if not exists analytics;
+create or replace view analytics.restriction_reasons as
+with source as (
+    select * from marts.appointment_eligibility
+),
+renamed as (
+    select
+        business_number,
+        partition_date,
+        target_date,
+        appointment_id,
+        patient_id,
+        cliniko_business_id,
+        location_name,
+        appointment_ends_at,
+        is_eligible,
+        restriction_code,
+        restriction_reason
+    from source
+)
+select * from renamed;

@@ -1,0 +1,22 @@
+-- Analysts' view (SPEC §6): one row per ledger entry, i.e. per review request the sink recorded.
+create schema if not exists analytics;
+create or replace view analytics.review_requests as
+with source as (
+    select * from sink.review_request_ledger
+),
+renamed as (
+    select
+        business_number,
+        appointment_id,
+        patient_id,
+        channels,
+        status,
+        attempts,
+        error_code,
+        error_message,
+        birdeye_customer_id,
+        first_attempt_at,
+        sent_at
+    from source
+)
+select * from renamed;

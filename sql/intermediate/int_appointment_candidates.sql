@@ -1,0 +1,68 @@
+-- Candidates of one partition (business_number, partition_date): appointments of the mapping's matched Cliniko
+-- businesses whose local end date is the target day (partition_date - fetch delay, in the business's time zone),
+-- not cancelled, not archived or deleted, and already ended when the run started.
+-- A temp table: it lives only for the build of one partition, so its cost never depends on history.
+create or replace temp table int_appointment_candidates as
+with
+businesses as (
+    select *
+    from staging.stg_cliniko__businesses
+    where business_number = $business_number
+),
+
+matched_businesses as (
+    select *
+    from businesses
+    where list_contains(
+        list_transform(cast($location_names as varchar[]), lambda location_name: lower(trim(location_name))),
+        location_key
+    )
+),
+
+appointments as (
+    select *
+    from staging.stg_cliniko__appointments
+    where business_number = $business_number
+      and partition_date = cast($partition_date as date)
+),
+
+localised as (
+    select
+        appointments.business_number,
+        appointments.partition_date,
+        cast($partition_date as date) - cast($fetch_delay_days as integer) as target_date,
+        appointments.appointment_id,
+        appointments.patient_id,
+        appointments.cliniko_business_id,
+        matched_businesses.location_name,
+        matched_businesses.country_code,
+        appointments.appointment_ends_at,
+        cast(timezone(matched_businesses.time_zone, appointments.appointment_ends_at) as date) as local_end_date,
+        appointments.did_not_arrive,
+        appointments.is_cancelled,
+        appointments.is_archived
+    from appointments
+    inner join matched_businesses
+        on appointments.cliniko_business_id = matched_businesses.cliniko_business_id
+),
+
+candidates as (
+    select
+        business_number,
+        partition_date,
+        target_date,
+        appointment_id,
+        patient_id,
+        cliniko_business_id,
+        location_name,
+        country_code,
+        appointment_ends_at,
+        did_not_arrive
+    from localised
+    where local_end_date = target_date
+      and not is_cancelled
+      and not is_archived
+      and appointment_ends_at < cast($run_started_at as timestamptz)
+)
+
+select * from candidates;

@@ -1,0 +1,154 @@
+-- One row per candidate with exactly one outcome: eligible, or the first restriction code that applies
+-- (seeds/restriction_codes.sql lists them in precedence order). Holds every partition; building a partition
+-- replaces only its own (business_number, partition_date) rows. The sink reads the eligible rows.
+--
+-- duplicate_patient is decided before cooled_off, as in SPEC §4. This keeps a partition's outcome stable when it is
+-- re-run after the sink has sent its request: the appointment already in the ledger stays the selected one (it is
+-- not cooled off by its own ledger row), and the patient's other appointments stay duplicate_patient instead of
+-- turning into cooled_off. Among a patient's screened appointments the one already holding a live ledger row
+-- wins, then the latest-ending one (appointment_id breaks ties).
+create schema if not exists marts;
+
+create table if not exists marts.appointment_eligibility (
+    business_number     varchar not null,
+    partition_date      date not null,
+    target_date         date not null,
+    group_id            bigint not null,
+    appointment_id      varchar not null,
+    patient_id          varchar,
+    cliniko_business_id varchar not null,
+    location_name       varchar,
+    appointment_ends_at timestamptz not null,
+    is_eligible         boolean not null,
+    restriction_code    varchar,
+    restriction_reason  varchar,
+    channels            varchar,
+    sms_phone           varchar,
+    email               varchar,
+    patient_name        varchar,
+    is_test             boolean not null
+);
+
+delete from marts.appointment_eligibility
+where business_number = $business_number
+  and partition_date = cast($partition_date as date);
+
+insert into marts.appointment_eligibility
+with
+candidates as (
+    select * from int_appointment_candidates
+),
+
+patients as (
+    select *
+    from staging.stg_cliniko__patients
+    where business_number = $business_number
+      and partition_date = cast($partition_date as date)
+),
+
+patient_channels as (
+    select * from int_patient_channels
+),
+
+-- This partition's own live requests (a re-run after the sink ran): their appointments stay the selected ones.
+partition_requests as (
+    select appointment_id
+    from sink.review_request_ledger
+    where business_number = $business_number
+      and partition_date = cast($partition_date as date)
+      and status in ('pending', 'sending', 'sent', 'uncertain')
+),
+
+-- Requests of the group that count as "asked": only those whose target day can fall inside the cool-off window
+-- of this partition are read, so the ledger's history is skipped by its zonemaps.
+live_requests as (
+    select business_number, appointment_id, patient_id, target_date
+    from sink.review_request_ledger
+    where group_id = $group_id
+      and status in ('pending', 'sending', 'sent', 'uncertain')
+      and target_date > cast($partition_date as date) - cast($fetch_delay_days as integer)
+                        - cast($cooloff_days as integer)
+      and target_date < cast($partition_date as date) - cast($fetch_delay_days as integer)
+                        + cast($cooloff_days as integer)
+),
+
+screened as (
+    select
+        candidates.*,
+        patients.patient_name,
+        patient_channels.channels,
+        patient_channels.sms_phone,
+        patient_channels.email,
+        case
+            when cast($beta as boolean) then 'integration_beta'
+            when patients.patient_id is null or patients.is_inactive then 'customer_inactive'
+            when candidates.did_not_arrive then 'did_not_arrive'
+            when not coalesce(patient_channels.has_allowed_channel, false) then 'opted_out'
+            when patient_channels.channels is null then 'no_contact'
+        end as screening_code,
+        candidates.appointment_id in (select appointment_id from partition_requests) as is_already_requested
+    from candidates
+    left join patients
+        on candidates.patient_id = patients.patient_id
+    left join patient_channels
+        on candidates.patient_id = patient_channels.patient_id
+        and candidates.country_code is not distinct from patient_channels.country_code
+),
+
+deduplicated as (
+    select
+        *,
+        case
+            when screening_code is not null then screening_code
+            when row_number() over (
+                partition by patient_id, screening_code is null
+                order by is_already_requested desc, appointment_ends_at desc, appointment_id desc
+            ) > 1 then 'duplicate_patient'
+        end as deduplicated_code
+    from screened
+),
+
+cooled as (
+    select
+        *,
+        case
+            when deduplicated_code is not null then deduplicated_code
+            when exists (
+                select 1
+                from live_requests
+                where live_requests.patient_id = deduplicated.patient_id
+                  and abs(live_requests.target_date - deduplicated.target_date) < cast($cooloff_days as integer)
+                  and not (
+                      live_requests.business_number = deduplicated.business_number
+                      and live_requests.appointment_id = deduplicated.appointment_id
+                  )
+            ) then 'cooled_off'
+        end as restriction_code
+    from deduplicated
+),
+
+final as (
+    select
+        cooled.business_number,
+        cooled.partition_date,
+        cooled.target_date,
+        cast($group_id as bigint) as group_id,
+        cooled.appointment_id,
+        cooled.patient_id,
+        cooled.cliniko_business_id,
+        cooled.location_name,
+        cooled.appointment_ends_at,
+        cooled.restriction_code is null as is_eligible,
+        cooled.restriction_code,
+        restriction_codes.restriction_reason,
+        cooled.channels,
+        cooled.sms_phone,
+        cooled.email,
+        cooled.patient_name,
+        cast($test as boolean) as is_test
+    from cooled
+    left join seeds.restriction_codes
+        on cooled.restriction_code = restriction_codes.restriction_code
+)
+
+select * from final;

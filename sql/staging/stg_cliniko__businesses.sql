@@ -1,0 +1,19 @@
+-- Cliniko businesses as fetched for each mapping, typed and named for the models.
+create schema if not exists staging;
+create or replace view staging.stg_cliniko__businesses as
+with source as (
+    select * from raw.cliniko_businesses
+),
+renamed as (
+    select
+        business_number,
+        cliniko_business_id,
+        business_name as location_name,
+        lower(trim(business_name)) as location_key,
+        coalesce(nullif(trim(time_zone_identifier), ''), 'UTC') as time_zone,
+        nullif(upper(trim(country_code)), '') as country_code,
+        archived_at is not null or deleted_at is not null as is_archived,
+        loaded_at
+    from source
+)
+select * from renamed;
