@@ -1,6 +1,5 @@
 """Cliniko -> DuckDB, one mapping-day at a time. HTTP first, then one short write transaction."""
 
-
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any

@@ -1,6 +1,6 @@
 """The SQL models of `sql/` for one partition: candidates, channels and one restriction reason each."""
 
-
+import json
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -10,15 +10,16 @@ from pipeline.assets.resources import PipelineResource
 from pipeline.automation.partitions import mapping_day_partitions
 from pipeline.cliniko.windows import target_day
 from pipeline.warehouse import connect
-from pipeline.warehouse.models import build_partition, run_check
+from pipeline.warehouse.models import CHECKS, build_partition, run_check
 from pipeline.warehouse.slices import ensure_tables
+from pipeline.warehouse.sql_files import SQL_DIR
 
-CHECK_DESCRIPTIONS = {
-    "one_outcome_per_candidate": "Every candidate has exactly one outcome: eligible or one restriction code.",
-    "known_restriction_codes": "Every restriction code is one of the table in SPEC §4.",
-    "one_eligible_row_per_patient": "No patient has two eligible rows in one partition.",
-    "counts_reconcile": "Candidates = eligible + restricted.",
-}
+
+def check_description(name: str) -> str:
+    """A data check's description is the comment that opens its SQL file."""
+    lines = (SQL_DIR / "checks" / f"{name}.sql").read_text().splitlines()
+    comment = [line.removeprefix("--").strip() for line in lines if line.startswith("--")]
+    return " ".join(comment) or name
 
 
 def run_started_at(context: dg.AssetExecutionContext) -> datetime:
@@ -34,8 +35,8 @@ def run_started_at(context: dg.AssetExecutionContext) -> datetime:
     kinds={"duckdb", "sql"},
     deps=[cliniko_patients],
     check_specs=[
-        dg.AssetCheckSpec(name, asset="appointment_eligibility", description=description)
-        for name, description in CHECK_DESCRIPTIONS.items()
+        dg.AssetCheckSpec(name, asset="appointment_eligibility", description=check_description(name))
+        for name in CHECKS
     ],
 )
 def appointment_eligibility(
@@ -62,12 +63,15 @@ def appointment_eligibility(
     with connect(pipeline.settings.warehouse_path) as con:
         ensure_tables(con)
         counts = build_partition(con, **params)
-        findings = {name: run_check(con, name, params) for name in CHECK_DESCRIPTIONS}
+        findings = {name: run_check(con, name, params) for name in CHECKS}
     check_results = [
         dg.AssetCheckResult(
             check_name=name,
             passed=not rows,
-            metadata={"offending_rows": len(rows), "sample": dg.MetadataValue.json(rows[:5])},
+            metadata={
+                "offending_rows": len(rows),
+                "sample": dg.MetadataValue.json(json.loads(json.dumps(rows[:5], default=str))),
+            },
         )
         for name, rows in findings.items()
     ]

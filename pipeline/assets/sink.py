@@ -1,6 +1,5 @@
 """Review requests -> Birdeye through the at-most-once ledger, then the analysts' snapshot."""
 
-
 import dagster as dg
 
 from pipeline.assets.models import appointment_eligibility

@@ -12,7 +12,6 @@ How the schedule and the frequency sensor share the work, so one due time never 
   whoever launched it: the first to run yesterday's partition wins, the other counts the due time as done.
 """
 
-
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
