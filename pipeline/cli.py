@@ -55,7 +55,7 @@ def run(start, end, mappings: tuple[str, ...]) -> None:
         return
     with dg.DagsterInstance.get() as instance:
         outcomes = run_partitions(days, instance)
-    render_summary(summarize(settings, outcomes), outcomes)
+    click.echo(render_summary(summarize(settings, outcomes), outcomes))
     failed = sum(not o.success for o in outcomes)
     click.echo(f"{len(outcomes) - failed} of {len(outcomes)} partition(s) succeeded.")
     sys.exit(1 if failed else 0)

@@ -255,7 +255,7 @@ def _run_last_days(days: int) -> int:
     )
     with dg.DagsterInstance.get() as instance:
         outcomes = run_partitions(partitions, instance)
-    render_summary(summarize(settings, outcomes), outcomes)
+    click.echo(render_summary(summarize(settings, outcomes), outcomes))
     failed = sum(not o.success for o in outcomes)
     click.echo(f"{len(outcomes) - failed} of {len(outcomes)} partition(s) succeeded.")
     return 1 if failed else 0

@@ -24,6 +24,8 @@ RESTRICTION_CODES = (
     "cooled_off",
 )
 STATUSES = ("pending", "sending", "sent", "failed", "uncertain", "dry_run")
+# The run's events still go to the instance (the UI shows them); the terminal shows warnings and the summary.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass
@@ -84,7 +86,9 @@ def run_partitions(
         task = progress.add_task("partitions", total=len(days))
         for day in days:
             progress.update(task, description=str(day))
-            result = job.execute_in_process(instance=instance, partition_key=day.key, raise_on_error=False)
+            result = job.execute_in_process(
+                instance=instance, partition_key=day.key, raise_on_error=False, run_config=QUIET
+            )
             error = None
             if not result.success:
                 failures = [e for e in result.all_events if e.is_step_failure]
@@ -145,34 +149,18 @@ def summarize(settings: Settings, outcomes: Sequence[RunOutcome]) -> list[Mappin
     return [summaries[k] for k in sorted(summaries)]
 
 
-def render_summary(summaries: Sequence[MappingSummary], outcomes: Sequence[RunOutcome]) -> None:
-    """Print the per-mapping table and every failed partition with its reason."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    table = Table(title="Review requests by mapping", show_lines=False)
-    for column in (
-        "mapping",
-        "partitions",
-        "failed",
-        "candidates",
-        "eligible",
-        *RESTRICTION_CODES,
-        *STATUSES,
-    ):
-        table.add_column(column, justify="left" if column == "mapping" else "right")
+def render_summary(summaries: Sequence[MappingSummary], outcomes: Sequence[RunOutcome]) -> str:
+    """The summary as plain lines (readable in any terminal width and in CI logs)."""
+    lines = ["", "Summary by mapping (the partitions of this run):"]
     for s in summaries:
-        table.add_row(
-            s.business_number,
-            str(s.partitions),
-            str(s.failed),
-            str(s.candidates),
-            str(s.eligible),
-            *(str(s.restrictions.get(code, 0)) for code in RESTRICTION_CODES),
-            *(str(s.requests.get(status, 0)) for status in STATUSES),
+        failed = f" ({s.failed} failed)" if s.failed else ""
+        lines.append(
+            f"  {s.business_number}  {s.partitions} partitions{failed} | {s.candidates} candidates | "
+            f"{s.eligible} eligible"
         )
-    console.print(table)
-    for outcome in outcomes:
-        if not outcome.success:
-            console.print(f"[red]FAILED[/red] {outcome.day}: {outcome.error}")
+        restricted = [f"{c} {s.restrictions[c]}" for c in RESTRICTION_CODES if s.restrictions.get(c)]
+        requests = [f"{k} {s.requests[k]}" for k in STATUSES if s.requests.get(k)]
+        lines.append(f"      restricted: {', '.join(restricted) or 'none'}")
+        lines.append(f"      requests:   {', '.join(requests) or 'none'}")
+    lines.extend(f"  FAILED {o.day}: {o.error}" for o in outcomes if not o.success)
+    return "\n".join(lines)
