@@ -432,8 +432,8 @@ function mappingRow(group, m, columns) {
     h("th", { scope: "row" }, m.businessNumber),
     h("td", {}, names),
     h("td", { class: "status-cell" }, status),
-    h("td", {}, `every ${plural(m.frequency.value, m.frequency.unit)}`),
-    h("td", {}, runText(m.nextRunTime)),
+    h("td", { class: "nowrap" }, `every ${plural(m.frequency.value, m.frequency.unit)}`),
+    h("td", { class: "nowrap" }, runText(m.nextRunTime)),
     h("td", { class: "delay-cell" }, delayCell),
     h("td", { class: "keys" }, keyCell.length ? keyCell : "—"),
     h(
@@ -449,7 +449,11 @@ function mappingRow(group, m, columns) {
       ),
     ),
   ];
-  cells.forEach((cell, index) => cell.setAttribute("data-label", columns[index]));
+  // On a narrow window each cell shows its column name (CSS ::before) beside one value box.
+  cells.forEach((cell, index) => {
+    cell.setAttribute("data-label", columns[index]);
+    cell.replaceChildren(h("span", { class: "value" }, [...cell.childNodes]));
+  });
   return h("tr", { "data-business-number": m.businessNumber }, cells);
 }
 
