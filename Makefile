@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: install demo test ui bench lint admin sandbox
+.PHONY: install browser demo test ui bench lint admin sandbox
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -15,7 +15,12 @@ install:
 demo: install
 	$(UV) run --frozen cliniko-reviews demo
 
-test: install
+# The dashboard's browser tests drive Debian's chromium, never a downloaded browser (CI runs as root).
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser
 	$(UV) run --frozen pytest
 
 ui: install

@@ -12,6 +12,7 @@ Operator routes:
     GET   /admin/mappings/{businessNumber}   PATCH /admin/mappings/{businessNumber}
     POST  /admin/mappings/{businessNumber}/deactivate
     GET   /admin/health
+Dashboard (pipeline.registry.dashboard): GET / and GET /dashboard/... (the page; no token needed to load it).
 Every error is `{"error": {"field": ..., "message": ...}}` with a 4xx status; request bodies are never logged.
 """
 
@@ -31,6 +32,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipeline.registry.dashboard import is_public, mount_dashboard
 from pipeline.registry.model import (
     RegistryError,
     parse_business_number,
@@ -241,7 +243,11 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = {key.decode("latin-1").lower(): value for key, value in scope["headers"]}
-        if self.token is not None and not self._authorized(headers.get("authorization", b"")):
+        if (
+            self.token is not None
+            and not is_public(scope["method"], scope["path"])
+            and not self._authorized(headers.get("authorization", b""))
+        ):
             await _error(
                 401,
                 "Authorization",
@@ -324,6 +330,7 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(RequestGuard, token=settings.admin_token)
     app.state.registry = registry
+    mount_dashboard(app)
 
     @app.put("/integration/add/businessintegrationgroup", tags=["seed"])
     def create_group(body: GroupCreateBody) -> JSONResponse:
