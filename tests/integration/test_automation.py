@@ -8,7 +8,6 @@ from dagster._core.test_utils import create_run_for_test
 
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
 from pipeline.automation.sensors import (
-    DUE_TAG,
     daily_review_requests_schedule,
     due_mappings_sensor,
     mapping_partitions_sensor,
@@ -65,7 +64,11 @@ def launched(instance: dg.DagsterInstance, request: dg.RunRequest) -> None:
     create_run_for_test(
         instance,
         job_name="review_requests_job",
-        tags={**request.tags, "dagster/partition": str(request.partition_key), "dagster/run_key": request.run_key},
+        tags={
+            **request.tags,
+            "dagster/partition": str(request.partition_key),
+            "dagster/run_key": request.run_key,
+        },
     )
 
 
@@ -75,7 +78,9 @@ def test_partitions_sensor_follows_the_registry_inactive_included(store, instanc
     instance.add_dynamic_partitions(MAPPING_DIMENSION, ["999"])
     result = mapping_partitions_sensor(dg.build_sensor_context(instance=instance))
     adds = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
-    deletes = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
+    deletes = [
+        r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)
+    ]
     assert [list(r.partition_keys) for r in adds] == [["201", "202"]]
     assert [list(r.partition_keys) for r in deletes] == [["999"]]
 
