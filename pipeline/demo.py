@@ -170,51 +170,60 @@ def set_up_clinics(admin_url: str, accounts: list[dict]) -> list[dict]:
         return call("GET", "/admin/mappings")["mappings"]
 
 
+@contextmanager
+def local_services(
+    data_dir: Path, *, seed: int = DEMO_SEED, size: str = "demo", birdeye_record: Path | None = None
+) -> Iterator[tuple[dict[str, str], str, list[dict]]]:
+    """The sandbox emulators and the admin API as real processes on free ports, stopped on the way out.
+
+    Yields the environment a run needs (DATA_DIR and the emulators' base URLs), the admin API's URL and the
+    sandbox's Cliniko accounts (fake keys and business names).
+    """
+    logs = data_dir / "demo_logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cliniko_port, birdeye_port, admin_port = _free_port(8301), _free_port(8302), _free_port(8300)
+    manifest = data_dir / "sandbox.json"
+    manifest.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "DATA_DIR": str(data_dir),
+        "CLINIKO_BASE_URL": f"http://127.0.0.1:{cliniko_port}/v1",
+        "BIRDEYE_BASE_URL": f"http://127.0.0.1:{birdeye_port}/resources",
+    }
+    cli = [sys.executable, "-m", "pipeline.cli"]
+    sandbox_args = [
+        *cli,
+        "sandbox",
+        f"--cliniko-port={cliniko_port}",
+        f"--birdeye-port={birdeye_port}",
+        f"--seed={seed}",
+        f"--size={size}",
+        f"--birdeye-key={DEMO_BIRDEYE_KEY}",
+        f"--manifest={manifest}",
+    ]
+    if birdeye_record is not None:
+        sandbox_args.append(f"--birdeye-record={birdeye_record}")
+    with ExitStack() as stack:
+        sandbox = stack.enter_context(_process(sandbox_args, env, logs / "sandbox.log"))
+        _wait_until(manifest.exists, "the sandbox emulators", sandbox)
+        accounts = json.loads(manifest.read_text())["cliniko_accounts"]
+        admin = stack.enter_context(
+            _process([*cli, "admin", f"--port={admin_port}"], env, logs / "admin.log")
+        )
+        admin_url = f"http://127.0.0.1:{admin_port}"
+        _wait_until(lambda: httpx.get(f"{admin_url}/admin/health").is_success, "the admin API", admin)
+        yield env, admin_url, accounts
+
+
 def run_demo(settings: Settings | None = None, *, days: int = 7) -> int:
     """Everything end to end; returns the exit status (non-zero if any partition failed)."""
     from pipeline.automation.instance import ensure_dagster_home
 
     settings = settings or load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    logs = settings.data_dir / "demo_logs"
-    logs.mkdir(exist_ok=True)
-    cliniko_port, birdeye_port, admin_port = _free_port(8301), _free_port(8302), _free_port(8300)
-    manifest = settings.data_dir / "sandbox.json"
-    manifest.unlink(missing_ok=True)
-    env = {
-        **os.environ,
-        "DATA_DIR": str(settings.data_dir),
-        "CLINIKO_BASE_URL": f"http://127.0.0.1:{cliniko_port}/v1",
-        "BIRDEYE_BASE_URL": f"http://127.0.0.1:{birdeye_port}/resources",
-    }
-    cli = [sys.executable, "-m", "pipeline.cli"]
     click.echo(f"Data directory: {settings.data_dir}")
-    with ExitStack() as stack:
-        sandbox = stack.enter_context(
-            _process(
-                [
-                    *cli,
-                    "sandbox",
-                    f"--cliniko-port={cliniko_port}",
-                    f"--birdeye-port={birdeye_port}",
-                    f"--seed={DEMO_SEED}",
-                    "--size=demo",
-                    f"--birdeye-key={DEMO_BIRDEYE_KEY}",
-                    f"--manifest={manifest}",
-                ],
-                env,
-                logs / "sandbox.log",
-            )
-        )
-        _wait_until(manifest.exists, "the sandbox emulators", sandbox)
-        accounts = json.loads(manifest.read_text())["cliniko_accounts"]
+    with local_services(settings.data_dir) as (env, admin_url, accounts):
         click.echo(f"Sandbox: Cliniko on {env['CLINIKO_BASE_URL']}, Birdeye on {env['BIRDEYE_BASE_URL']}")
-
-        admin = stack.enter_context(
-            _process([*cli, "admin", f"--port={admin_port}"], env, logs / "admin.log")
-        )
-        admin_url = f"http://127.0.0.1:{admin_port}"
-        _wait_until(lambda: httpx.get(f"{admin_url}/admin/health").is_success, "the admin API", admin)
         click.echo(f"Admin API on {admin_url}; setting the clinics up with the manual's curl payloads")
         for mapping in set_up_clinics(admin_url, accounts):
             flags = [f for f in ("test", "beta") if mapping.get(f)]
@@ -222,7 +231,6 @@ def run_demo(settings: Settings | None = None, *, days: int = 7) -> int:
                 f"  mapping {mapping['businessNumber']} (group {mapping['integrationGroupId']})"
                 f"{' [' + ', '.join(flags) + ']' if flags else ''}"
             )
-
         os.environ.update({k: env[k] for k in ("DATA_DIR", "CLINIKO_BASE_URL", "BIRDEYE_BASE_URL")})
         ensure_dagster_home(settings)
         status = _run_last_days(days)

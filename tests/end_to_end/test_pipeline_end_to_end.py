@@ -1,0 +1,156 @@
+"""The whole product as a user runs it: emulators and the admin API as processes, the manual's set-up over
+HTTP, `cliniko-reviews run` for two days of three mappings, then the analysts' views and what Birdeye got."""
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from datetime import date, timedelta
+
+import duckdb
+import pytest
+
+from pipeline.demo import (
+    BETA_LOCATION_NUMBER,
+    DEMO_BIRDEYE_KEY,
+    TEST_LOCATION_NUMBER,
+    local_services,
+    set_up_clinics,
+)
+from pipeline.registry.manual import ENTERPRISE_LOCATION_NUMBER, SMB_BUSINESS_NUMBER
+from pipeline.sandbox.birdeye_emulator import read_records
+
+MAPPINGS = (SMB_BUSINESS_NUMBER, ENTERPRISE_LOCATION_NUMBER, TEST_LOCATION_NUMBER)
+RESTRICTION_COLUMNS = [
+    "business_number",
+    "partition_date",
+    "target_date",
+    "appointment_id",
+    "patient_id",
+    "cliniko_business_id",
+    "location_name",
+    "appointment_ends_at",
+    "is_eligible",
+    "restriction_code",
+    "restriction_reason",
+]
+REQUEST_COLUMNS = [
+    "business_number",
+    "appointment_id",
+    "patient_id",
+    "channels",
+    "status",
+    "attempts",
+    "error_code",
+    "error_message",
+    "birdeye_customer_id",
+    "first_attempt_at",
+    "sent_at",
+]
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("e2e")
+    record = data_dir / "birdeye_checkins.jsonl"
+    first = date.today() - timedelta(days=3)
+    days = ["--date", first.isoformat(), "--date-to", (first + timedelta(days=1)).isoformat()]
+    mappings = [arg for number in MAPPINGS for arg in ("--mapping", number)]
+    with local_services(data_dir, birdeye_record=record) as (env, admin_url, accounts):
+        env = {**env, "DAGSTER_HOME": str(data_dir / "dagster_home")}
+        set_up_clinics(admin_url, accounts)
+        run = run_cli(env, "run", *days, *mappings)
+        received_after_first_run = read_records(record)
+        rerun = run_cli(env, "run", *days, *mappings)
+        received = read_records(record)
+    return {
+        "data_dir": data_dir,
+        "run": run,
+        "rerun": rerun,
+        "first_received": received_after_first_run,
+        "received": received,
+        "dates": {first, first + timedelta(days=1)},
+    }
+
+
+def analytics(outcome, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(outcome["data_dir"] / "analytics.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_run_succeeds_and_prints_a_summary_per_mapping(outcome):
+    run = outcome["run"]
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "6 of 6 partition(s) succeeded" in run.stdout
+    for number in MAPPINGS:
+        assert number in run.stdout
+    assert BETA_LOCATION_NUMBER not in run.stdout  # not asked for
+
+
+def test_analysts_views_have_the_spec_columns_and_no_contact_details(outcome):
+    columns = analytics(
+        outcome,
+        "select column_name from information_schema.columns "
+        "where table_name = 'restriction_reasons' order by ordinal_position",
+    )
+    assert [c for (c,) in columns] == RESTRICTION_COLUMNS
+    columns = analytics(
+        outcome,
+        "select column_name from information_schema.columns "
+        "where table_name = 'review_requests' order by ordinal_position",
+    )
+    assert [c for (c,) in columns] == REQUEST_COLUMNS
+    rows = analytics(
+        outcome,
+        "select business_number, partition_date, count(*) from restriction_reasons group by all order by all",
+    )
+    assert {(bn, d) for bn, d, _ in rows} == {(bn, d) for bn in MAPPINGS for d in outcome["dates"]}
+
+
+def test_every_eligible_request_reached_birdeye_exactly_once_and_test_mappings_never(outcome):
+    eligible = analytics(
+        outcome, "select business_number, appointment_id from restriction_reasons where is_eligible"
+    )
+    ledger = dict(
+        ((bn, appointment), status)
+        for bn, appointment, status in analytics(
+            outcome, "select business_number, appointment_id, status from review_requests"
+        )
+    )
+    assert set(ledger) == set(eligible)
+    for (bn, _), status in ledger.items():
+        assert status == ("dry_run" if bn == TEST_LOCATION_NUMBER else "sent")
+
+    delivered = [(r.bid, r.appointment_id) for r in outcome["first_received"] if r.delivered]
+    assert Counter(delivered).most_common(1)[0][1] == 1  # nothing posted twice
+    sent = {key for key, status in ledger.items() if status == "sent"}
+    assert set(delivered) == sent
+    assert sent and not any(bn == TEST_LOCATION_NUMBER for bn, _ in delivered)
+    assert all(r.body["externalId"].startswith("cliniko-patient-") for r in outcome["first_received"])
+
+
+def test_rerunning_the_same_partitions_posts_nothing_again(outcome):
+    assert outcome["rerun"].returncode == 0, outcome["rerun"].stdout + outcome["rerun"].stderr
+    assert len(outcome["received"]) == len(outcome["first_received"])
+
+
+def test_no_api_key_in_the_databases_or_the_output(outcome):
+    manifest = (outcome["data_dir"] / "sandbox.json").read_text()
+    keys = [a["api_key"] for a in json.loads(manifest)["cliniko_accounts"]] + [DEMO_BIRDEYE_KEY]
+    blobs = [outcome["run"].stdout, outcome["run"].stderr]
+    for name in ("warehouse.duckdb", "analytics.duckdb", "registry.sqlite3"):
+        blobs.append((outcome["data_dir"] / name).read_bytes().decode("latin-1"))
+    for path in (outcome["data_dir"] / "dagster_home").rglob("*"):
+        if path.is_file():
+            blobs.append(path.read_bytes().decode("latin-1"))
+    for key in keys:
+        assert not any(key in blob for blob in blobs), "an API key leaked"
