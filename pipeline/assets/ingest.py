@@ -183,15 +183,15 @@ def cliniko_appointments(
     day, mapping = pipeline.partition(context)
     with connect(pipeline.settings.warehouse_path) as con:
         ensure_tables(con)
-        businesses = (
-            con.execute(
+        # Plain tuples, not a DataFrame: pandas would turn a null time zone into NaN, which is not None.
+        businesses = [
+            {"cliniko_business_id": bid, "business_name": name, "time_zone_identifier": tz}
+            for bid, name, tz in con.execute(
                 "select cliniko_business_id, business_name, time_zone_identifier "
                 "from raw.cliniko_businesses where business_number = $bn",
                 {"bn": day.business_number},
-            )
-            .df()
-            .to_dict("records")
-        )
+            ).fetchall()
+        ]
     matched = matched_businesses(businesses, mapping.location_names)
     target = target_day(day.partition_date, mapping.fetch_delay_days)
     ids_by_zone: dict[str | None, list[str]] = defaultdict(list)

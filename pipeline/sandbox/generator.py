@@ -481,17 +481,27 @@ def generate_account(
     account_index: int = 0,
     shard: str = "au4",
     name: str | None = None,
+    hot_day: date | None = None,
+    hot_day_appointments: int = 0,
 ) -> Account:
     """Build one account deterministically: the same arguments always give identical data.
 
     Appointments start on local days in `[start, end)`; `now` (default: 00:00 UTC seven days before `end`,
     but not before `start`) separates the past (arrived, did-not-arrive) from the future. `patients` defaults
     to one per four appointments (at least 5), so most patients come back. Every 7th business is archived.
+    `hot_day_appointments` of the `appointments` start on local day `hot_day` at the first business, for
+    benchmarks that need one heavy mapping-day inside a long history; the rest is unchanged.
     """
     if end <= start:
         raise ValueError(f"end ({end}) must be after start ({start})")
     if businesses < 1 or appointments < 1:
         raise ValueError("an account needs at least one business and one appointment")
+    if hot_day_appointments and (hot_day is None or not start <= hot_day < end):
+        raise ValueError(
+            f"hot_day ({hot_day}) must be a day in [{start}, {end}) when hot_day_appointments is set"
+        )
+    if not 0 <= hot_day_appointments <= appointments:
+        raise ValueError(f"hot_day_appointments must be between 0 and appointments ({appointments})")
     days = (end - start).days
     if now is None:
         now = datetime.combine(max(start, end - timedelta(days=7)), time(), tzinfo=UTC)
@@ -542,6 +552,9 @@ def generate_account(
     weights = rng.random(businesses) + 0.5
     b_idx = rng.choice(businesses, size=n, p=weights / weights.sum())
     day = rng.integers(0, days, n)
+    if hot_day_appointments:
+        b_idx[:hot_day_appointments] = 0
+        day[:hot_day_appointments] = (hot_day - start).days
     minute = 7 * 60 + 15 * rng.integers(0, 52, n)
     t_idx = rng.integers(0, len(types), n)
     duration = durations[t_idx]

@@ -1,0 +1,362 @@
+"""The Cliniko ingest assets end to end: registry -> Dagster -> real HTTP to the emulator -> DuckDB file.
+
+Every test materializes real partitions in process against an emulator on a free loopback port and reads the
+warehouse file back. The account is small (600 appointments over two weeks, seven businesses in six time
+zones), and runs that only compare against a fault-free run share one (`baseline`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from datetime import time as clock
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+from ingest_support import INGEST_ASSETS, cliniko_sandbox, event_log_text
+
+from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses
+from pipeline.cliniko.rate_limit import SharedRateLimiter
+from pipeline.sandbox.cliniko_emulator import FaultConfig
+from pipeline.sandbox.generator import NULL, Account, generate_account
+from pipeline.settings import load_settings
+
+DAY = date(2026, 1, 6)
+BASELINE_MAPPING = "5001"
+BASELINE_LOCATIONS = "Sydney CBD Physio, Auckland Central Clinic"
+
+
+@pytest.fixture(scope="module")
+def account() -> Account:
+    return generate_account(11, appointments=600, start=date(2026, 1, 1), end=date(2026, 1, 15))
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A fault-free run of (DAY, BASELINE_MAPPING): what faulty and throttled runs must reproduce."""
+
+    tables: dict[str, list[dict]]
+    metadata: dict[str, dict]
+    requests: int
+
+
+@pytest.fixture(scope="module")
+def baseline(account: Account, tmp_path_factory: pytest.TempPathFactory) -> Baseline:
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        cliniko_sandbox(tmp_path_factory.mktemp("baseline"), monkeypatch, account) as sandbox,
+    ):
+        sandbox.map(BASELINE_MAPPING, BASELINE_LOCATIONS)
+        result = sandbox.materialize(dg.DagsterInstance.ephemeral(), BASELINE_MAPPING, DAY)
+        return Baseline(sandbox.snapshot(), metadata(result), len(sandbox.emulator.request_log))
+
+
+def business_ids(account: Account, *names: str) -> dict[str, str | None]:
+    """Cliniko business id -> time zone of the businesses with these (trimmed) names."""
+    return {
+        b["id"]: b["time_zone_identifier"] for b in account.businesses if b["business_name"].strip() in names
+    }
+
+
+def expected_appointment_ids(account: Account, zones: dict[str, str | None], local_day: date) -> set[str]:
+    """The generator's own answer: visible appointments of these businesses ending on `local_day` there."""
+    table = account.appointments
+    out: set[str] = set()
+    for business_id, zone_name in zones.items():
+        zone = ZoneInfo(zone_name or "UTC")
+        start = datetime.combine(local_day, clock.min, tzinfo=zone).timestamp()
+        end = datetime.combine(local_day + timedelta(days=1), clock.min, tzinfo=zone).timestamp()
+        rows = (
+            (table.business_id == int(business_id))
+            & (table.deleted_at == NULL)
+            & (table.ends_at >= start)
+            & (table.ends_at < end)
+        )
+        out |= {str(i) for i in table.id[rows]}
+    return out
+
+
+def ids(rows: list[dict], column: str) -> set[str]:
+    return {r[column] for r in rows}
+
+
+def metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    return {
+        event.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+    }
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The failed step's error with its causes: what an operator reads in the UI."""
+    (failure,) = result.get_step_failure_events()
+    parts, error = [], failure.step_failure_data.error
+    while error is not None:
+        parts.append(error.message)
+        error = error.cause
+    user = failure.step_failure_data.user_failure_data
+    return " ".join(parts + ([user.description] if user and user.description else []))
+
+
+# -- idempotence and isolation -------------------------------------------------------------------------------
+
+
+def test_rerun_stores_the_same_rows_and_other_partitions_leave_each_other_alone(
+    account, tmp_path, monkeypatch, dagster_instance
+):
+    with cliniko_sandbox(tmp_path, monkeypatch, account) as sandbox:
+        sandbox.map("5001", "Sydney CBD Physio")
+        sandbox.map("5002", "London Bridge Physiotherapy")
+
+        sandbox.materialize(dagster_instance, "5001", DAY)
+        first = sandbox.snapshot()
+        sandbox.materialize(dagster_instance, "5001", DAY)
+        assert sandbox.snapshot() == first
+        assert first["raw.cliniko_appointments"] and first["raw.cliniko_patients"]
+
+        sandbox.materialize(dagster_instance, "5001", DAY + timedelta(days=1))
+        sandbox.materialize(dagster_instance, "5002", DAY)
+        for table in ("raw.cliniko_appointments", "raw.cliniko_patients", "raw.cliniko_quarantine"):
+            assert sandbox.rows(table, "5001", DAY) == first[table]
+        assert sandbox.rows("raw.cliniko_businesses", "5001") == first["raw.cliniko_businesses"]
+        other_day = ids(
+            sandbox.rows("raw.cliniko_appointments", "5001", DAY + timedelta(days=1)), "appointment_id"
+        )
+        other_mapping = ids(sandbox.rows("raw.cliniko_appointments", "5002", DAY), "appointment_id")
+        sydney = business_ids(account, "Sydney CBD Physio")
+        london = business_ids(account, "London Bridge Physiotherapy")
+        assert other_day == expected_appointment_ids(account, sydney, DAY + timedelta(days=1))
+        assert other_mapping == expected_appointment_ids(account, london, DAY)
+        assert (
+            other_day
+            and other_mapping
+            and not other_day & ids(first["raw.cliniko_appointments"], "appointment_id")
+        )
+
+
+# -- the target day ------------------------------------------------------------------------------------------
+
+
+def test_fetch_delay_fetches_the_local_target_day_of_each_business(
+    account, tmp_path, monkeypatch, dagster_instance
+):
+    """Auckland is UTC+13 and Honolulu UTC-10 in January; Mobile Visits has no time zone (so UTC). Each
+    business's window is its own local day, D - delay."""
+    names = ("Auckland Central Clinic", "Honolulu Sports Medicine", "Mobile Visits")
+    zones = business_ids(account, *names)
+    assert len(zones) == 3 and None in zones.values()
+    with cliniko_sandbox(tmp_path, monkeypatch, account) as sandbox:
+        for delay in (0, 1, 2):
+            number = f"600{delay}"
+            sandbox.map(number, ", ".join(names), fetch_delay=delay)
+            sandbox.materialize(
+                dagster_instance, number, DAY, assets=[cliniko_businesses, cliniko_appointments]
+            )
+            target = DAY - timedelta(days=delay)
+            stored = sandbox.rows("raw.cliniko_appointments", number, DAY)
+
+            assert ids(stored, "appointment_id") == expected_appointment_ids(account, zones, target)
+            for row in stored:
+                zone = ZoneInfo(zones[row["cliniko_business_id"]] or "UTC")
+                assert row["ends_at"].astimezone(zone).date() == target, row
+
+
+# -- bad input -----------------------------------------------------------------------------------------------
+
+
+def test_unknown_location_name_fails_listing_the_existing_names_and_writes_nothing(
+    account, tmp_path, monkeypatch, dagster_instance
+):
+    with cliniko_sandbox(tmp_path, monkeypatch, account) as sandbox:
+        sandbox.map("7001", "Sydney CBD Physio, Bondi Beach Physio")
+        result = sandbox.materialize(dagster_instance, "7001", DAY, raise_on_error=False)
+
+        assert not result.success
+        message = failure_message(result)
+        assert "Bondi Beach Physio" in message
+        for business in account.businesses:
+            assert business["business_name"].strip() in message
+        for table in ("raw.cliniko_businesses", "raw.cliniko_appointments", "raw.cliniko_patients"):
+            assert sandbox.rows(table, "7001") == []
+
+
+def _force_group_key(sandbox, api_key: str) -> None:
+    """Put a key into the registry as an old registry (before it checked shard suffixes) would have."""
+    con = sqlite3.connect(sandbox.store.path)
+    try:
+        con.execute(
+            "update group_property set property_value = ? where group_id = ? and property_key = ?",
+            (sandbox.store._box.encrypt(api_key), sandbox.group_id, "cliniko.api.key"),
+        )
+        con.commit()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    ("case", "key_suffix", "expected"),
+    [
+        ("revoked", "-au4", ["401", "au4", "revoked"]),
+        ("wrong shard", "-uk1", ["401", "uk1"]),
+        ("unknown shard", "-zz9", ["zz9", "not a Cliniko shard"]),
+    ],
+)
+def test_bad_key_fails_clearly_and_never_shows_the_key(
+    account, tmp_path, monkeypatch, dagster_instance, case, key_suffix, expected
+):
+    secret = "Revoked" + "k3yMaterial" * 3 + "Q9zX"
+    bad_key = secret + key_suffix
+    with cliniko_sandbox(tmp_path, monkeypatch, account) as sandbox:
+        sandbox.map("7101", "Sydney CBD Physio")
+        _force_group_key(sandbox, bad_key)
+        result = sandbox.materialize(dagster_instance, "7101", DAY, raise_on_error=False)
+
+        assert not result.success
+        message = failure_message(result)
+        for part in expected:
+            assert part in message, (case, message)
+        logged = event_log_text(dagster_instance, result.run_id)
+        assert secret[:-4] not in logged and bad_key not in logged
+        # The scan is not vacuous: the error is in the event log, with the masked key an operator recognises.
+        assert "…Q9zX" in message and "Q9zX" in logged
+        assert sandbox.rows("raw.cliniko_businesses", "7101") == []
+
+
+def test_5xx_bursts_and_dropped_connections_give_the_fault_free_tables(
+    account, baseline, tmp_path, monkeypatch, dagster_instance
+):
+    faults = FaultConfig(seed=29, error_rate=0.35, drop_rate=0.2)
+    with cliniko_sandbox(tmp_path, monkeypatch, account, faults=faults) as sandbox:
+        sandbox.map(BASELINE_MAPPING, BASELINE_LOCATIONS)
+        result = sandbox.materialize(dagster_instance, BASELINE_MAPPING, DAY)
+
+        assert sandbox.snapshot() == baseline.tables
+        seen = Counter(entry["fault"] for entry in sandbox.emulator.request_log)
+        assert seen["error"] >= 1 and seen["drop"] >= 1, seen
+        assert sum(m["retries"] for m in metadata(result).values()) == seen["error"] + seen["drop"]
+
+
+def test_malformed_page_is_retried_and_malformed_records_are_quarantined(
+    account, baseline, tmp_path, monkeypatch, dagster_instance
+):
+    faults = FaultConfig(seed=25, malformed_json_rate=0.3, malformed_record_rate=0.2)
+    with cliniko_sandbox(tmp_path, monkeypatch, account, faults=faults) as sandbox:
+        sandbox.map(BASELINE_MAPPING, BASELINE_LOCATIONS)
+        result = sandbox.materialize(dagster_instance, BASELINE_MAPPING, DAY)
+
+        truncated = sum(1 for e in sandbox.emulator.request_log if e["fault"] == "malformed_json")
+        assert truncated >= 1
+        meta = metadata(result)
+        assert sum(m["retries"] for m in meta.values()) == truncated
+        quarantine = sandbox.rows("raw.cliniko_quarantine", BASELINE_MAPPING, DAY)
+        held = {
+            r: {q["record_id"] for q in quarantine if q["resource"] == r}
+            for r in ("appointments", "patients")
+        }
+        assert held["appointments"] and held["patients"], quarantine
+        assert all(q["reason"] and q["record"] for q in quarantine)
+
+        # Every appointment Cliniko returned is either stored or held with a reason, never both.
+        appointments = ids(sandbox.rows("raw.cliniko_appointments", BASELINE_MAPPING, DAY), "appointment_id")
+        assert not appointments & held["appointments"]
+        assert appointments | held["appointments"] == ids(
+            baseline.tables["raw.cliniko_appointments"], "appointment_id"
+        )
+        # Every patient the stored appointments reference is stored (maybe as missing) or held.
+        referenced = ids(sandbox.rows("raw.cliniko_appointments", BASELINE_MAPPING, DAY), "patient_id") - {
+            None
+        }
+        patients = ids(sandbox.rows("raw.cliniko_patients", BASELINE_MAPPING, DAY), "patient_id")
+        assert not patients & held["patients"]
+        assert patients | held["patients"] == referenced
+
+        checks = {c.asset_key.to_user_string(): c for c in result.get_asset_check_evaluations()}
+        for asset, resource in (("cliniko_appointments", "appointments"), ("cliniko_patients", "patients")):
+            check = checks[asset]
+            assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+            assert check.metadata["quarantined_rows"].value == len(held[resource])
+            assert meta[asset]["quarantined"] == len(held[resource])
+        assert checks["cliniko_businesses"].passed
+
+
+def test_patient_cliniko_no_longer_returns_is_stored_as_missing(account, baseline):
+    """The baseline day references a deleted patient (the generator's `deleted_patients`)."""
+    deleted = {p["id"] for p in account.deleted_patients}
+    referenced = ids(baseline.tables["raw.cliniko_appointments"], "patient_id")
+    assert referenced & deleted, "the baseline day must reference a deleted patient"
+    patients = baseline.tables["raw.cliniko_patients"]
+
+    missing = {p["patient_id"] for p in patients if p["is_missing"]}
+    assert missing == referenced & deleted
+    assert ids(patients, "patient_id") == referenced
+    assert all(p["first_name"] is None and p["email"] is None for p in patients if p["is_missing"])
+    assert baseline.metadata["cliniko_patients"]["missing_patients"] == len(missing)
+
+
+# -- metadata and the rate limit -----------------------------------------------------------------------------
+
+COUNTERS = ("rows", "requests", "rate_limited_429s", "retries", "rate_limit_wait_seconds")
+
+
+def test_every_materialization_reports_rows_requests_429s_retries_and_waits(baseline):
+    meta = baseline.metadata
+    assert set(meta) == {a.key.to_user_string() for a in INGEST_ASSETS}
+    for asset, values in meta.items():
+        assert set(COUNTERS) <= set(values), asset
+        table = f"raw.{asset}"
+        assert values["rows"] == len(baseline.tables[table])
+        assert values["rate_limited_429s"] == 0 and values["retries"] == 0
+    assert sum(m["requests"] for m in meta.values()) == baseline.requests
+
+
+def test_a_key_another_run_blocked_after_a_429_makes_this_run_wait_without_429s(
+    account, baseline, tmp_path, monkeypatch, dagster_instance
+):
+    with cliniko_sandbox(tmp_path, monkeypatch, account) as sandbox:
+        sandbox.map(BASELINE_MAPPING, BASELINE_LOCATIONS)
+        settings = load_settings()
+        limiter = SharedRateLimiter(
+            account.api_key, settings.rate_limit_dir, settings.cliniko_rate_limit_per_minute
+        )
+        # Another run on this key met a 429: every user of the key holds back until the block ends (long
+        # enough to outlast this run's start-up on a busy machine).
+        blocked_until = time.time() + 3.0
+        limiter.block_until(blocked_until)
+        result = sandbox.materialize(dagster_instance, BASELINE_MAPPING, DAY)
+
+        meta = metadata(result)
+        assert sandbox.emulator.request_log[0]["epoch"] >= blocked_until - 0.05
+        assert meta["cliniko_businesses"]["rate_limit_wait_seconds"] > 0
+        assert sum(m["rate_limited_429s"] for m in meta.values()) == 0
+        assert sandbox.snapshot() == baseline.tables
+
+
+def test_a_tight_cliniko_rate_limit_is_waited_out_and_stores_the_same_rows(
+    account, tmp_path, monkeypatch, dagster_instance
+):
+    """Five businesses in five time zones make five appointment requests in a burst; 2 per 2 s lets at most
+    four through in any two windows, so at least one 429 is met, waited out, and the run goes on."""
+    names = (
+        "Sydney CBD Physio",
+        "Auckland Central Clinic",
+        "London Bridge Physiotherapy",
+        "Santa Monica Wellness",
+        "Honolulu Sports Medicine",
+    )
+    with cliniko_sandbox(tmp_path, monkeypatch, account, rate_limit=2, rate_window_seconds=2.0) as sandbox:
+        sandbox.map(BASELINE_MAPPING, ", ".join(names))
+        result = sandbox.materialize(dagster_instance, BASELINE_MAPPING, DAY)
+
+        meta = metadata(result)
+        throttled = sum(1 for e in sandbox.emulator.request_log if e["status"] == 429)
+        assert throttled >= 1
+        assert sum(m["rate_limited_429s"] for m in meta.values()) == throttled
+        assert meta["cliniko_appointments"]["rate_limit_wait_seconds"] > 0
+        stored = sandbox.rows("raw.cliniko_appointments", BASELINE_MAPPING, DAY)
+        assert ids(stored, "appointment_id") == expected_appointment_ids(
+            account, business_ids(account, *names), DAY
+        )
