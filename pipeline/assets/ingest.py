@@ -1,19 +1,19 @@
 """Cliniko -> DuckDB, one mapping-day at a time. HTTP first, then one short write transaction."""
 
 from collections import defaultdict
-from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
+from pipeline.assets.raw_store import store_records
 from pipeline.assets.resources import PipelineResource, column_schema
 from pipeline.automation.partitions import MappingDay, mapping_day_partitions
-from pipeline.cliniko import ClinikoClient, validate
+from pipeline.cliniko import APPOINTMENT_COLUMNS, ClinikoClient
 from pipeline.cliniko.windows import local_day_window, target_day
 from pipeline.registry import MappingConfig
 from pipeline.warehouse import connect
-from pipeline.warehouse.slices import ensure_tables, replace_slice
+from pipeline.warehouse.slices import ensure_tables
 
 GROUP = "cliniko"
 
@@ -39,59 +39,22 @@ def _store(
     day: MappingDay,
     resource: str,
     table: str,
-    records: list[dict[str, Any]],
+    records: Any,
     *,
     whole_mapping: bool = False,
     extra_rows: pd.DataFrame | None = None,
 ) -> tuple[int, int]:
     """Validate `records`, replace the partition's slice of `table` and of the quarantine. Returns counts."""
-    valid, quarantined = validate(resource, records)
-    now = datetime.now(UTC)
-    frame = pd.DataFrame(valid) if not isinstance(valid, pd.DataFrame) else valid
-    if extra_rows is not None and len(extra_rows):
-        frame = pd.concat([frame, extra_rows], ignore_index=True) if len(frame) else extra_rows
-    frame = frame.assign(business_number=day.business_number, loaded_at=now)
-    slice_key: dict[str, Any] = {"business_number": day.business_number}
-    if not whole_mapping:
-        frame = frame.assign(partition_date=day.partition_date)
-        slice_key["partition_date"] = day.partition_date
-    quarantine = pd.DataFrame(
-        [
-            {
-                "business_number": day.business_number,
-                "partition_date": day.partition_date,
-                "resource": resource,
-                "record_id": q["record_id"],
-                "reason": q["reason"],
-                "record": q["record_json"],
-                "quarantined_at": now,
-            }
-            for q in quarantined
-        ],
-        columns=[
-            "business_number",
-            "partition_date",
-            "resource",
-            "record_id",
-            "reason",
-            "record",
-            "quarantined_at",
-        ],
+    return store_records(
+        pipeline.settings.warehouse_path,
+        day.business_number,
+        day.partition_date,
+        resource,
+        table,
+        records,
+        whole_mapping=whole_mapping,
+        extra_rows=extra_rows,
     )
-    with connect(pipeline.settings.warehouse_path) as con:
-        ensure_tables(con)
-        stored = replace_slice(con, table, frame, slice_key)
-        replace_slice(
-            con,
-            "raw.cliniko_quarantine",
-            quarantine,
-            {
-                "business_number": day.business_number,
-                "partition_date": day.partition_date,
-                "resource": resource,
-            },
-        )
-    return stored, len(quarantined)
 
 
 def _quarantine_check(resource: str, quarantined: int, stored: int) -> dg.AssetCheckResult:
@@ -199,10 +162,12 @@ def cliniko_appointments(
         ids_by_zone[business["time_zone_identifier"]].append(business["cliniko_business_id"])
 
     client = _client(pipeline, mapping)
-    records: list[dict[str, Any]] = []
+    records: dict[str, list[Any]] = {column: [] for column in APPOINTMENT_COLUMNS}
     for time_zone, business_ids in ids_by_zone.items():
         start, end = local_day_window(target, time_zone)
-        records.extend(client.individual_appointments(sorted(set(business_ids)), start, end))
+        more = client.individual_appointment_columns(sorted(set(business_ids)), start, end)
+        for column, values in more.items():
+            records[column].extend(values)
     stored, quarantined = _store(pipeline, day, "appointments", "raw.cliniko_appointments", records)
     context.log.info(f"{stored} appointments ending on {target} for mapping {day.business_number}")
     return dg.MaterializeResult(
@@ -243,8 +208,8 @@ def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResour
             ).fetchall()
         ]
     client = _client(pipeline, mapping)
-    records = client.patients(patient_ids) if patient_ids else []
-    returned = {str(r.get("patient_id")) for r in records}
+    records = client.patient_columns(patient_ids)
+    returned = set(records["patient_id"])
     missing_ids = [pid for pid in patient_ids if pid not in returned]
     missing = pd.DataFrame({"patient_id": pd.Series(missing_ids, dtype="str"), "is_missing": True})
     stored, quarantined = _store(

@@ -10,9 +10,11 @@ connections and malformed pages are retried with capped, jittered exponential ba
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,11 +37,15 @@ from pipeline.cliniko.rate_limit import SharedRateLimiter
 from pipeline.cliniko.records import (
     APPOINTMENT_COLUMNS,
     BUSINESS_COLUMNS,
+    COLUMNS_OF,
     PATIENT_COLUMNS,
-    appointment_row,
+    Columns,
+    appointment_columns,
     business_row,
+    columns_of_rows,
     normalise,
-    patient_row,
+    patient_columns,
+    rows_of_columns,
 )
 from pipeline.cliniko.shards import base_url_for
 from pipeline.settings import Settings, load_settings
@@ -166,9 +172,15 @@ class ClinikoClient:
     ) -> list[dict[str, Any]]:
         """Appointments of `business_ids` with `ends_from <= ends_at < ends_before`, cancelled and archived
         included, filtered by Cliniko so that an account's history is never paged through."""
+        return rows_of_columns(self.individual_appointment_columns(business_ids, ends_from, ends_before))
+
+    def individual_appointment_columns(
+        self, business_ids: Sequence[str], ends_from: datetime, ends_before: datetime
+    ) -> Columns:
+        """`individual_appointments` as one list per column of `APPOINTMENT_COLUMNS`: the bulk path."""
         ids = [str(i) for i in dict.fromkeys(business_ids) if i]
         if not ids:
-            return []
+            return {c: [] for c in APPOINTMENT_COLUMNS}
         params = [
             ("q[]", f"business_id:={','.join(ids)}"),
             ("q[]", f"ends_at:>={format_datetime(ends_from)}"),
@@ -177,19 +189,25 @@ class ClinikoClient:
             ("q[]", "cancelled_at:*"),
             ("sort", "ends_at,id"),
         ]
-        return self._collect("/individual_appointments", params, appointment_row, APPOINTMENT_COLUMNS)
+        return self._collect_columns(
+            "/individual_appointments", [params], appointment_columns, APPOINTMENT_COLUMNS
+        )
 
     def patients(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         """The patients with these ids, archived (and merged) included, fetched 100 ids per request.
 
         An id Cliniko does not return (a deleted patient) is simply absent; the loader records it as missing.
         """
+        return rows_of_columns(self.patient_columns(ids))
+
+    def patient_columns(self, ids: Sequence[str]) -> Columns:
+        """`patients` as one list per column of `PATIENT_COLUMNS`: the bulk path."""
         wanted = [str(i) for i in dict.fromkeys(ids) if i]
-        rows: list[dict[str, Any]] = []
-        for chunk in _chunks(wanted, PATIENT_ID_CHUNK):
-            params = [("q[]", f"id:={','.join(chunk)}"), ("q[]", "archived_at:*"), ("sort", "id")]
-            rows.extend(self._collect("/patients", params, patient_row, PATIENT_COLUMNS))
-        return rows
+        queries = (
+            [("q[]", f"id:={','.join(chunk)}"), ("q[]", "archived_at:*"), ("sort", "id")]
+            for chunk in _chunks(wanted, PATIENT_ID_CHUNK)
+        )
+        return self._collect_columns("/patients", queries, patient_columns, PATIENT_COLUMNS)
 
     # -- paging ------------------------------------------------------------------------------------------
 
@@ -200,22 +218,97 @@ class ClinikoClient:
         row: Callable[[dict[str, Any]], dict[str, Any]],
         columns: tuple[str, ...],
     ) -> list[dict[str, Any]]:
+        page_columns = COLUMNS_OF.get(row) or (
+            lambda records: columns_of_rows(normalise(records, row, columns), columns)
+        )
+        return rows_of_columns(self._collect_columns(path, [params], page_columns, columns))
+
+    def _collect_columns(
+        self,
+        path: str,
+        queries: Iterable[list[tuple[str, str]]],
+        page_columns: Callable[[list[Any]], Columns],
+        columns: tuple[str, ...],
+    ) -> Columns:
+        """Walk every query's pages (fetched one page ahead), normalising each page into columns as it comes.
+
+        Each walk is de-duplicated on its own, as a walk's pages can repeat a row when data shifts.
+        """
+        out: Columns = {c: [] for c in columns}
+        walk: Columns | None = None
+        current = -1
+        for index, records in self._prefetched_pages(path, queries):
+            if index != current:
+                if walk is not None:
+                    _extend(out, _dedupe_columns(walk, columns[0]))
+                walk, current = {c: [] for c in columns}, index
+            _extend(walk, page_columns(records))
+        if walk is not None:
+            _extend(out, _dedupe_columns(walk, columns[0]))
+        return out
+
+    def _prefetched_pages(
+        self, path: str, queries: Iterable[list[tuple[str, str]]]
+    ) -> Iterator[tuple[int, list[Any]]]:
+        """(query index, records) for every non-empty page of every query, in order.
+
+        A helper thread makes the requests (each through the shared rate limiter, with its retries) and parses
+        the bodies while this thread normalises the previous page; the queue holds at most two pages. An error
+        in the thread is raised here; leaving the loop early stops the thread before its next request.
+        """
+        pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def put(item: tuple[str, Any]) -> bool:
+            while not stop.is_set():
+                try:
+                    pages.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def fetch() -> None:
+            try:
+                for index, params in enumerate(queries):
+                    for records in self._walk(path, params, stop):
+                        if not put(("page", (index, records))):
+                            return
+                put(("done", None))
+            except BaseException as exc:  # handed to the consuming thread, which raises it
+                put(("error", exc))
+
+        thread = threading.Thread(target=fetch, name="cliniko-prefetch", daemon=True)
+        thread.start()
+        try:
+            while True:
+                kind, item = pages.get()
+                if kind == "done":
+                    return
+                if kind == "error":
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    def _walk(self, path: str, params: list[tuple[str, str]], stop: threading.Event) -> Iterator[list[Any]]:
+        """The records of each page of one query, following `links.next` with the guards of `pagination`."""
         key = collection_key(path)
-        url: str = path
+        url: str | httpx.URL = path
         query: list[tuple[str, str]] | None = [*params, ("per_page", str(PER_PAGE))]
-        rows: list[dict[str, Any]] = []
         cap: int | None = None
         pages = 0
-        while True:
+        while not stop.is_set():
             page = self._get_page(url, query, path, key)
             pages += 1
             if pages == 1:
                 cap = page_cap(page.total_entries)
             if not page.records:
-                break
-            rows.extend(normalise(page.records, row, columns))
+                return
+            yield page.records
             if page.next_url is None:
-                break
+                return
             if cap is not None and pages >= cap:
                 raise ClinikoError(
                     f"Cliniko kept offering a next page of {path} after {pages} pages although it reported "
@@ -223,19 +316,21 @@ class ClinikoClient:
                     "repeats, report it with this message."
                 )
             url, query = self._same_origin(page.next_url), None
-        return _dedupe(rows, columns[0])
 
-    def _same_origin(self, next_url: str) -> str:
+    def _same_origin(self, next_url: str) -> httpx.URL:
         """Follow `links.next`, but only ever to the host we authenticate against (a proxy or emulator may
-        build links with another host name; the key must not travel to it)."""
+        build links with another host name; the key must not travel to it). Returned parsed: httpx re-parses
+        a URL given as text, which for a long query costs more than the rest of the request."""
         url = httpx.URL(next_url)
         if (url.scheme, url.host, url.port) != (self._origin.scheme, self._origin.host, self._origin.port):
             url = url.copy_with(scheme=self._origin.scheme, host=self._origin.host, port=self._origin.port)
-        return str(url)
+        return url
 
     # -- one page, with rate limit and retries -------------------------------------------------------------
 
-    def _get_page(self, url: str, params: list[tuple[str, str]] | None, resource: str, key: str) -> Page:
+    def _get_page(
+        self, url: str | httpx.URL, params: list[tuple[str, str]] | None, resource: str, key: str
+    ) -> Page:
         retrying = Retrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_max),
@@ -254,7 +349,9 @@ class ClinikoClient:
         self.stats.pages += 1
         return page
 
-    def _get_once(self, url: str, params: list[tuple[str, str]] | None, resource: str, key: str) -> Page:
+    def _get_once(
+        self, url: str | httpx.URL, params: list[tuple[str, str]] | None, resource: str, key: str
+    ) -> Page:
         consecutive_429 = 0
         while True:
             if self.limiter is not None:
@@ -323,6 +420,18 @@ def _cliniko_message(response: httpx.Response) -> str:
     except ValueError:
         pass
     return response.text[:300] or response.reason_phrase
+
+
+def _extend(into: Columns, more: Columns) -> None:
+    for name, values in more.items():
+        into[name].extend(values)
+
+
+def _dedupe_columns(columns: Columns, id_column: str) -> Columns:
+    ids = columns[id_column]
+    if len(set(ids)) == len(ids):
+        return columns
+    return columns_of_rows(_dedupe(rows_of_columns(columns), id_column), tuple(columns))
 
 
 def _dedupe(rows: list[dict[str, Any]], id_column: str) -> list[dict[str, Any]]:

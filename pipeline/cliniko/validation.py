@@ -113,16 +113,19 @@ def _schema(resource: str) -> pa.DataFrameSchema:
 SCHEMAS: dict[str, pa.DataFrameSchema] = {resource: _schema(resource) for resource in _LAYOUT}
 
 
-def validate(resource: str, records: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def validate(resource: str, records: Any) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """`(valid rows typed as raw.cliniko_<resource>, quarantine)` for `resource` in businesses, appointments,
-    patients. Quarantine items are `{"record_id", "reason", "record_json"}`; valid rows keep their order."""
+    patients. `records` is a list of rows or, from the client's bulk path, a dict of columns (one list per
+    column, as `ClinikoClient.individual_appointment_columns` gives). Quarantine items are
+    `{"record_id", "reason", "record_json"}`; valid rows keep their order."""
     if resource not in _LAYOUT:
         raise ValueError(f"unknown resource {resource!r}; expected one of {', '.join(RESOURCES)}")
     columns, id_column, kinds = _LAYOUT[resource]
+    values = [records[c] for c in columns] if isinstance(records, dict) else _columnwise(records, columns)
     reasons: dict[int, list[str]] = defaultdict(list)
     typed: dict[str, Any] = {}
-    for column, values in zip(columns, _columnwise(records, columns), strict=True):
-        typed[column] = _typed(column, kinds[column], pd.Series(values, dtype=object), reasons)
+    for column, column_values in zip(columns, values, strict=True):
+        typed[column] = _typed(column, kinds[column], pd.Series(column_values, dtype=object), reasons)
     frame = pd.DataFrame(typed, columns=list(columns))
     try:
         SCHEMAS[resource].validate(frame, lazy=True)
@@ -134,13 +137,18 @@ def validate(resource: str, records: list[dict[str, Any]]) -> tuple[pd.DataFrame
     if not reasons:
         return frame, []
     bad = sorted(reasons)
+    rows = (
+        [{c: v[i] for c, v in zip(columns, values, strict=True)} for i in bad]
+        if isinstance(records, dict)
+        else [records[i] for i in bad]
+    )
     quarantine = [
         {
-            "record_id": records[i].get(id_column) if isinstance(records[i].get(id_column), str) else None,
+            "record_id": row.get(id_column) if isinstance(row.get(id_column), str) else None,
             "reason": "; ".join(dict.fromkeys(reasons[i])),
-            "record_json": orjson.dumps(records[i], default=str).decode(),
+            "record_json": orjson.dumps(row, default=str).decode(),
         }
-        for i in bad
+        for i, row in zip(bad, rows, strict=True)
     ]
     return frame.drop(index=bad).reset_index(drop=True), quarantine
 

@@ -52,10 +52,13 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 import numpy as np
+import orjson
 
 from pipeline.sandbox.generator import NULL, Account
 
 MAX_PER_PAGE = 100
+# Rendered records are kept (as JSON bytes) up to this size: a 200,000-appointment account takes ~300 MB.
+RENDER_CACHE_BYTES = 768 * 1024 * 1024
 DEFAULT_PER_PAGE = 50
 NOT_SEARCHABLE = "This column is not searchable."
 _SHARD_SUFFIX = re.compile(r"^[a-z]{2}\d{1,2}$", re.IGNORECASE)
@@ -592,7 +595,9 @@ class _Response:
 
 
 def _json(status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> _Response:
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON; orjson writes the same bytes as `json.dumps(ensure_ascii=False, separators=(",",
+    ":"))` for the types served here, about ten times faster."""
+    body = orjson.dumps(payload)
     return _Response(status, body, headers or [])
 
 
@@ -634,6 +639,8 @@ class ClinikoEmulator:
         }
         self._windows: dict[str, tuple[int, int]] = {}
         self._seen: dict[tuple, int] = {}
+        self._rendered: dict[tuple[int, str, str], dict[int, bytes]] = {}
+        self._rendered_bytes = 0
         self._log: list[dict] = []
         self._log_lock = threading.Lock()
         self._log_file = (
@@ -844,6 +851,26 @@ class ClinikoEmulator:
             out.append(record)
         return out
 
+    def _rows_bytes(self, resource: str, table: _Table, rows: np.ndarray, root: str) -> list[bytes]:
+        """`_rows_json` as JSON bytes, each record rendered once per account, resource and host name.
+
+        The data and the per-record faults are fixed for the emulator's life, so a record's bytes never
+        change; a page then costs a join instead of building and encoding 100 nested dicts. The cache is
+        dropped when it outgrows `RENDER_CACHE_BYTES`.
+        """
+        if self._rendered_bytes > RENDER_CACHE_BYTES:
+            self._rendered.clear()
+            self._rendered_bytes = 0
+        cache = self._rendered.setdefault((id(table), resource, root), {})
+        keys = rows.tolist()
+        missing = [row for row in keys if row not in cache]
+        if missing:
+            for row, record in zip(missing, self._rows_json(resource, table, missing, root), strict=True):
+                encoded = orjson.dumps(record)
+                cache[row] = encoded
+                self._rendered_bytes += len(encoded)
+        return [cache[row] for row in keys]
+
     def _show(self, resource: str, table: _Table, raw_id: str, root: str) -> _Response:
         found = table.rows_of_ids([int(raw_id)]) if raw_id.isdigit() else []
         row = int(found[0]) if len(found) else None
@@ -876,14 +903,20 @@ class ClinikoEmulator:
             links["next"] = _page_url(url, query, page + 1)
         if page > 1:
             links["previous"] = _page_url(url, query, page - 1)
-        return _json(
-            200,
-            {
-                resource: self._rows_json(resource, table, chunk, root),
-                "total_entries": total,
-                "links": links,
-            },
+        body = b"".join(
+            (
+                b'{"',
+                resource.encode(),
+                b'":[',
+                b",".join(self._rows_bytes(resource, table, chunk, root)),
+                b'],"total_entries":',
+                str(total).encode(),
+                b',"links":',
+                orjson.dumps(links),
+                b"}",
+            )
         )
+        return _Response(200, body, [])
 
 
 def _basic_username(header: str) -> str | None:

@@ -39,3 +39,18 @@ def replace_slice(con: duckdb.DuckDBPyConnection, table: str, rows: Any, slice_k
         con.execute("rollback")
         raise
     return len(rows)
+
+
+def upsert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Any) -> int:
+    """Insert `rows` (a DataFrame or Arrow table), replacing those whose primary key is already in `table`.
+
+    One `INSERT OR REPLACE ... BY NAME` statement, so a bulk load costs one pass however many rows it has.
+    """
+    if not len(rows):
+        return 0
+    con.register("incoming_rows", rows)
+    try:
+        con.execute(f"insert or replace into {table} by name select * from incoming_rows")
+    finally:
+        con.unregister("incoming_rows")
+    return len(rows)

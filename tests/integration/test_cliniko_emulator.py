@@ -371,3 +371,28 @@ def test_request_log_masks_keys_and_writes_jsonl(account, tmp_path):
     assert lines[0]["key"] == "…" + account.api_key.rsplit("-", 1)[0][-4:] + "-au4"
     assert account.api_key not in log_path.read_text()
     assert {"time", "method", "status"} <= set(lines[0])
+
+
+# --- rendering: the cached, orjson-encoded pages are the bytes json.dumps gave ---
+
+
+def test_pages_are_the_same_bytes_as_json_dumps_and_stay_so_when_served_from_the_render_cache(
+    account,
+) -> None:
+    faults = FaultConfig(seed=5, malformed_record_rate=0.2, empty_string_null_rate=0.2)
+    emulator = ClinikoEmulator(ClinikoEmulatorConfig(accounts=[account], rate_limit=100_000, faults=faults))
+    with (
+        running_cliniko(emulator) as url,
+        httpx.Client(base_url=url, auth=(account.api_key, ""), headers=UA, timeout=10) as c,
+    ):
+        params = [("q[]", "archived_at:*"), ("q[]", "cancelled_at:*"), ("per_page", 100), ("page", 2)]
+        first = c.get("/individual_appointments", params=params).content
+        again = c.get("/individual_appointments", params=params).content
+        patients = c.get("/patients", params=[("per_page", 100)]).content
+    for body in (first, patients):
+        assert body == json.dumps(json.loads(body), ensure_ascii=False, separators=(",", ":")).encode()
+    assert again == first
+    page = json.loads(first)
+    assert len(page["individual_appointments"]) == 100
+    assert any(r["did_not_arrive"] == "no" or "patient" not in r for r in page["individual_appointments"])
+    assert any(r["archived_at"] == "" for r in page["individual_appointments"])

@@ -1,0 +1,82 @@
+"""Validated Cliniko rows -> the raw tables and the quarantine, in one short DuckDB transaction.
+
+Kept apart from the Dagster assets (and free of Dagster imports) so that the ingestion benchmark measures
+exactly the path the assets take: client -> `validate` -> `store_records`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.cliniko import validate
+from pipeline.warehouse import connect
+from pipeline.warehouse.slices import ensure_tables, replace_slice, upsert_rows
+
+QUARANTINE_COLUMNS = [
+    "business_number",
+    "partition_date",
+    "resource",
+    "record_id",
+    "reason",
+    "record",
+    "quarantined_at",
+]
+
+
+def store_records(
+    warehouse_path: Path,
+    business_number: str,
+    partition_date: date,
+    resource: str,
+    table: str,
+    records: Any,
+    *,
+    whole_mapping: bool = False,
+    extra_rows: pd.DataFrame | None = None,
+    upsert: bool = False,
+) -> tuple[int, int]:
+    """Validate `records` and store the valid rows in `table`, the others in the quarantine. Returns
+    (stored, quarantined).
+
+    By default the partition's slice is replaced (rows Cliniko no longer returns disappear, re-runs are
+    idempotent); `upsert=True` inserts or replaces by primary key instead, for loads that add to a table.
+    """
+    valid, quarantined = validate(resource, records)
+    now = datetime.now(UTC)
+    frame = valid
+    if extra_rows is not None and len(extra_rows):
+        frame = pd.concat([frame, extra_rows], ignore_index=True) if len(frame) else extra_rows
+    frame = frame.assign(business_number=business_number, loaded_at=now)
+    slice_key: dict[str, Any] = {"business_number": business_number}
+    if not whole_mapping:
+        frame = frame.assign(partition_date=partition_date)
+        slice_key["partition_date"] = partition_date
+    quarantine = pd.DataFrame(
+        [
+            {
+                "business_number": business_number,
+                "partition_date": partition_date,
+                "resource": resource,
+                "record_id": q["record_id"],
+                "reason": q["reason"],
+                "record": q["record_json"],
+                "quarantined_at": now,
+            }
+            for q in quarantined
+        ],
+        columns=QUARANTINE_COLUMNS,
+    )
+    with connect(warehouse_path) as con:
+        ensure_tables(con)
+        stored = upsert_rows(con, table, frame) if upsert else replace_slice(con, table, frame, slice_key)
+        replace_slice(
+            con,
+            "raw.cliniko_quarantine",
+            quarantine,
+            {"business_number": business_number, "partition_date": partition_date, "resource": resource},
+        )
+    return stored, len(quarantined)
