@@ -110,6 +110,9 @@ def demo(days: int) -> None:
 @click.option("--seed", default=42, show_default=True, type=int, help="Same seed and day, same data.")
 @click.option("--size", default="demo", show_default=True, type=click.Choice(["tiny", "demo", "large"]))
 @click.option("--shard", default="au4", show_default=True)
+@click.option("--accounts", type=int, help="Cliniko accounts (API keys); overrides the size's number.")
+@click.option("--businesses", type=int, help="Businesses per account; overrides the size's number.")
+@click.option("--appointments", type=int, help="Appointments per account; overrides the size's number.")
 @click.option("--rate-limit", default=200, show_default=True, type=int, help="Requests per window per key.")
 @click.option("--rate-window", default=60.0, show_default=True, type=float, help="Window length in seconds.")
 @click.option("--error-rate", default=0.0, show_default=True, type=float, help="Fraction of 5xx answers.")
@@ -142,6 +145,9 @@ def sandbox(
     seed: int,
     size: str,
     shard: str,
+    accounts: int | None,
+    businesses: int | None,
+    appointments: int | None,
     rate_limit: int,
     rate_window: float,
     error_rate: float,
@@ -165,7 +171,15 @@ def sandbox(
     from pipeline.sandbox.server import serve_sandbox, write_sandbox_manifest
 
     now = datetime.now(UTC)
-    accounts = generate_preset(seed, size, today=now.date(), now=now, shard=shard)
+    overrides = {"accounts": accounts, "businesses": businesses, "appointments": appointments}
+    accounts = generate_preset(
+        seed,
+        size,
+        today=now.date(),
+        now=now,
+        shard=shard,
+        **{name: value for name, value in overrides.items() if value is not None},
+    )
     faults = FaultConfig(
         seed=seed,
         error_rate=error_rate,
