@@ -28,7 +28,14 @@ def admin(host: str, port: int) -> None:
 )
 @click.option("--date-to", "end", type=click.DateTime(["%Y-%m-%d"]), help="Last partition date (inclusive).")
 @click.option("--mapping", "mappings", multiple=True, help="Business number of a mapping; repeatable.")
-def run(start, end, mappings: tuple[str, ...]) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Processes running partitions side by side (one integration group per process at a time).",
+)
+def run(start, end, mappings: tuple[str, ...], workers: int) -> None:
     """Materialize the whole graph for those partitions of the active mappings, in process."""
     import dagster as dg
 
@@ -36,7 +43,7 @@ def run(start, end, mappings: tuple[str, ...]) -> None:
     from pipeline.automation.runner import (
         dates_between,
         render_summary,
-        run_partitions,
+        run_partitions_in_workers,
         select_partitions,
         summarize,
     )
@@ -47,14 +54,16 @@ def run(start, end, mappings: tuple[str, ...]) -> None:
     ensure_dagster_home(settings)
     try:
         dates = dates_between(start.date(), end.date() if end else None)
-        days = select_partitions(Registry.open(settings), dates, mappings)
+        registry = Registry.open(settings)
+        days = select_partitions(registry, dates, mappings)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     if not days:
         click.echo("No active mapping in the registry: nothing to run.")
         return
+    group_of = {m.business_number: m.group_id for m in registry.mappings(active_only=True)}
     with dg.DagsterInstance.get() as instance:
-        outcomes = run_partitions(days, instance)
+        outcomes = run_partitions_in_workers(days, group_of, workers, instance)
     click.echo(render_summary(summarize(settings, outcomes), outcomes))
     failed = sum(not o.success for o in outcomes)
     click.echo(f"{len(outcomes) - failed} of {len(outcomes)} partition(s) succeeded.")
