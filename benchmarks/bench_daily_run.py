@@ -5,8 +5,9 @@ group, several locations each, Cliniko's 200 requests/minute per key enforced), 
 registry, and runs `cliniko-reviews run --date YESTERDAY` (every active mapping) as its own process, the way
 the daily schedule's runs would go. Prints:
 
-- wall time of the 200 partitions, against the floor the Cliniko API sets for the same requests (each key's
-  requests at 200/minute, keys in parallel): how far the run is from being API-bound;
+- wall time of the 200 partitions with `--workers 3` (one integration group per worker process at a time),
+  against one process running one partition after another (measured on 20 mappings of another day, scaled);
+  the note gives the floor the Cliniko API sets for the same requests (busiest key at 200/minute);
 - per-partition overhead: the time of a partition whose day has no appointments (two runs of 1 and 11 such
   partitions, so the process start-up cancels out), against Dagster's own cost for the same graph shape (six
   no-op partitioned assets with as many checks, on the same kind of instance);
@@ -116,6 +117,10 @@ def main() -> list[Figure]:
     parser.add_argument(
         "--appointments", type=int, default=2000, help="per account over 21 days (~19 per business-day)"
     )
+    parser.add_argument("--workers", type=int, default=3, help="`run --workers` for the daily run")
+    parser.add_argument(
+        "--sequential-sample", type=int, default=20, help="mappings the one-process baseline runs"
+    )
     parser.add_argument("--empty-partitions", type=int, default=10)
     parser.add_argument("--dir", type=Path, help="keep the data here (default: a temp dir)")
     args = parser.parse_args()
@@ -125,7 +130,6 @@ def main() -> list[Figure]:
     request_log.unlink(missing_ok=True)
     today = date.today()
     day = today - timedelta(days=1)
-    figures: list[Figure] = []
     options = [
         "--size=tiny",
         f"--accounts={args.accounts}",
@@ -136,63 +140,24 @@ def main() -> list[Figure]:
     with sandbox(workdir, *options) as box:
         data_dir = workdir / "data"
         env = environment(data_dir, box)
-        mappings = [
-            (
-                str(700_000_000 + i),
-                i % len(box.accounts),
-                box.accounts[i % len(box.accounts)]["businesses"][
-                    (i // len(box.accounts)) % len(box.accounts[i % len(box.accounts)]["businesses"])
-                ],
-            )
-            for i in range(args.mappings)
-        ]
+        accounts = len(box.accounts)
+        mappings = []
+        for i in range(args.mappings):
+            names = box.accounts[i % accounts]["businesses"]
+            mappings.append((str(700_000_000 + i), i % accounts, names[(i // accounts) % len(names)]))
         create_mappings(data_dir, box, mappings)
-        print(
-            f"{args.mappings} mappings over {len(box.accounts)} Cliniko keys; running {day} for all of them",
-            flush=True,
-        )
-        run = run_command(["run", f"--date={day}"], env, workdir / "daily_run.log")
-        if run.status != 0:
-            raise SystemExit(f"the daily run failed (exit {run.status}); see {workdir / 'daily_run.log'}")
-        requests = read_request_log(request_log)
-        floor, count, throttled = api_floor(requests)
-        log = (workdir / "daily_run.log").read_text().splitlines()
-        summary = next((line for line in reversed(log) if "succeeded" in line), "")
-        print(f"{summary} {count} Cliniko requests, {throttled} answered 429", flush=True)
-        figures.append(
-            report(
-                Figure(
-                    "daily run wall time",
-                    run.wall,
-                    floor,
-                    "s",
-                    "Cliniko API floor: busiest key's requests at 200/min",
-                    "info (CPU-bound; see per-partition overhead)",
-                    None,
-                    f"{args.mappings} partitions: {run.wall / args.mappings:.2f} s wall and "
-                    f"{run.cpu / args.mappings:.2f} s CPU each; {count} requests, {throttled} x 429",
-                )
-            )
-        )
-        figures.append(
-            report(
-                Figure(
-                    "daily run peak memory",
-                    run.peak_rss_mb,
-                    idle_rss_mb(),
-                    "MB",
-                    "process that only loads the definitions",
-                    "<= 1,500 MB",
-                    run.peak_rss_mb <= 1500,
-                )
-            )
-        )
+
+        # Per-partition overhead first, on an empty warehouse: partitions of a day without appointments.
         empty_day = today - timedelta(days=EMPTY_DAY_OFFSET)
         first = mappings[0][0]
         one = run_command(["run", f"--date={empty_day}", f"--mapping={first}"], env, workdir / "empty_1.log")
-        last = empty_day + timedelta(days=args.empty_partitions)
         many = run_command(
-            ["run", f"--date={empty_day + timedelta(days=1)}", f"--date-to={last}", f"--mapping={first}"],
+            [
+                "run",
+                f"--date={empty_day + timedelta(days=1)}",
+                f"--date-to={empty_day + timedelta(days=args.empty_partitions)}",
+                f"--mapping={first}",
+            ],
             env,
             workdir / "empty_n.log",
         )
@@ -200,23 +165,77 @@ def main() -> list[Figure]:
             raise SystemExit(f"an empty-day run failed; see {workdir}/empty_*.log")
         overhead = (many.wall - one.wall) / (args.empty_partitions - 1)
         overhead_cpu = (many.cpu - one.cpu) / (args.empty_partitions - 1)
-        floor_wall, floor_cpu = dagster_floor(workdir / "floor_home", args.empty_partitions)
-        figures.append(
-            report(
-                Figure(
-                    "per-partition overhead",
-                    overhead,
-                    floor_wall,
-                    "s",
-                    "Dagster alone: six no-op assets, same checks",
-                    "ratio <= 1.5",
-                    overhead <= 1.5 * floor_wall,
-                    f"a partition with 0 appointments; CPU {overhead_cpu:.2f} s against Dagster's "
-                    f"{floor_cpu:.2f} s; process start-up {one.wall - overhead:.1f} s per command",
-                )
-            )
+        startup = max(one.wall - overhead, 0.0)
+
+        # The one-process baseline: a sample of the mappings on another day, one run per partition.
+        sample = mappings[: args.sequential_sample]
+        sequential = run_command(
+            ["run", f"--date={day - timedelta(days=1)}", *[f"--mapping={bn}" for bn, _, _ in sample]],
+            env,
+            workdir / "sequential.log",
         )
-    return figures
+        if sequential.status:
+            raise SystemExit(f"the sequential sample failed; see {workdir / 'sequential.log'}")
+        per_partition = (sequential.wall - startup) / len(sample)
+        sequential_estimate = startup + per_partition * args.mappings
+
+        print(
+            f"{args.mappings} mappings over {accounts} Cliniko keys; running {day} for all of them "
+            f"with --workers {args.workers}",
+            flush=True,
+        )
+        request_log.write_text("")
+        run = run_command(
+            ["run", f"--date={day}", f"--workers={args.workers}"], env, workdir / "daily_run.log"
+        )
+        if run.status != 0:
+            raise SystemExit(f"the daily run failed (exit {run.status}); see {workdir / 'daily_run.log'}")
+        floor, count, throttled = api_floor(read_request_log(request_log))
+        log = (workdir / "daily_run.log").read_text().splitlines()
+        print(next((line for line in reversed(log) if "succeeded" in line), ""), flush=True)
+
+    floor_wall, floor_cpu = dagster_floor(workdir / "floor_home", args.empty_partitions)
+    return [
+        report(
+            Figure(
+                f"daily run, {args.mappings} mappings x 1 day",
+                run.wall,
+                sequential_estimate,
+                "s",
+                f"one process, one run per partition: {len(sample)} measured, scaled",
+                "info (2 shared cores)",
+                None,
+                f"{run.wall / args.mappings:.2f} s wall and {run.cpu / args.mappings:.2f} s CPU per "
+                f"partition (all processes); {count} Cliniko requests, {throttled} x 429; the API floor "
+                f"for them is {floor:.1f} s (busiest key at 200/min), so the run is CPU-bound",
+            )
+        ),
+        report(
+            Figure(
+                "daily run peak memory",
+                run.peak_rss_mb,
+                idle_rss_mb(),
+                "MB",
+                "a process that only loads the definitions",
+                "<= 1,500 MB",
+                run.peak_rss_mb <= 1500,
+                "largest single process (the parent or one worker)",
+            )
+        ),
+        report(
+            Figure(
+                "per-partition overhead",
+                overhead,
+                floor_wall,
+                "s",
+                "Dagster alone: six no-op assets, same checks",
+                "ratio <= 1.5",
+                overhead <= 1.5 * floor_wall,
+                f"a partition with 0 appointments; CPU {overhead_cpu:.2f} s against Dagster's "
+                f"{floor_cpu:.2f} s; process start-up {startup:.1f} s per command",
+            )
+        ),
+    ]
 
 
 if __name__ == "__main__":
