@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from benchmarks.support import Figure, report
 from pipeline.warehouse import run_sql
 from pipeline.warehouse.models import build_partition, ensure_models
 
@@ -158,7 +159,7 @@ def full_rerun(con: duckdb.DuckDBPyConnection, mappings: int, days: int) -> tupl
     return time.perf_counter() - started, days * mappings
 
 
-def main() -> None:
+def main() -> list[Figure]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -175,6 +176,7 @@ def main() -> None:
     directory.mkdir(parents=True, exist_ok=True)
 
     results = {}
+    reruns: dict[str, tuple[float, int]] = {}
     for label, rows in (("small", args.small), ("large", args.large)):
         path = directory / f"warehouse_{rows}.duckdb"
         path.unlink(missing_ok=True)
@@ -197,6 +199,7 @@ def main() -> None:
             )
             if label == "small" or not args.skip_full_rerun:
                 seconds, partitions = full_rerun(con, args.mappings, days)
+                reruns[label] = (seconds, partitions)
                 print(
                     f"{label}: full re-run of {partitions:,} partitions: {seconds:.1f} s "
                     f"({seconds / partitions * 1000:.0f} ms per partition)",
@@ -216,6 +219,37 @@ def main() -> None:
         "(goal <= 1.5)",
         flush=True,
     )
+    figures = [
+        report(
+            Figure(
+                f"models: one partition over {args.large:,} rows of history",
+                large_wall * 1000,
+                small_wall * 1000,
+                "ms",
+                f"the same over {args.small:,} rows",
+                "ratio <= 1.5",
+                large_wall / small_wall <= 1.5,
+                f"CPU {large_cpu * 1000:.0f} ms against {small_cpu * 1000:.0f} ms "
+                f"(ratio {large_cpu / small_cpu:.2f})",
+            )
+        )
+    ]
+    if "large" in reruns:
+        seconds, partitions = reruns["large"]
+        figures.append(
+            report(
+                Figure(
+                    f"models: full re-run over {args.large:,} rows",
+                    seconds,
+                    partitions * large_wall,
+                    "s",
+                    f"{partitions:,} partitions x one partition's time",
+                    "info",
+                    None,
+                )
+            )
+        )
+    return figures
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchmarks.support import Figure, report
 from pipeline.birdeye import Accepted, BirdeyeClient
 from pipeline.sandbox.birdeye_emulator import DEFAULT_API_KEY
 from pipeline.sink import post_review_requests
@@ -67,7 +68,7 @@ def raw_client(base_url: str, n: int, concurrency: int) -> float:
     return n / elapsed
 
 
-def main() -> None:
+def main() -> list[Figure]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--one-by-one-requests", type=int, default=300, help="sequential posting is slow")
@@ -96,10 +97,12 @@ def main() -> None:
             serial = run(base_url, workdir, "serial", args.one_by_one_requests, concurrency=1, **common)
             print(f"one by one (concurrency 1, {args.one_by_one_requests} requests): {serial:7.1f}/s "
                   f"(bound {min(1 / latency, args.rate):.0f}/s)")  # fmt: skip
+            rates = {}
             for batch in (None, args.concurrency, 2 * args.concurrency, 8 * args.concurrency):
                 label = "adaptive" if batch is None else f"batch{batch}"
                 rate = run(base_url, workdir, label, args.requests, concurrency=args.concurrency,
                            batch_size=batch, **common)  # fmt: skip
+                rates[label] = rate
                 print(f"concurrency {args.concurrency}, batch {label:>9}: {rate:7.1f}/s = "
                       f"{rate / bound:5.1%} of the bound, {rate / serial:5.1f}x one by one")  # fmt: skip
             limited = min(args.rate, 100.0)
@@ -110,6 +113,18 @@ def main() -> None:
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
+    adaptive = rates["adaptive"]
+    return [
+        report(Figure("sink throughput against the bound", adaptive, bound, "requests/s",
+                      f"min(concurrency/latency, rate): min({args.concurrency}/{latency:g}s, {args.rate:g})",
+                      "ratio >= 0.8", adaptive >= 0.8 * bound,
+                      f"the HTTP client alone reached {raw:.0f}/s")),
+        report(Figure("sink throughput against one-by-one posting", adaptive, serial, "requests/s",
+                      "concurrency 1, same ledger", f"ratio >= {args.concurrency / 2:g}",
+                      adaptive >= args.concurrency / 2 * serial)),
+        report(Figure("sink under a rate limit", rate, limited, "requests/s", "the configured limit",
+                      "ratio >= 0.9", rate >= 0.9 * limited)),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -28,7 +28,14 @@ def admin(host: str, port: int) -> None:
 )
 @click.option("--date-to", "end", type=click.DateTime(["%Y-%m-%d"]), help="Last partition date (inclusive).")
 @click.option("--mapping", "mappings", multiple=True, help="Business number of a mapping; repeatable.")
-def run(start, end, mappings: tuple[str, ...]) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Processes running partitions side by side (one integration group per process at a time).",
+)
+def run(start, end, mappings: tuple[str, ...], workers: int) -> None:
     """Materialize the whole graph for those partitions of the active mappings, in process."""
     import dagster as dg
 
@@ -36,7 +43,7 @@ def run(start, end, mappings: tuple[str, ...]) -> None:
     from pipeline.automation.runner import (
         dates_between,
         render_summary,
-        run_partitions,
+        run_partitions_in_workers,
         select_partitions,
         summarize,
     )
@@ -47,14 +54,16 @@ def run(start, end, mappings: tuple[str, ...]) -> None:
     ensure_dagster_home(settings)
     try:
         dates = dates_between(start.date(), end.date() if end else None)
-        days = select_partitions(Registry.open(settings), dates, mappings)
+        registry = Registry.open(settings)
+        days = select_partitions(registry, dates, mappings)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     if not days:
         click.echo("No active mapping in the registry: nothing to run.")
         return
+    group_of = {m.business_number: m.group_id for m in registry.mappings(active_only=True)}
     with dg.DagsterInstance.get() as instance:
-        outcomes = run_partitions(days, instance)
+        outcomes = run_partitions_in_workers(days, group_of, workers, instance)
     click.echo(render_summary(summarize(settings, outcomes), outcomes))
     failed = sum(not o.success for o in outcomes)
     click.echo(f"{len(outcomes) - failed} of {len(outcomes)} partition(s) succeeded.")
@@ -110,6 +119,9 @@ def demo(days: int) -> None:
 @click.option("--seed", default=42, show_default=True, type=int, help="Same seed and day, same data.")
 @click.option("--size", default="demo", show_default=True, type=click.Choice(["tiny", "demo", "large"]))
 @click.option("--shard", default="au4", show_default=True)
+@click.option("--accounts", type=int, help="Cliniko accounts (API keys); overrides the size's number.")
+@click.option("--businesses", type=int, help="Businesses per account; overrides the size's number.")
+@click.option("--appointments", type=int, help="Appointments per account; overrides the size's number.")
 @click.option("--rate-limit", default=200, show_default=True, type=int, help="Requests per window per key.")
 @click.option("--rate-window", default=60.0, show_default=True, type=float, help="Window length in seconds.")
 @click.option("--error-rate", default=0.0, show_default=True, type=float, help="Fraction of 5xx answers.")
@@ -142,6 +154,9 @@ def sandbox(
     seed: int,
     size: str,
     shard: str,
+    accounts: int | None,
+    businesses: int | None,
+    appointments: int | None,
     rate_limit: int,
     rate_window: float,
     error_rate: float,
@@ -165,7 +180,15 @@ def sandbox(
     from pipeline.sandbox.server import serve_sandbox, write_sandbox_manifest
 
     now = datetime.now(UTC)
-    accounts = generate_preset(seed, size, today=now.date(), now=now, shard=shard)
+    overrides = {"accounts": accounts, "businesses": businesses, "appointments": appointments}
+    accounts = generate_preset(
+        seed,
+        size,
+        today=now.date(),
+        now=now,
+        shard=shard,
+        **{name: value for name, value in overrides.items() if value is not None},
+    )
     faults = FaultConfig(
         seed=seed,
         error_rate=error_rate,

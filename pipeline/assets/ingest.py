@@ -4,6 +4,7 @@ from collections import defaultdict
 from typing import Any
 
 import dagster as dg
+import duckdb
 import pandas as pd
 
 from pipeline.assets.raw_store import store_records
@@ -94,6 +95,17 @@ def matched_businesses(businesses: list[dict[str, Any]], location_names: tuple[s
     return [b for name in location_names for b in by_name[name.strip().casefold()]]
 
 
+def stored_businesses(con: duckdb.DuckDBPyConnection, business_number: str) -> list[dict[str, Any]]:
+    """The Cliniko businesses stored for a mapping, with None (not pandas' NaN) where Cliniko has no time
+    zone: a NaN zone is truthy and would not fall back to UTC."""
+    columns = ("cliniko_business_id", "business_name", "time_zone_identifier")
+    rows = con.execute(
+        f"select {', '.join(columns)} from raw.cliniko_businesses where business_number = $bn",
+        {"bn": business_number},
+    ).fetchall()
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
 @dg.asset(
     partitions_def=mapping_day_partitions,
     group_name=GROUP,
@@ -146,15 +158,7 @@ def cliniko_appointments(
     day, mapping = pipeline.partition(context)
     with connect(pipeline.settings.warehouse_path) as con:
         ensure_tables(con)
-        # Plain tuples, not a DataFrame: pandas would turn a null time zone into NaN, which is not None.
-        businesses = [
-            {"cliniko_business_id": bid, "business_name": name, "time_zone_identifier": tz}
-            for bid, name, tz in con.execute(
-                "select cliniko_business_id, business_name, time_zone_identifier "
-                "from raw.cliniko_businesses where business_number = $bn",
-                {"bn": day.business_number},
-            ).fetchall()
-        ]
+        businesses = stored_businesses(con, day.business_number)
     matched = matched_businesses(businesses, mapping.location_names)
     target = target_day(day.partition_date, mapping.fetch_delay_days)
     ids_by_zone: dict[str | None, list[str]] = defaultdict(list)

@@ -27,8 +27,14 @@ class PipelineResource(dg.ConfigurableResource):
         settings = load_settings()
         return replace(settings, data_dir=Path(self.data_dir)) if self.data_dir else settings
 
-    def registry(self) -> Registry:
+    @cached_property
+    def _registry(self) -> Registry:
+        # Opening checks the schema and loads the secret key: once per resource, not once per asset. Every
+        # read below is still its own transaction, so a run sees the registry as it is now.
         return Registry.open(self.settings)
+
+    def registry(self) -> Registry:
+        return self._registry
 
     def partition(self, context: dg.AssetExecutionContext) -> tuple[MappingDay, MappingConfig]:
         """The partition being materialized and its mapping, which must exist and be active."""

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from pipeline.birdeye.outcomes import Accepted, Outcome, Rejected, Retryable, Unknown
+from pipeline.tls import tls_context
 
 CHECKIN_PATH = "/v1/customer/checkin"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -186,6 +187,7 @@ class BirdeyeClient:
         )
         self._http = httpx.Client(
             base_url=self.base_url,
+            verify=tls_context(),
             timeout=timeout,
             limits=limits,
             headers={"Accept": "application/json", "User-Agent": "cliniko-reviews"},

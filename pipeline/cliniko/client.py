@@ -49,6 +49,7 @@ from pipeline.cliniko.records import (
 )
 from pipeline.cliniko.shards import base_url_for
 from pipeline.settings import Settings, load_settings
+from pipeline.tls import tls_context
 
 # 100 ids of 19 digits, comma-joined and percent-encoded, make a ~2.3 KB URL: far below common 8 KB limits.
 PATIENT_ID_CHUNK = 100
@@ -105,7 +106,8 @@ class ClinikoClient:
     ...     cliniko.stats.as_dict()
 
     `rate_limit_per_minute` is the key's budget per `window_seconds` (the name follows Cliniko's 200/min; a
-    test or benchmark shrinks the window). `0` turns the shared limiter off, for raw-speed measurements only.
+    test or benchmark shrinks the window). Both default to the settings (`CLINIKO_RATE_LIMIT_PER_MINUTE`,
+    `CLINIKO_RATE_LIMIT_WINDOW_SECONDS`). `0` turns the shared limiter off, for raw-speed measurements only.
     """
 
     def __init__(
@@ -116,7 +118,7 @@ class ClinikoClient:
         base_url: str | None = None,
         user_agent: str | None = None,
         rate_limit_per_minute: int | None = None,
-        window_seconds: float = 60.0,
+        window_seconds: float | None = None,
         timeout: float = 60.0,
         max_retries: int = 5,
         backoff_initial: float = 0.5,
@@ -132,8 +134,9 @@ class ClinikoClient:
         limit = (
             settings.cliniko_rate_limit_per_minute if rate_limit_per_minute is None else rate_limit_per_minute
         )
+        window = settings.cliniko_rate_limit_window_seconds if window_seconds is None else window_seconds
         self.limiter = (
-            SharedRateLimiter(api_key, settings.rate_limit_dir, limit, window_seconds) if limit > 0 else None
+            SharedRateLimiter(api_key, settings.rate_limit_dir, limit, window) if limit > 0 else None
         )
         self.max_retries = max_retries
         self.backoff_initial = backoff_initial
@@ -142,6 +145,7 @@ class ClinikoClient:
         self.stats = ClientStats()
         self._http = httpx.Client(
             base_url=self.base_url,
+            verify=tls_context(),
             auth=(api_key, ""),
             headers={"User-Agent": self.user_agent, "Accept": "application/json"},
             timeout=timeout,

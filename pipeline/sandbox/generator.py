@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import string
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -759,11 +759,17 @@ def generate_accounts(
     ]
 
 
-def generate_preset(seed: int, size: str, *, today: date, now: datetime, shard: str = "au4") -> list[Account]:
-    """The accounts behind `cliniko-reviews sandbox --size S`: history before `today`, some future after."""
+def generate_preset(
+    seed: int, size: str, *, today: date, now: datetime, shard: str = "au4", **overrides: int
+) -> list[Account]:
+    """The accounts behind `cliniko-reviews sandbox --size S`: history before `today`, some future after.
+
+    `overrides` replace the size's `accounts`, `businesses` or `appointments` (a benchmark of many clinics
+    needs many keys and locations, not a new size).
+    """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
-    preset = SIZES[size]
+    preset = replace(SIZES[size], **overrides)
     return generate_accounts(
         seed,
         preset.accounts,

@@ -1,0 +1,95 @@
+"""`python -m benchmarks [--only NAME ...] [-- ARGS]`: every `benchmarks/bench_*.py` in turn, then a summary.
+
+Each module's `main()` runs with its own defaults (ARGS after `--` go to it when exactly one `--only` is
+given). A module that is not in this checkout is skipped with a note; one that fails is reported and the
+others still run. The exit status is non-zero only if a benchmark failed to run, not when a figure misses
+its goal: a miss is a measurement, reported with its reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from benchmarks.support import Figure, machine_lines
+
+# The issue's order: API efficiency, rate-limit floor, ingestion throughput, models, sink, daily run.
+KNOWN = ("ingest_requests", "rate_floor", "ingest_throughput", "models", "sink", "daily_run")
+HERE = Path(__file__).resolve().parent
+
+
+def available() -> list[str]:
+    found = sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    return [*[n for n in KNOWN if n in found], *[n for n in found if n not in KNOWN]]
+
+
+def run_one(name: str, argv: list[str]) -> tuple[list[Figure], bool]:
+    """Import `benchmarks.bench_<name>` and call its `main()` with `argv` as its command line."""
+    module = importlib.import_module(f"benchmarks.bench_{name}")
+    saved = sys.argv
+    sys.argv = [f"benchmarks/bench_{name}.py", *argv]
+    try:
+        result = module.main()
+    finally:
+        sys.argv = saved
+    return [f for f in (result or []) if isinstance(f, Figure)], True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="NAME", help="run only bench_NAME (repeatable)"
+    )
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="after --: arguments for the one --only")
+    options = parser.parse_args()
+    extra = [a for a in options.args if a != "--"]
+    if extra and len(options.only) != 1:
+        parser.error("arguments after -- need exactly one --only NAME")
+    present = available()
+    if options.list:
+        print("\n".join(f"{n}{'' if n in present else '  (not in this checkout)'}" for n in KNOWN))
+        return 0
+    wanted = [n.removeprefix("bench_").removesuffix(".py") for n in options.only] or [
+        *KNOWN,
+        *[n for n in present if n not in KNOWN],
+    ]
+
+    print("\n".join(machine_lines()), flush=True)
+    figures: list[Figure] = []
+    failed: list[str] = []
+    for name in wanted:
+        print(f"\n=== bench_{name} ===", flush=True)
+        if name not in present:
+            print(f"skipped: benchmarks/bench_{name}.py is not in this checkout", flush=True)
+            continue
+        started = time.perf_counter()
+        try:
+            found, _ = run_one(name, extra)
+            figures.extend(found)
+        except (Exception, SystemExit) as error:
+            if isinstance(error, SystemExit) and error.code in (None, 0):
+                continue
+            traceback.print_exc()
+            failed.append(name)
+        print(f"(bench_{name}: {time.perf_counter() - started:.0f} s)", flush=True)
+
+    print("\n=== summary ===")
+    print("\n".join(machine_lines()[:1]))
+    for figure in figures:
+        print(figure.line())
+    misses = [f.name for f in figures if f.passed is False]
+    print(f"{len(figures)} figures: {sum(f.passed is True for f in figures)} PASS, {len(misses)} MISS"
+          + (f" ({', '.join(misses)})" if misses else "")
+          + (f"; failed to run: {', '.join(failed)}" if failed else ""))  # fmt: skip
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Benchmark: the daily run at scale, 200 mappings x 1 day end to end on this machine.
+
+Not a test. Starts the sandbox in its own process with many Cliniko accounts (one API key per integration
+group, several locations each, Cliniko's 200 requests/minute per key enforced), puts 200 mappings in a fresh
+registry, and runs `cliniko-reviews run --date YESTERDAY` (every active mapping) as its own process, the way
+the daily schedule's runs would go. Prints:
+
+- wall time of the 200 partitions with `--workers 3` (one integration group per worker process at a time),
+  against one process running one partition after another (measured on 20 mappings of another day, scaled);
+  the note gives the floor the Cliniko API sets for the same requests (busiest key at 200/minute);
+- per-partition overhead: the time of a partition whose day has no appointments (two runs of 1 and 11 such
+  partitions, so the process start-up cancels out), against Dagster's own cost for the same graph shape (six
+  no-op partitioned assets with as many checks, on the same kind of instance);
+- peak memory (RSS) of the run process, against the same process that only loads the definitions.
+
+    uv run python benchmarks/bench_daily_run.py [--mappings 200] [--accounts 40] [--businesses 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from benchmarks.support import (
+    PROJECT_ROOT,
+    Figure,
+    create_mappings,
+    environment,
+    read_request_log,
+    report,
+    run_command,
+    sandbox,
+)
+from pipeline.automation.instance import DAGSTER_YAML
+from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay, mapping_day_partitions
+from pipeline.automation.runner import QUIET
+from pipeline.warehouse.models import CHECKS
+
+CLINIKO_RATE = 200 / 60.0  # requests per second per key
+EMPTY_DAY_OFFSET = 60  # days before today: before the sandbox's generated history, so no appointments
+
+
+def _noop_asset(name: str, dep: dg.AssetsDefinition | None, checks: list[str]) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        partitions_def=mapping_day_partitions,
+        deps=[dep] if dep else [],
+        check_specs=[dg.AssetCheckSpec(c, asset=name) for c in checks],
+    )
+    def _asset() -> dg.MaterializeResult:
+        results = [dg.AssetCheckResult(check_name=c, passed=True) for c in checks]
+        return dg.MaterializeResult(metadata={"rows": 0}, check_results=results)
+
+    return _asset
+
+
+def dagster_floor(home: Path, partitions: int) -> tuple[float, float]:
+    """Median wall and CPU seconds per run of six no-op assets shaped like ours (same partitions, as many
+    checks), one run per partition in process on an instance configured like ours: what Dagster itself
+    costs per run."""
+    shape = [("b", ["q"]), ("a", ["q"]), ("p", ["q"]), ("m", list(CHECKS)), ("s", ["d"]), ("x", [])]
+    assets: list[dg.AssetsDefinition] = []
+    for name, checks in shape:
+        assets.append(_noop_asset(name, assets[-1] if assets else None, checks))
+    job = dg.Definitions(assets=assets, jobs=[dg.define_asset_job("noop", selection="*")]).resolve_job_def(
+        "noop"
+    )
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(DAGSTER_YAML.replace("env: DAGSTER_HOME", str(home)))
+    walls, cpus = [], []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions(MAPPING_DIMENSION, ["1"])
+        for k in range(partitions + 1):
+            wall, cpu = time.perf_counter(), time.process_time()
+            job.execute_in_process(
+                instance=instance,
+                partition_key=MappingDay("1", date(2024, 1, 1) + timedelta(k)).key,
+                run_config=QUIET,
+            )
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+    return statistics.median(walls[1:]), statistics.median(cpus[1:])
+
+
+def idle_rss_mb() -> float:
+    """Peak RSS of a process that loads the definitions and nothing else."""
+    process = subprocess.Popen([sys.executable, "-c", "import pipeline.definitions"], cwd=PROJECT_ROOT)
+    _, _, usage = os.wait4(process.pid, 0)
+    return usage.ru_maxrss / 1024
+
+
+def api_floor(requests: list[dict]) -> tuple[float, int, int]:
+    """Seconds the Cliniko API needs at least for these requests (the busiest key at 200/minute; keys run
+    in parallel), the number of requests and of 429s."""
+    per_key = Counter(r["key"] for r in requests)
+    busiest = max(per_key.values(), default=0)
+    return busiest / CLINIKO_RATE, len(requests), sum(r["status"] == 429 for r in requests)
+
+
+def main() -> list[Figure]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mappings", type=int, default=200)
+    parser.add_argument("--accounts", type=int, default=40, help="Cliniko API keys (integration groups)")
+    parser.add_argument("--businesses", type=int, default=5, help="Cliniko businesses per account")
+    parser.add_argument(
+        "--appointments", type=int, default=2000, help="per account over 21 days (~19 per business-day)"
+    )
+    parser.add_argument("--workers", type=int, default=3, help="`run --workers` for the daily run")
+    parser.add_argument(
+        "--sequential-sample", type=int, default=20, help="mappings the one-process baseline runs"
+    )
+    parser.add_argument("--empty-partitions", type=int, default=10)
+    parser.add_argument("--dir", type=Path, help="keep the data here (default: a temp dir)")
+    args = parser.parse_args()
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="bench_daily_run_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    request_log = workdir / "cliniko_requests.jsonl"
+    request_log.unlink(missing_ok=True)
+    today = date.today()
+    day = today - timedelta(days=1)
+    options = [
+        "--size=tiny",
+        f"--accounts={args.accounts}",
+        f"--businesses={args.businesses}",
+        f"--appointments={args.appointments}",
+        f"--request-log={request_log}",
+    ]
+    with sandbox(workdir, *options) as box:
+        data_dir = workdir / "data"
+        env = environment(data_dir, box)
+        accounts = len(box.accounts)
+        mappings = []
+        for i in range(args.mappings):
+            names = box.accounts[i % accounts]["businesses"]
+            mappings.append((str(700_000_000 + i), i % accounts, names[(i // accounts) % len(names)]))
+        create_mappings(data_dir, box, mappings)
+
+        # Per-partition overhead first, on an empty warehouse: partitions of a day without appointments.
+        empty_day = today - timedelta(days=EMPTY_DAY_OFFSET)
+        first = mappings[0][0]
+        one = run_command(["run", f"--date={empty_day}", f"--mapping={first}"], env, workdir / "empty_1.log")
+        many = run_command(
+            [
+                "run",
+                f"--date={empty_day + timedelta(days=1)}",
+                f"--date-to={empty_day + timedelta(days=args.empty_partitions)}",
+                f"--mapping={first}",
+            ],
+            env,
+            workdir / "empty_n.log",
+        )
+        if one.status or many.status:
+            raise SystemExit(f"an empty-day run failed; see {workdir}/empty_*.log")
+        overhead = (many.wall - one.wall) / (args.empty_partitions - 1)
+        overhead_cpu = (many.cpu - one.cpu) / (args.empty_partitions - 1)
+        startup = max(one.wall - overhead, 0.0)
+
+        # The one-process baseline: a sample of the mappings on another day, one run per partition.
+        sample = mappings[: args.sequential_sample]
+        sequential = run_command(
+            ["run", f"--date={day - timedelta(days=1)}", *[f"--mapping={bn}" for bn, _, _ in sample]],
+            env,
+            workdir / "sequential.log",
+        )
+        if sequential.status:
+            raise SystemExit(f"the sequential sample failed; see {workdir / 'sequential.log'}")
+        per_partition = (sequential.wall - startup) / len(sample)
+        sequential_estimate = startup + per_partition * args.mappings
+
+        print(
+            f"{args.mappings} mappings over {accounts} Cliniko keys; running {day} for all of them "
+            f"with --workers {args.workers}",
+            flush=True,
+        )
+        request_log.write_text("")
+        run = run_command(
+            ["run", f"--date={day}", f"--workers={args.workers}"], env, workdir / "daily_run.log"
+        )
+        if run.status != 0:
+            raise SystemExit(f"the daily run failed (exit {run.status}); see {workdir / 'daily_run.log'}")
+        floor, count, throttled = api_floor(read_request_log(request_log))
+        log = (workdir / "daily_run.log").read_text().splitlines()
+        print(next((line for line in reversed(log) if "succeeded" in line), ""), flush=True)
+
+    floor_wall, floor_cpu = dagster_floor(workdir / "floor_home", args.empty_partitions)
+    return [
+        report(
+            Figure(
+                f"daily run, {args.mappings} mappings x 1 day",
+                run.wall,
+                sequential_estimate,
+                "s",
+                f"one process, one run per partition: {len(sample)} measured, scaled",
+                "info (2 shared cores)",
+                None,
+                f"{run.wall / args.mappings:.2f} s wall and {run.cpu / args.mappings:.2f} s CPU per "
+                f"partition (all processes); {count} Cliniko requests, {throttled} x 429; the API floor "
+                f"for them is {floor:.1f} s (busiest key at 200/min), so the run is CPU-bound",
+            )
+        ),
+        report(
+            Figure(
+                "daily run peak memory",
+                run.peak_rss_mb,
+                idle_rss_mb(),
+                "MB",
+                "a process that only loads the definitions",
+                "<= 1,500 MB",
+                run.peak_rss_mb <= 1500,
+                "largest single process (the parent or one worker)",
+            )
+        ),
+        report(
+            Figure(
+                "per-partition overhead",
+                overhead,
+                floor_wall,
+                "s",
+                "Dagster alone: six no-op assets, same checks",
+                "ratio <= 1.5",
+                overhead <= 1.5 * floor_wall,
+                f"a partition with 0 appointments; CPU {overhead_cpu:.2f} s against Dagster's "
+                f"{floor_cpu:.2f} s; process start-up {startup:.1f} s per command",
+            )
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    main()
