@@ -120,8 +120,8 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
     matches no Cliniko business.
     """
     day, mapping = pipeline.partition(context)
-    client = _client(pipeline, mapping)
-    records = client.businesses()
+    with _client(pipeline, mapping) as client:
+        records = client.businesses()
     matched = matched_businesses(records, mapping.location_names)
     stored, quarantined = _store(
         pipeline, day, "businesses", "raw.cliniko_businesses", records, whole_mapping=True
@@ -165,13 +165,13 @@ def cliniko_appointments(
     for business in matched:
         ids_by_zone[business["time_zone_identifier"]].append(business["cliniko_business_id"])
 
-    client = _client(pipeline, mapping)
     records: dict[str, list[Any]] = {column: [] for column in APPOINTMENT_COLUMNS}
-    for time_zone, business_ids in ids_by_zone.items():
-        start, end = local_day_window(target, time_zone)
-        more = client.individual_appointment_columns(sorted(set(business_ids)), start, end)
-        for column, values in more.items():
-            records[column].extend(values)
+    with _client(pipeline, mapping) as client:
+        for time_zone, business_ids in ids_by_zone.items():
+            start, end = local_day_window(target, time_zone)
+            more = client.individual_appointment_columns(sorted(set(business_ids)), start, end)
+            for column, values in more.items():
+                records[column].extend(values)
     stored, quarantined = _store(pipeline, day, "appointments", "raw.cliniko_appointments", records)
     context.log.info(f"{stored} appointments ending on {target} for mapping {day.business_number}")
     return dg.MaterializeResult(
@@ -211,8 +211,8 @@ def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResour
                 {"bn": day.business_number, "d": day.partition_date},
             ).fetchall()
         ]
-    client = _client(pipeline, mapping)
-    records = client.patient_columns(patient_ids)
+    with _client(pipeline, mapping) as client:
+        records = client.patient_columns(patient_ids)
     returned = set(records["patient_id"])
     missing_ids = [pid for pid in patient_ids if pid not in returned]
     missing = pd.DataFrame({"patient_id": pd.Series(missing_ids, dtype="str"), "is_missing": True})
