@@ -9,17 +9,11 @@ from pipeline.settings import Settings
 
 # Two cores: three runs at a time keep both busy while one waits on HTTP. Runs queue on the warehouse
 # file lock for their short writes instead of failing on DuckDB's lock.
-# One SQLite file for every run's events: the default storage creates a database per run (schema, alembic
-# stamp) and writes each asset event twice, which cost a third of Dagster's time per partition here
-# (benchmarks/bench_daily_run.py). A deployment past one machine uses Postgres instead (docs/scaling.md).
+# Event storage stays Dagster's default (a SQLite file per run): one consolidated SQLite file was a third
+# faster per partition (benchmarks/bench_daily_run.py) but puts every concurrent run of a backfill on one
+# SQLite writer lock. A deployment past one machine uses Postgres instead (docs/scaling.md).
 DAGSTER_YAML = """\
 # Written by cliniko-reviews (pipeline/automation/instance.py); edit freely, it is not overwritten.
-event_log_storage:
-  module: dagster._core.storage.event_log
-  class: ConsolidatedSqliteEventLogStorage
-  config:
-    base_dir:
-      env: DAGSTER_HOME
 run_queue:
   max_concurrent_runs: 3
   tag_concurrency_limits:
