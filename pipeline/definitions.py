@@ -26,4 +26,7 @@ defs = dg.Definitions(
     schedules=[daily_review_requests_schedule],
     sensors=[mapping_partitions_sensor, due_mappings_sensor],
     resources={"pipeline": PipelineResource()},
+    # Runs the UI launches (asset backfills, "Materialize") run their steps in the run's own process, like
+    # `review_requests_job`: a subprocess per step costs more than the step on a two-core machine.
+    executor=dg.in_process_executor,
 )

@@ -1,0 +1,175 @@
+"""The Dagster webserver as a data engineer starts it: `workspace.yaml`, a real process, its GraphQL API.
+
+Loading `pipeline.definitions` in a test proves the Python imports; only the webserver proves that the code
+location loads from `workspace.yaml` in a separate process (working directory, module name, environment) and
+that the UI lists every asset, check, schedule, sensor and the job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from pipeline.definitions import defs
+from pipeline.settings import PROJECT_ROOT
+
+ASSETS = {
+    "cliniko_businesses",
+    "cliniko_appointments",
+    "cliniko_patients",
+    "appointment_eligibility",
+    "review_requests",
+    "analytics_database",
+}
+GROUPS = {"cliniko_businesses": "cliniko", "appointment_eligibility": "models", "review_requests": "birdeye"}
+CHECKS = {
+    "cliniko_businesses:no_quarantined_rows",
+    "cliniko_appointments:no_quarantined_rows",
+    "cliniko_patients:no_quarantined_rows",
+    "appointment_eligibility:candidate_has_one_outcome",
+    "appointment_eligibility:counts_reconcile",
+    "appointment_eligibility:one_eligible_row_per_patient",
+    "appointment_eligibility:restriction_codes_known",
+    "review_requests:no_appointment_sent_twice",
+}
+SCHEDULES = {"daily_review_requests_schedule"}
+SENSORS = {"mapping_partitions_sensor", "due_mappings_sensor"}
+JOB = "review_requests_job"
+
+WORKSPACE_QUERY = """
+{
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+  }
+}
+"""
+
+ASSETS_QUERY = """
+{
+  assetNodes {
+    assetKey { path }
+    groupName
+    isPartitioned
+    assetChecksOrError { ... on AssetChecks { checks { name } } }
+  }
+}
+"""
+
+REPOSITORY_QUERY = """
+{
+  repositoriesOrError {
+    ... on RepositoryConnection {
+      nodes {
+        name
+        jobs { name }
+        schedules { name cronSchedule scheduleState { status } }
+        sensors { name sensorState { status } }
+      }
+    }
+  }
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _graphql(url: str, query: str) -> dict:
+    response = httpx.post(f"{url}/graphql", json={"query": query}, timeout=30)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`dagster-webserver -w workspace.yaml` on a free port, with its own DAGSTER_HOME and DATA_DIR."""
+    tmp = tmp_path_factory.mktemp("webserver")
+    (tmp / "dagster_home").mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(tmp / "dagster_home"), "DATA_DIR": str(tmp / "data")}
+    port = _free_port()
+    log_path = tmp / "webserver.log"
+    with log_path.open("w") as log:
+        # A session of its own: the webserver spawns a code server, and the whole group is stopped at the end.
+        process = subprocess.Popen(
+            ["dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/server_info", timeout=2).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"dagster-webserver did not come up:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_the_code_location_loads_from_workspace_yaml(webserver: str) -> None:
+    workspace = _graphql(webserver, WORKSPACE_QUERY)["workspaceOrError"]
+    assert workspace["__typename"] == "Workspace"
+    locations = {e["name"]: e["locationOrLoadError"] for e in workspace["locationEntries"]}
+    assert locations == {"pipeline.definitions": {"__typename": "RepositoryLocation"}}
+
+
+def test_every_asset_and_check_is_loaded(webserver: str) -> None:
+    nodes = _graphql(webserver, ASSETS_QUERY)["assetNodes"]
+    assets = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+    checks = {f"{name}:{c['name']}" for name, n in assets.items() for c in n["assetChecksOrError"]["checks"]}
+
+    assert set(assets) == ASSETS
+    assert checks == CHECKS
+    assert all(n["isPartitioned"] for n in assets.values())
+    assert {name: assets[name]["groupName"] for name in GROUPS} == GROUPS
+    # The literal lists above are the contract; the definitions must not have grown past them unnoticed.
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
+    assert {k.to_user_string() for k in graph.asset_check_keys} == CHECKS
+
+
+def test_the_job_schedule_and_sensors_are_loaded_and_running_by_default(webserver: str) -> None:
+    [repository] = _graphql(webserver, REPOSITORY_QUERY)["repositoriesOrError"]["nodes"]
+    schedules = {s["name"]: s for s in repository["schedules"]}
+    sensors = {s["name"]: s for s in repository["sensors"]}
+
+    assert JOB in {j["name"] for j in repository["jobs"]}
+    assert set(schedules) == SCHEDULES
+    assert set(sensors) == SENSORS
+    assert schedules["daily_review_requests_schedule"]["cronSchedule"] == "0 3 * * *"
+    assert {s["scheduleState"]["status"] for s in schedules.values()} == {"RUNNING"}
+    assert {s["sensorState"]["status"] for s in sensors.values()} == {"RUNNING"}
+    assert {s.name for s in defs.schedules or []} == SCHEDULES
+    assert {s.name for s in defs.sensors or []} == SENSORS
