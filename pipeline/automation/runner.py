@@ -13,19 +13,10 @@ import dagster as dg
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
 from pipeline.registry import Registry
 from pipeline.settings import Settings
+from pipeline.sink import STATUSES
 from pipeline.warehouse import connect
 from pipeline.warehouse.slices import ensure_tables
 
-RESTRICTION_CODES = (
-    "integration_beta",
-    "customer_inactive",
-    "did_not_arrive",
-    "opted_out",
-    "no_contact",
-    "duplicate_patient",
-    "cooled_off",
-)
-STATUSES = ("pending", "sending", "sent", "failed", "uncertain", "dry_run")
 # The run's events still go to the instance (the UI shows them); the terminal shows warnings and the summary.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -167,7 +158,9 @@ def summarize(settings: Settings, outcomes: Sequence[RunOutcome]) -> list[Mappin
             con.execute(
                 "select e.business_number, coalesce(e.restriction_code, '') as code, count(*) "
                 "from marts.appointment_eligibility e join chosen using (business_number, partition_date) "
-                "group by all"
+                "left join seeds.restriction_codes c using (restriction_code) "
+                "group by e.business_number, e.restriction_code, c.precedence "
+                "order by c.precedence nulls first"
             ).fetchall()
             if has_marts
             else []
@@ -198,7 +191,7 @@ def render_summary(summaries: Sequence[MappingSummary], outcomes: Sequence[RunOu
             f"  {s.business_number}  {s.partitions} partitions{failed} | {s.candidates} candidates | "
             f"{s.eligible} eligible"
         )
-        restricted = [f"{c} {s.restrictions[c]}" for c in RESTRICTION_CODES if s.restrictions.get(c)]
+        restricted = [f"{code} {count}" for code, count in s.restrictions.items()]  # in precedence order
         requests = [f"{k} {s.requests[k]}" for k in STATUSES if s.requests.get(k)]
         lines.append(f"      restricted: {', '.join(restricted) or 'none'}")
         lines.append(f"      requests:   {', '.join(requests) or 'none'}")
