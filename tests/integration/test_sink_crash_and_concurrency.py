@@ -123,9 +123,10 @@ def test_two_concurrent_runs_of_one_partition_post_each_appointment_once(tmp_pat
     with running_birdeye(config) as birdeye:
         for scenario, bid in enumerate(["9100000000001", "9100000000002"]):
             rows = eligible_rows(60, business_number=bid)
-            # Paced at 100/s, the first run is still posting when the second starts.
+            # Paced at 20/s (about 3 s for 60 rows, in batches of about 10), the first run is still posting
+            # when the second, already imported and waiting for its go, starts.
             first = start_worker(
-                tmp_path, f"a{scenario}", warehouse, birdeye.base_url, rows, rate_per_second=100.0
+                tmp_path, f"a{scenario}", warehouse, birdeye.base_url, rows, rate_per_second=20.0
             )
             second = start_worker(tmp_path, f"b{scenario}", warehouse, birdeye.base_url, rows)
             go(first)
