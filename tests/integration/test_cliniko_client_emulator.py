@@ -254,5 +254,5 @@ def test_four_processes_sharing_a_key_stay_under_the_limit(account: Account, tmp
     assert max(per_window.values()) <= 20
     stamps = sorted(e["epoch"] for e in log)
     assert max(sum(1 for t in stamps if s <= t < s + 2.0) for s in stamps) <= 20
-    # 48 requests at 19 per ~2 s: two windows of waiting, not much more.
-    assert stamps[-1] - stamps[0] < 2 * 2.02 + 1.5
+    # Three windows at most (48 requests, 19 per window): slack for a loaded machine, never a fourth window.
+    assert stamps[-1] - stamps[0] < 3 * 2.02
