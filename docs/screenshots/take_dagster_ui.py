@@ -24,19 +24,10 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Page, sync_playwright
 
+from pipeline.sandbox.browser import launch_chromium
 from pipeline.settings import PROJECT_ROOT
 
 HERE = Path(__file__).resolve().parent
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1280, "height": 800}
 
 
@@ -126,7 +117,7 @@ def main() -> None:
             f"{data_dir}/dagster_home does not exist: run the demo or the backfill benchmark first"
         )
     with webserver(data_dir) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport=VIEWPORT)
             # On a new instance the UI asks to join its community, over whichever page is open: skip it.

@@ -24,19 +24,10 @@ from playwright.sync_api import sync_playwright
 
 from pipeline.registry.api import create_app
 from pipeline.registry.manual import replay_manual
+from pipeline.sandbox.browser import launch_chromium
 from pipeline.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ENTERPRISE = "159894300000001"
 LOCATIONS = (
     ("159894300000011", "Sydney CBD, Bondi", "2", {"value": 1, "unit": "days"}, True),
@@ -94,9 +85,7 @@ def main() -> None:
         try:
             _seed(url)
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-                )
+                browser = launch_chromium(playwright)
                 page = browser.new_page(viewport={"width": 1280, "height": 860})
                 page.goto(url)
                 page.wait_for_selector("body[data-ready=true]")

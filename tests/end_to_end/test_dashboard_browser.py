@@ -25,19 +25,9 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from pipeline.registry.api import create_app
 from pipeline.registry.manual import ENTERPRISE_LOCATION_NUMBER, SMB_BUSINESS_NUMBER, replay_manual
+from pipeline.sandbox.browser import CHROMIUM, launch_chromium
 from pipeline.settings import load_settings
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SMB_KEY = "MS0xMTExMTExMTExMTExMTExMTEtc21iLWtleS1mb3ItdGhlLWRhc2hib2FyZA-au3"
 ENTERPRISE_KEY = "MS0yMjIyMjIyMjIyMjIyMjIyMjItZW50ZXJwcmlzZS1rZXk-uk2"
 OVERRIDE_KEY = "MS0zMzMzMzMzMzMzMzMzMzMzMzMtb3ZlcnJpZGUta2V5-uk2"
@@ -73,9 +63,7 @@ def browser() -> Iterator[Browser]:
             pytrace=False,
         )
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
+        launched = launch_chromium(playwright)
         yield launched
         launched.close()
 
