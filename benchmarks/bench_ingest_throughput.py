@@ -127,9 +127,9 @@ def method_floor(server: dict, workdir: Path) -> int:
 def method_ours(server: dict, workdir: Path) -> int:
     """The assets' path: fetch (rate limiter off), validate with pandera, store; with upsert by primary key
     where the assets replace their partition's slice (the same statement otherwise)."""
-    from pipeline.assets.raw_store import store_records
     from pipeline.cliniko import ClinikoClient
     from pipeline.settings import load_settings
+    from pipeline.warehouse.raw_store import store_records
 
     settings = load_settings()
     start, end = _window()
@@ -231,8 +231,8 @@ def child(method: str, server: dict, workdir: Path) -> None:
     if method.startswith("dlt"):
         import dlt  # noqa: F401  (imports are not part of the timed load)
     elif method == "ours":
-        import pipeline.assets.raw_store  # noqa: F401
         import pipeline.cliniko.validation  # noqa: F401
+        import pipeline.warehouse.raw_store  # noqa: F401
     cpu0 = time.process_time()
     started = time.perf_counter()
     rows = run(server, workdir)

@@ -7,13 +7,13 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from pipeline.assets.raw_store import store_records
 from pipeline.assets.resources import PipelineResource, column_schema
-from pipeline.automation.partitions import MappingDay, mapping_day_partitions
+from pipeline.automation.partitions import mapping_day_partitions
 from pipeline.cliniko import APPOINTMENT_COLUMNS, ClinikoClient
 from pipeline.cliniko.windows import local_day_window, target_day
 from pipeline.registry import MappingConfig
 from pipeline.warehouse import connect
+from pipeline.warehouse.raw_store import store_records
 from pipeline.warehouse.slices import ensure_tables
 
 GROUP = "cliniko"
@@ -33,29 +33,6 @@ def _client_metadata(client: ClinikoClient) -> dict[str, Any]:
         "retries": stats.retries,
         "rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
     }
-
-
-def _store(
-    pipeline: PipelineResource,
-    day: MappingDay,
-    resource: str,
-    table: str,
-    records: Any,
-    *,
-    whole_mapping: bool = False,
-    extra_rows: pd.DataFrame | None = None,
-) -> tuple[int, int]:
-    """Validate `records`, replace the partition's slice of `table` and of the quarantine. Returns counts."""
-    return store_records(
-        pipeline.settings.warehouse_path,
-        day.business_number,
-        day.partition_date,
-        resource,
-        table,
-        records,
-        whole_mapping=whole_mapping,
-        extra_rows=extra_rows,
-    )
 
 
 def _quarantine_check(resource: str, quarantined: int, stored: int) -> dg.AssetCheckResult:
@@ -123,8 +100,14 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
     with _client(pipeline, mapping) as client:
         records = client.businesses()
     matched = matched_businesses(records, mapping.location_names)
-    stored, quarantined = _store(
-        pipeline, day, "businesses", "raw.cliniko_businesses", records, whole_mapping=True
+    stored, quarantined = store_records(
+        pipeline.settings.warehouse_path,
+        day.business_number,
+        day.partition_date,
+        "businesses",
+        "raw.cliniko_businesses",
+        records,
+        whole_mapping=True,
     )
     return dg.MaterializeResult(
         metadata={
@@ -172,7 +155,14 @@ def cliniko_appointments(
             more = client.individual_appointment_columns(sorted(set(business_ids)), start, end)
             for column, values in more.items():
                 records[column].extend(values)
-    stored, quarantined = _store(pipeline, day, "appointments", "raw.cliniko_appointments", records)
+    stored, quarantined = store_records(
+        pipeline.settings.warehouse_path,
+        day.business_number,
+        day.partition_date,
+        "appointments",
+        "raw.cliniko_appointments",
+        records,
+    )
     context.log.info(f"{stored} appointments ending on {target} for mapping {day.business_number}")
     return dg.MaterializeResult(
         metadata={
@@ -216,8 +206,14 @@ def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResour
     returned = set(records["patient_id"])
     missing_ids = [pid for pid in patient_ids if pid not in returned]
     missing = pd.DataFrame({"patient_id": pd.Series(missing_ids, dtype="str"), "is_missing": True})
-    stored, quarantined = _store(
-        pipeline, day, "patients", "raw.cliniko_patients", records, extra_rows=missing
+    stored, quarantined = store_records(
+        pipeline.settings.warehouse_path,
+        day.business_number,
+        day.partition_date,
+        "patients",
+        "raw.cliniko_patients",
+        records,
+        extra_rows=missing,
     )
     return dg.MaterializeResult(
         metadata={
