@@ -141,9 +141,11 @@ def method_floor(server: dict, workdir: Path) -> int:
 
 
 def method_ours(server: dict, workdir: Path) -> int:
-    """The assets' path: fetch (rate limiter off), validate with pandera, store; with upsert by primary key
-    where the assets replace their partition's slice (the same statement otherwise)."""
+    """The assets' path: fetch raw pages (rate limiter off), type them in DuckDB, validate with pandera,
+    store; with upsert by primary key where the assets replace their partition's slice (the same statement
+    otherwise)."""
     from pipeline.cliniko import ClinikoClient
+    from pipeline.cliniko.pages import type_pages
     from pipeline.settings import load_settings
     from pipeline.warehouse.raw_store import store_records
 
@@ -157,8 +159,10 @@ def method_ours(server: dict, workdir: Path) -> int:
         user_agent=USER_AGENT,
         rate_limit_per_minute=0,
     ) as client:
-        appointments = client.individual_appointment_columns(server["business_ids"], start, end)
-        patient_ids = sorted({p for p in appointments["patient_id"] if p})
+        appointments = type_pages(
+            "appointments", client.individual_appointment_pages(server["business_ids"], start, end)
+        )
+        patient_ids = sorted(set(appointments.frame["patient_id"].dropna()))
         stored, _ = store_records(
             warehouse,
             "BENCH",
@@ -169,7 +173,7 @@ def method_ours(server: dict, workdir: Path) -> int:
             upsert=True,
         )
         del appointments
-        patients = client.patient_columns(patient_ids)
+        patients = type_pages("patients", client.patient_pages(patient_ids))
         stored_patients, _ = store_records(
             warehouse, "BENCH", start.date(), "patients", "raw.cliniko_patients", patients, upsert=True
         )

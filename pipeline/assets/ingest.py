@@ -9,7 +9,8 @@ import pandas as pd
 
 from pipeline.assets.resources import PipelineResource, column_schema
 from pipeline.automation.partitions import mapping_day_partitions
-from pipeline.cliniko import APPOINTMENT_COLUMNS, ClinikoClient
+from pipeline.cliniko import ClinikoClient
+from pipeline.cliniko.pages import type_pages
 from pipeline.cliniko.windows import local_day_window, target_day
 from pipeline.registry import MappingConfig
 from pipeline.warehouse import connect
@@ -148,13 +149,15 @@ def cliniko_appointments(
     for business in matched:
         ids_by_zone[business["time_zone_identifier"]].append(business["cliniko_business_id"])
 
-    records: dict[str, list[Any]] = {column: [] for column in APPOINTMENT_COLUMNS}
     with _client(pipeline, mapping) as client:
-        for time_zone, business_ids in ids_by_zone.items():
-            start, end = local_day_window(target, time_zone)
-            more = client.individual_appointment_columns(sorted(set(business_ids)), start, end)
-            for column, values in more.items():
-                records[column].extend(values)
+        pages = (
+            page
+            for time_zone, business_ids in ids_by_zone.items()
+            for page in client.individual_appointment_pages(
+                sorted(set(business_ids)), *local_day_window(target, time_zone)
+            )
+        )
+        records = type_pages("appointments", pages)
     stored, quarantined = store_records(
         pipeline.settings.warehouse_path,
         day.business_number,
@@ -202,8 +205,8 @@ def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResour
             ).fetchall()
         ]
     with _client(pipeline, mapping) as client:
-        records = client.patient_columns(patient_ids)
-    returned = set(records["patient_id"])
+        records = type_pages("patients", client.patient_pages(patient_ids))
+    returned = set(records.frame["patient_id"].dropna())
     missing_ids = [pid for pid in patient_ids if pid not in returned]
     missing = pd.DataFrame({"patient_id": pd.Series(missing_ids, dtype="str"), "is_missing": True})
     stored, quarantined = store_records(

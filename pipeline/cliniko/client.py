@@ -39,7 +39,16 @@ from pipeline.cliniko.errors import (
     InvalidUserAgent,
     mask_key,
 )
-from pipeline.cliniko.pagination import PER_PAGE, MalformedPage, Page, collection_key, page_cap, parse_page
+from pipeline.cliniko.pagination import (
+    PER_PAGE,
+    MalformedPage,
+    Page,
+    RawPage,
+    collection_key,
+    page_cap,
+    parse_page,
+    raw_page,
+)
 from pipeline.cliniko.rate_limit import SharedRateLimiter
 from pipeline.cliniko.records import (
     APPOINTMENT_COLUMNS,
@@ -188,21 +197,22 @@ class ClinikoClient:
     def individual_appointment_columns(
         self, business_ids: Sequence[str], ends_from: datetime, ends_before: datetime
     ) -> Columns:
-        """`individual_appointments` as one list per column of `APPOINTMENT_COLUMNS`: the bulk path."""
-        ids = [str(i) for i in dict.fromkeys(business_ids) if i]
-        if not ids:
+        """`individual_appointments` as one list per column of `APPOINTMENT_COLUMNS`."""
+        params = _appointment_query(business_ids, ends_from, ends_before)
+        if params is None:
             return {c: [] for c in APPOINTMENT_COLUMNS}
-        params = [
-            ("q[]", f"business_id:={','.join(ids)}"),
-            ("q[]", f"ends_at:>={format_datetime(ends_from)}"),
-            ("q[]", f"ends_at:<{format_datetime(ends_before)}"),
-            ("q[]", "archived_at:*"),
-            ("q[]", "cancelled_at:*"),
-            ("sort", "ends_at,id"),
-        ]
         return self._collect_columns(
             "/individual_appointments", [params], appointment_columns, APPOINTMENT_COLUMNS
         )
+
+    def individual_appointment_pages(
+        self, business_ids: Sequence[str], ends_from: datetime, ends_before: datetime
+    ) -> Iterator[bytes]:
+        """The same appointments as raw page bodies, for `pipeline.cliniko.pages.type_pages`: the bulk path,
+        which never builds a Python object per record. Pages are fetched ahead while the caller types the
+        ones it has (DuckDB releases the GIL)."""
+        params = _appointment_query(business_ids, ends_from, ends_before)
+        return iter(()) if params is None else self._raw_pages("/individual_appointments", [params])
 
     def patients(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         """The patients with these ids, archived (and merged) included, fetched 100 ids per request.
@@ -212,13 +222,12 @@ class ClinikoClient:
         return rows_of_columns(self.patient_columns(ids))
 
     def patient_columns(self, ids: Sequence[str]) -> Columns:
-        """`patients` as one list per column of `PATIENT_COLUMNS`: the bulk path."""
-        wanted = [str(i) for i in dict.fromkeys(ids) if i]
-        queries = (
-            [("q[]", f"id:={','.join(chunk)}"), ("q[]", "archived_at:*"), ("sort", "id")]
-            for chunk in _chunks(wanted, PATIENT_ID_CHUNK)
-        )
-        return self._collect_columns("/patients", queries, patient_columns, PATIENT_COLUMNS)
+        """`patients` as one list per column of `PATIENT_COLUMNS`."""
+        return self._collect_columns("/patients", _patient_queries(ids), patient_columns, PATIENT_COLUMNS)
+
+    def patient_pages(self, ids: Sequence[str]) -> Iterator[bytes]:
+        """The same patients as raw page bodies, for `pipeline.cliniko.pages.type_pages` (the bulk path)."""
+        return self._raw_pages("/patients", _patient_queries(ids))
 
     # -- paging ------------------------------------------------------------------------------------------
 
@@ -258,16 +267,23 @@ class ClinikoClient:
             _extend(out, _dedupe_columns(walk, columns[0]))
         return out
 
+    def _raw_pages(self, path: str, queries: Iterable[list[tuple[str, str]]]) -> Iterator[bytes]:
+        """Every non-empty page body of every query, in order (fetched ahead)."""
+        for _, body in self._prefetched_pages(path, queries, raw=True):
+            yield body
+
     def _prefetched_pages(
-        self, path: str, queries: Iterable[list[tuple[str, str]]]
-    ) -> Iterator[tuple[int, list[Any]]]:
-        """(query index, records) for every non-empty page of every query, in order.
+        self, path: str, queries: Iterable[list[tuple[str, str]]], *, raw: bool = False
+    ) -> Iterator[tuple[int, Any]]:
+        """(query index, records) for every non-empty page of every query, in order; with `raw`, the page
+        body instead of its records.
 
         A helper thread makes the requests (each through the shared rate limiter, with its retries) and parses
-        the bodies while this thread normalises the previous page; the queue holds at most two pages. An error
-        in the thread is raised here; leaving the loop early stops the thread before its next request.
+        the bodies while this thread normalises the previous page; the queue holds at most two parsed pages,
+        or 128 raw ones (~18 MB: a raw page is compact, and the caller takes them in batches). An error in the
+        thread is raised here; leaving the loop early stops the thread before its next request.
         """
-        pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
+        pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=128 if raw else 2)
         stop = threading.Event()
 
         def put(item: tuple[str, Any]) -> bool:
@@ -282,7 +298,7 @@ class ClinikoClient:
         def fetch() -> None:
             try:
                 for index, params in enumerate(queries):
-                    for records in self._walk(path, params, stop):
+                    for records in self._walk(path, params, stop, raw=raw):
                         if not put(("page", (index, records))):
                             return
                 put(("done", None))
@@ -303,20 +319,23 @@ class ClinikoClient:
             stop.set()
             thread.join()
 
-    def _walk(self, path: str, params: list[tuple[str, str]], stop: threading.Event) -> Iterator[list[Any]]:
-        """The records of each page of one query, following `links.next` with the guards of `pagination`."""
+    def _walk(
+        self, path: str, params: list[tuple[str, str]], stop: threading.Event, *, raw: bool = False
+    ) -> Iterator[Any]:
+        """The records (with `raw`, the body) of each page of one query, following `links.next` with the
+        guards of `pagination`."""
         key = collection_key(path)
         url = f"{self.base_url}{path}?{urlencode([*params, ('per_page', str(PER_PAGE))])}"
         cap: int | None = None
         pages = 0
         while not stop.is_set():
-            page = self._get_page(url, path, key)
+            page = self._get_page(url, path, key, raw_page if raw else parse_page)
             pages += 1
             if pages == 1:
                 cap = page_cap(page.total_entries)
-            if not page.records:
+            if page.empty:
                 return
-            yield page.records
+            yield page.body if isinstance(page, RawPage) else page.records
             if page.next_url is None:
                 return
             if cap is not None and pages >= cap:
@@ -340,7 +359,9 @@ class ClinikoClient:
 
     # -- one page, with rate limit and retries -------------------------------------------------------------
 
-    def _get_page(self, url: str, resource: str, key: str) -> Page:
+    def _get_page(
+        self, url: str, resource: str, key: str, parse: Callable[[bytes, str], Page | RawPage]
+    ) -> Page | RawPage:
         retrying = Retrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_max),
@@ -353,13 +374,15 @@ class ClinikoClient:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self.stats.retries += 1
-                    page = self._get_once(url, resource, key)
+                    page = self._get_once(url, resource, key, parse)
         except _Transient as exc:
             raise ClinikoUnavailable(resource, self.max_retries + 1, str(exc)) from None
         self.stats.pages += 1
         return page
 
-    def _get_once(self, url: str, resource: str, key: str) -> Page:
+    def _get_once(
+        self, url: str, resource: str, key: str, parse: Callable[[bytes, str], Page | RawPage]
+    ) -> Page | RawPage:
         consecutive_429 = 0
         while True:
             if self.limiter is not None:
@@ -374,7 +397,7 @@ class ClinikoClient:
             status = response.status
             if status == 200:
                 try:
-                    return parse_page(response.data, key)
+                    return parse(response.data, key)
                 except MalformedPage as exc:
                     raise _Transient(f"malformed page: {exc}") from None
             if status == 429:
@@ -438,6 +461,30 @@ def _origin(url: str) -> tuple[str, str, int]:
     parsed = urllib3.util.parse_url(url)
     scheme = (parsed.scheme or "http").lower()
     return scheme, (parsed.host or "").lower(), parsed.port or _DEFAULT_PORTS.get(scheme, 0)
+
+
+def _appointment_query(
+    business_ids: Sequence[str], ends_from: datetime, ends_before: datetime
+) -> list[tuple[str, str]] | None:
+    """The filters of one appointments query (None when there is no business to ask for)."""
+    ids = [str(i) for i in dict.fromkeys(business_ids) if i]
+    if not ids:
+        return None
+    return [
+        ("q[]", f"business_id:={','.join(ids)}"),
+        ("q[]", f"ends_at:>={format_datetime(ends_from)}"),
+        ("q[]", f"ends_at:<{format_datetime(ends_before)}"),
+        ("q[]", "archived_at:*"),
+        ("q[]", "cancelled_at:*"),
+        ("sort", "ends_at,id"),
+    ]
+
+
+def _patient_queries(ids: Sequence[str]) -> Iterator[list[tuple[str, str]]]:
+    """One query per 100 distinct ids."""
+    wanted = [str(i) for i in dict.fromkeys(ids) if i]
+    for chunk in _chunks(wanted, PATIENT_ID_CHUNK):
+        yield [("q[]", f"id:={','.join(chunk)}"), ("q[]", "archived_at:*"), ("sort", "id")]
 
 
 def _extend(into: Columns, more: Columns) -> None:

@@ -8,7 +8,9 @@ pages is an error (one extra page is allowed because page-number pagination can 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
@@ -24,6 +26,20 @@ class MalformedPage(Exception):
 @dataclass(frozen=True)
 class Page:
     records: list[Any]
+    next_url: str | None
+    total_entries: int | None
+
+    @property
+    def empty(self) -> bool:
+        return not self.records
+
+
+@dataclass(frozen=True)
+class RawPage:
+    """A page whose records are left unparsed (for DuckDB): the body and its envelope."""
+
+    body: bytes
+    empty: bool
     next_url: str | None
     total_entries: int | None
 
@@ -44,6 +60,43 @@ def parse_page(content: bytes, key: str) -> Page:
         raise MalformedPage(f"body is not valid JSON ({exc})") from None
     if not isinstance(body, dict) or not isinstance(body.get(key), list):
         raise MalformedPage(f"body has no '{key}' list")
+    next_url, total_entries = _envelope(body)
+    return Page(body[key], next_url, total_entries)
+
+
+def raw_page(content: bytes, key: str) -> RawPage:
+    """The envelope of a page without parsing its records; raise `MalformedPage` as `parse_page` does.
+
+    Cliniko's body opens with the collection and closes with the two small members, `{"<key>": [...],
+    "total_entries": n, "links": {...}}`. So the opening is matched, and only the tail from the last
+    `"total_entries"` is parsed: it holds the next link, and it parses only if the body arrived whole (a
+    truncated body is retried). A key can only occur as a key there (inside a string its quotes would be
+    escaped), and no record has one of that name. A body of any other shape takes the full parse.
+    """
+    head = _opening(key).match(content)
+    start = content.rfind(b'"total_entries"')
+    if head is not None and start > head.end():
+        try:
+            tail = orjson.loads(b"{" + content[start:])
+        except orjson.JSONDecodeError:
+            tail = None
+        if isinstance(tail, dict) and key not in tail:
+            next_url, total_entries = _envelope(tail)
+            empty = _CLOSING.match(content, head.end()) is not None
+            return RawPage(content, empty, next_url, total_entries)
+    page = parse_page(content, key)
+    return RawPage(content, page.empty, page.next_url, page.total_entries)
+
+
+@cache
+def _opening(key: str) -> re.Pattern[bytes]:
+    return re.compile(rb'\s*\{\s*"' + re.escape(key.encode()) + rb'"\s*:\s*\[')
+
+
+_CLOSING = re.compile(rb"\s*\]")
+
+
+def _envelope(body: dict[str, Any]) -> tuple[str | None, int | None]:
     links = body.get("links")
     next_url = links.get("next") if isinstance(links, dict) else None
     total = body.get("total_entries")
@@ -51,7 +104,7 @@ def parse_page(content: bytes, key: str) -> Page:
         total_entries = int(total) if total is not None else None
     except (TypeError, ValueError):
         total_entries = None
-    return Page(body[key], next_url if isinstance(next_url, str) and next_url else None, total_entries)
+    return (next_url if isinstance(next_url, str) and next_url else None), total_entries
 
 
 def page_cap(total_entries: int | None) -> int | None:

@@ -6,8 +6,9 @@ link, `None` for `""`, and timestamps still as Cliniko's ISO strings: parsing th
 `validation.py`, which is also where a wrongly typed value is caught. The loader adds business_number,
 partition_date, loaded_at.
 
-These functions run once per row of a 200,000-row backfill, so they are written as flat dict literals with no
-per-field function calls on the common path.
+They serve the client's record API (`businesses`, `individual_appointments`, `patients`) and are the reference
+that the assets' bulk path, raw pages typed in DuckDB (`pages.py`), is tested against. They are written as
+flat dict literals with no per-field function calls on the common path.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def normalise(
 
 # -- column-wise: one list per column and page, no dict per row ---------------------------------------------
 #
-# The bulk path. A backfill keeps 200,000 rows; as dicts they are 200,000 objects the garbage collector walks
+# For the record API's longer walks: 200,000 rows as dicts are 200,000 objects the garbage collector walks
 # again and again, and validation has to transpose them back into columns anyway. These functions give, for
 # one page, exactly the values `normalise` would (a test holds them to that), one list per column. Each
 # column is one comprehension over the page under the assumption that the page has the documented shape;

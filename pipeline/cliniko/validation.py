@@ -1,7 +1,8 @@
 """Raw Cliniko rows -> a typed DataFrame for the raw table, plus a quarantine of the rows that break it.
 
 Two steps, both vectorised:
-1. *Strict typing.* Each column is converted to its raw-table type (`str`, `boolean`, `datetime64[us, UTC]`,
+1. *Strict typing.* Each column is converted to its raw-table type (for raw pages, `pages.py` does this step
+   in DuckDB, to the same outcome) (`str`, `boolean`, `datetime64[us, UTC]`,
    list of phone structs). A value of the wrong JSON type, or a timestamp that does not parse, is a failure
    for that row, never silently coerced: pandas' own coercion would turn `"yes"` into `True` and `5` into
    `"5"`.
@@ -17,10 +18,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 import pandera.pandas as pa
 
+from pipeline.cliniko.pages import TypedPages
 from pipeline.cliniko.records import APPOINTMENT_COLUMNS, BUSINESS_COLUMNS, PATIENT_COLUMNS
 
 UTC_TS = pd.DatetimeTZDtype("us", "UTC")
@@ -115,25 +118,22 @@ SCHEMAS: dict[str, pa.DataFrameSchema] = {resource: _schema(resource) for resour
 
 def validate(resource: str, records: Any) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """`(valid rows typed as raw.cliniko_<resource>, quarantine)` for `resource` in businesses, appointments,
-    patients. `records` is a list of rows or, from the client's bulk path, a dict of columns (one list per
-    column, as `ClinikoClient.individual_appointment_columns` gives). Quarantine items are
-    `{"record_id", "reason", "record_json"}`; valid rows keep their order."""
+    patients. `records` is a list of rows, a dict of columns (one list per column, as
+    `ClinikoClient.individual_appointment_columns` gives), or the `TypedPages` of the assets' bulk path (typed
+    by DuckDB already). Quarantine items are `{"record_id", "reason", "record_json"}`; valid rows keep their
+    order."""
     if resource not in _LAYOUT:
         raise ValueError(f"unknown resource {resource!r}; expected one of {', '.join(RESOURCES)}")
     columns, id_column, kinds = _LAYOUT[resource]
+    if isinstance(records, TypedPages):
+        return _validate_typed(resource, records)
     values = [records[c] for c in columns] if isinstance(records, dict) else _columnwise(records, columns)
     reasons: dict[int, list[str]] = defaultdict(list)
     typed: dict[str, Any] = {}
     for column, column_values in zip(columns, values, strict=True):
         typed[column] = _typed(column, kinds[column], pd.Series(column_values, dtype=object), reasons)
     frame = pd.DataFrame(typed, columns=list(columns))
-    try:
-        SCHEMAS[resource].validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as exc:
-        for case in exc.failure_cases.itertuples(index=False):
-            if pd.isna(case.index):
-                raise
-            reasons[int(case.index)].append(_describe(case.column, case.check, case.failure_case))
+    _check_schema(resource, frame, reasons)
     if not reasons:
         return frame, []
     bad = sorted(reasons)
@@ -151,6 +151,52 @@ def validate(resource: str, records: Any) -> tuple[pd.DataFrame, list[dict[str, 
         for i, row in zip(bad, rows, strict=True)
     ]
     return frame.drop(index=bad).reset_index(drop=True), quarantine
+
+
+def _validate_typed(resource: str, pages: TypedPages) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Step 2 for rows DuckDB typed (step 1 in `pages.py`): the same pandera schema, the same quarantine."""
+    columns, id_column, kinds = _LAYOUT[resource]
+    frame = pages.frame[list(columns)].copy()
+    for column in columns:  # DuckDB's pandas types -> the schema's (e.g. an all-null column is object)
+        kind = kinds[column]
+        if kind in ("id", "str"):
+            frame[column] = frame[column].astype("str")
+        elif kind == "ts":
+            frame[column] = frame[column].astype(UTC_TS)
+        elif kind == "bool":
+            frame[column] = frame[column].astype("boolean")
+        elif kind == "flag":
+            frame[column] = frame[column].astype(bool)
+        else:  # phones: lists, and None (not pandas' NA) where there is none, as step 1 gives
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    reasons: dict[int, list[str]] = defaultdict(list)
+    typing = pages.frame["_reason"]
+    for i in np.flatnonzero(typing.notna().to_numpy()):
+        reasons[int(i)].append(typing.iat[i])
+    _check_schema(resource, frame, reasons)
+    if not reasons:
+        return frame, []
+    bad = sorted(reasons)
+    quarantine = [
+        {
+            "record_id": frame[id_column].iat[i] if isinstance(frame[id_column].iat[i], str) else None,
+            "reason": "; ".join(dict.fromkeys(reasons[i])),
+            "record_json": pages.record_json(i),
+        }
+        for i in bad
+    ]
+    return frame.drop(index=bad).reset_index(drop=True), quarantine
+
+
+def _check_schema(resource: str, frame: pd.DataFrame, reasons: dict[int, list[str]]) -> None:
+    """Step 2: the pandera schema (lazy: every failure of every row is noted in `reasons`)."""
+    try:
+        SCHEMAS[resource].validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        for case in exc.failure_cases.itertuples(index=False):
+            if pd.isna(case.index):
+                raise
+            reasons[int(case.index)].append(_describe(case.column, case.check, case.failure_case))
 
 
 def _columnwise(records: list[dict[str, Any]], columns: tuple[str, ...]) -> list[list[Any]]:

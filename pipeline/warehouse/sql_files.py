@@ -18,7 +18,8 @@ SQL_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[
 
 
 @cache
-def _read(relative_path: str) -> str:
+def read_sql(relative_path: str) -> str:
+    """The text of `sql/<relative_path>` (read once per process)."""
     return (SQL_DIR / relative_path).read_text()
 
 
@@ -37,4 +38,4 @@ def run_sql_file(
     con: duckdb.DuckDBPyConnection, relative_path: str, params: Mapping[str, Any] | None = None
 ) -> None:
     """Run `sql/<relative_path>`."""
-    run_sql(con, _read(relative_path), params)
+    run_sql(con, read_sql(relative_path), params)

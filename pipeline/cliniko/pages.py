@@ -1,0 +1,104 @@
+"""Raw Cliniko pages -> typed rows, parsed by DuckDB: the bulk path of the ingestion.
+
+The client hands over the page bodies untouched (`ClinikoClient.individual_appointment_pages`,
+`patient_pages`); `sql/parse/cliniko_<resource>.sql` reads the fields the raw tables keep, in one C++ pass per
+page, with no Python object per record. This is step 1 of `validation.validate` ("strict typing") done in SQL:
+a value of the wrong JSON type, or a timestamp that does not parse, is null in its column and named in the
+row's reasons. Step 2, the pandera schema, is the same for both paths. A test holds the two step-1s to the
+same outcome on well-formed and malformed records (`tests/unit/test_cliniko_pages.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import duckdb
+import orjson
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.cliniko.errors import ClinikoError
+from pipeline.warehouse.sql_files import read_sql
+
+PAGE_RESOURCES = {"appointments": "individual_appointments", "patients": "patients"}
+_ID_COLUMN = {"appointments": "appointment_id", "patients": "patient_id"}
+
+
+@dataclass(frozen=True)
+class TypedPages:
+    """Rows typed from raw pages: `frame` has the raw table's columns, then `_reason` (typing failures, or
+    null) and `_page`, `_index` (where the record is in `bodies`)."""
+
+    resource: str
+    frame: pd.DataFrame
+    bodies: Sequence[bytes]
+
+    def record_json(self, row: int) -> str:
+        """The record of frame row `row` exactly as Cliniko sent it (for the quarantine)."""
+        page, index = int(self.frame["_page"].iat[row]), int(self.frame["_index"].iat[row])
+        record = orjson.loads(self.bodies[page])[PAGE_RESOURCES[self.resource]][index]
+        return orjson.dumps(record).decode()
+
+
+def type_pages(resource: str, bodies: Iterable[bytes], batch_pages: int = 32) -> TypedPages:
+    """Parse and type the records of `bodies`, pages of `resource` (appointments or patients).
+
+    Pages are typed `batch_pages` at a time as they come: with the client's page iterator, DuckDB types one
+    batch while the client fetches the next.
+    """
+    if resource not in PAGE_RESOURCES:
+        raise ValueError(f"no page parser for {resource!r}; expected one of {', '.join(PAGE_RESOURCES)}")
+    kept: list[bytes] = []
+    frames: list[pd.DataFrame] = []
+    with duckdb.connect() as con:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute(read_sql("parse/macros.sql"))
+        sql = read_sql(f"parse/cliniko_{resource}.sql")
+        batch: list[bytes] = []
+        for body in bodies:
+            batch.append(body)
+            if len(batch) == batch_pages:
+                frames.append(_type_batch(con, resource, sql, batch, len(kept)))
+                kept += batch
+                batch = []
+        if batch or not frames:
+            frames.append(_type_batch(con, resource, sql, batch, len(kept)))
+            kept += batch
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return TypedPages(resource, _dedupe(frame, _ID_COLUMN[resource]), kept)
+
+
+def _type_batch(
+    con: duckdb.DuckDBPyConnection, resource: str, sql: str, bodies: list[bytes], first_page: int
+) -> pd.DataFrame:
+    pages = pa.table(
+        {
+            "page_no": pa.array(range(first_page, first_page + len(bodies)), pa.int32()),
+            "body": pa.array(bodies, pa.binary()),
+        }
+    )
+    con.register("pages", pa.Table.from_batches(pages.to_batches(max_chunksize=8), pages.schema))
+    try:
+        return con.execute(sql).df()  # DuckDB scans the record batches in parallel
+    except duckdb.InvalidInputException as exc:
+        raise ClinikoError(
+            f"A page of Cliniko {PAGE_RESOURCES[resource]} is not valid JSON although it arrived whole "
+            f"({str(exc).splitlines()[0][:200]}). Nothing was stored; re-run the partition."
+        ) from None
+    finally:
+        con.unregister("pages")
+
+
+def _dedupe(frame: pd.DataFrame, id_column: str) -> pd.DataFrame:
+    """An id that comes again (page-number paging shifts while rows are added) keeps its first position and
+    its last version, as `client._dedupe` does for the record path. Rows without an id are all kept."""
+    ids = frame[id_column]
+    repeated = ids.notna() & ids.duplicated(keep=False)
+    if not repeated.any():
+        return frame
+    latest = frame[repeated].drop_duplicates(id_column, keep="last").set_index(id_column)
+    first = frame[repeated].drop_duplicates(id_column, keep="first")
+    out = frame.copy()
+    out.loc[first.index] = latest.loc[first[id_column]].reset_index()[frame.columns].set_axis(first.index)
+    return out.drop(index=frame.index[repeated].difference(first.index)).reset_index(drop=True)

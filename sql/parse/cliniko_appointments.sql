@@ -1,0 +1,57 @@
+-- Raw `individual_appointments` pages (table `pages`: page_no, body) -> one typed row per record, in the
+-- columns of raw.cliniko_appointments, with `_reason` naming every value of the wrong type (that value is
+-- null in its column), and `_page`, `_index` to find the record as Cliniko sent it. (`pages.py` resolves an
+-- id that comes twice.) A reason names the column computed above it in the same select.
+with records as (
+    select page_no, unnest(range(len(r))) as record_no, unnest(r) as r
+    from (
+        select page_no, json_transform(body, '{"individual_appointments": [{
+            "id": "VARCHAR",
+            "business": {"links": {"self": "VARCHAR"}},
+            "patient": {"links": {"self": "VARCHAR"}},
+            "practitioner": {"links": {"self": "VARCHAR"}},
+            "appointment_type": {"links": {"self": "VARCHAR"}},
+            "starts_at": "VARCHAR", "ends_at": "VARCHAR",
+            "did_not_arrive": "JSON", "patient_arrived": "JSON",
+            "cancelled_at": "VARCHAR", "archived_at": "VARCHAR", "deleted_at": "VARCHAR",
+            "created_at": "VARCHAR", "updated_at": "VARCHAR"
+        }]}').individual_appointments as r
+        from (select page_no, decode(body) as body from pages)
+    )
+),
+typed as (
+    select
+        page_no as _page,
+        record_no as _index,
+        nullif(r.id, '') as appointment_id,
+        link_id(r.business.links.self) as cliniko_business_id,
+        link_id(r.patient.links.self) as patient_id,
+        link_id(r.practitioner.links.self) as practitioner_id,
+        link_id(r.appointment_type.links.self) as appointment_type_id,
+        ts_value(r.starts_at) as starts_at,
+        ts_value(r.ends_at) as ends_at,
+        bool_value(r.did_not_arrive) as did_not_arrive,
+        bool_value(r.patient_arrived) as patient_arrived,
+        ts_value(r.cancelled_at) as cancelled_at,
+        ts_value(r.archived_at) as archived_at,
+        ts_value(r.deleted_at) as deleted_at,
+        ts_value(r.created_at) as created_at,
+        ts_value(r.updated_at) as updated_at,
+        nullif(concat_ws('; ',
+            case when ts_bad(r.starts_at, starts_at) then 'starts_at: unparsable timestamp, got ' || shown(r.starts_at) end,
+            case when ts_bad(r.ends_at, ends_at) then 'ends_at: unparsable timestamp, got ' || shown(r.ends_at) end,
+            case when bool_bad(r.did_not_arrive)
+                then 'did_not_arrive: expected true/false, got ' || shown(r.did_not_arrive) end,
+            case when bool_bad(r.patient_arrived)
+                then 'patient_arrived: expected true/false, got ' || shown(r.patient_arrived) end,
+            case when ts_bad(r.cancelled_at, cancelled_at)
+                then 'cancelled_at: unparsable timestamp, got ' || shown(r.cancelled_at) end,
+            case when ts_bad(r.archived_at, archived_at) then 'archived_at: unparsable timestamp, got ' || shown(r.archived_at) end,
+            case when ts_bad(r.deleted_at, deleted_at) then 'deleted_at: unparsable timestamp, got ' || shown(r.deleted_at) end,
+            case when ts_bad(r.created_at, created_at) then 'created_at: unparsable timestamp, got ' || shown(r.created_at) end,
+            case when ts_bad(r.updated_at, updated_at) then 'updated_at: unparsable timestamp, got ' || shown(r.updated_at) end
+        ), '') as _reason
+    from records
+)
+select * from typed
+order by _page, _index
