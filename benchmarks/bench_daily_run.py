@@ -20,7 +20,6 @@ the daily schedule's runs would go. Prints:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -94,10 +93,14 @@ def dagster_floor(home: Path, partitions: int) -> tuple[float, float]:
 
 
 def idle_rss_mb() -> float:
-    """Peak RSS of a process that loads the definitions and nothing else."""
-    process = subprocess.Popen([sys.executable, "-c", "import pipeline.definitions"], cwd=PROJECT_ROOT)
-    _, _, usage = os.wait4(process.pid, 0)
-    return usage.ru_maxrss / 1024
+    """Peak RSS (`VmHWM`, as `support.run_command` reads it) of a process that only loads the definitions."""
+    code = (
+        "import pipeline.definitions, pathlib; "
+        "print(next(l.split()[1] for l in pathlib.Path('/proc/self/status').read_text().splitlines() "
+        "if l.startswith('VmHWM:')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    return int(done.stdout.split()[-1]) / 1024
 
 
 def api_floor(requests: list[dict]) -> tuple[float, int, int]:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,8 +64,10 @@ def raw_client(base_url: str, n: int, concurrency: int) -> float:
         with ThreadPoolExecutor(concurrency) as pool:
             outcomes = list(pool.map(client.check_in, check_ins))
         elapsed = time.perf_counter() - started
-    if not all(isinstance(o, Accepted) for o in outcomes):
-        raise SystemExit("raw client: not every request was accepted")
+    refused = Counter(repr(o)[:160] for o in outcomes if not isinstance(o, Accepted))
+    if refused:
+        total = sum(refused.values())
+        raise SystemExit(f"raw client: {total} of {n} not accepted: {dict(refused.most_common(3))}")
     return n / elapsed
 
 

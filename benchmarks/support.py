@@ -13,6 +13,7 @@ import platform
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -210,7 +211,12 @@ class Command:
 
 
 def run_command(args: Sequence[str], env: dict[str, str], log_path: Path) -> Command:
-    """Run `cliniko-reviews ARGS` as its own process and measure it."""
+    """Run `cliniko-reviews ARGS` as its own process and measure it.
+
+    Peak memory is the largest `VmHWM` of the process and its workers, sampled from /proc while it runs.
+    (`ru_maxrss` would not do: Linux carries a process's high-water mark across `exec`, so a child of a large
+    benchmark process reports the parent's size.)
+    """
     with log_path.open("w") as log:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -220,10 +226,53 @@ def run_command(args: Sequence[str], env: dict[str, str], log_path: Path) -> Com
             stderr=subprocess.STDOUT,
             cwd=PROJECT_ROOT,
         )
+        peak = _PeakMemory(process.pid)
         _, status, usage = os.wait4(process.pid, 0)
         elapsed = time.perf_counter() - started
+        peak_kb = peak.stop()
     process.returncode = os.waitstatus_to_exitcode(status)
-    return Command(elapsed, usage.ru_utime + usage.ru_stime, process.returncode, usage.ru_maxrss / 1024)
+    return Command(elapsed, usage.ru_utime + usage.ru_stime, process.returncode, peak_kb / 1024)
+
+
+class _PeakMemory:
+    """The largest `VmHWM` (kB) among a process and its descendants, polled every 0.2 s in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_kb = pid, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak_kb
+
+    def _poll(self) -> None:
+        while not self._done.wait(0.2):
+            for pid in _process_tree(self.pid):
+                self.peak_kb = max(self.peak_kb, _vm_hwm_kb(pid))
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for parent in pids:
+        try:
+            for task in os.listdir(f"/proc/{parent}/task"):
+                pids += map(int, Path(f"/proc/{parent}/task/{task}/children").read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def read_request_log(path: Path) -> list[dict]:

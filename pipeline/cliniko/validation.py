@@ -1,11 +1,10 @@
 """Raw Cliniko rows -> a typed DataFrame for the raw table, plus a quarantine of the rows that break it.
 
 Two steps, both vectorised:
-1. *Strict typing.* Each column is converted to its raw-table type (for raw pages, `pages.py` does this step
-   in DuckDB, to the same outcome) (`str`, `boolean`, `datetime64[us, UTC]`,
+1. *Strict typing.* Each column is converted to its raw-table type (`str`, `boolean`, `datetime64[us, UTC]`,
    list of phone structs). A value of the wrong JSON type, or a timestamp that does not parse, is a failure
    for that row, never silently coerced: pandas' own coercion would turn `"yes"` into `True` and `5` into
-   `"5"`.
+   `"5"`. For raw pages, `pages.py` does this step in DuckDB, to the same outcome.
 2. *The pandera schema* (lazy, so every failure is collected) checks what the table promises: ids present,
    unique and made of digits, `ends_at` present on appointments, the column types.
 
@@ -16,6 +15,7 @@ and the partition goes on with the rest.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -134,23 +134,12 @@ def validate(resource: str, records: Any) -> tuple[pd.DataFrame, list[dict[str, 
         typed[column] = _typed(column, kinds[column], pd.Series(column_values, dtype=object), reasons)
     frame = pd.DataFrame(typed, columns=list(columns))
     _check_schema(resource, frame, reasons)
-    if not reasons:
-        return frame, []
-    bad = sorted(reasons)
-    rows = (
-        [{c: v[i] for c, v in zip(columns, values, strict=True)} for i in bad]
-        if isinstance(records, dict)
-        else [records[i] for i in bad]
-    )
-    quarantine = [
-        {
-            "record_id": row.get(id_column) if isinstance(row.get(id_column), str) else None,
-            "reason": "; ".join(dict.fromkeys(reasons[i])),
-            "record_json": orjson.dumps(row, default=str).decode(),
-        }
-        for i, row in zip(bad, rows, strict=True)
-    ]
-    return frame.drop(index=bad).reset_index(drop=True), quarantine
+
+    def record(i: int) -> tuple[Any, str]:
+        row = records[i] if not isinstance(records, dict) else {c: records[c][i] for c in columns}
+        return row.get(id_column), orjson.dumps(row, default=str).decode()
+
+    return _split(frame, reasons, record)
 
 
 def _validate_typed(resource: str, pages: TypedPages) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
@@ -174,18 +163,26 @@ def _validate_typed(resource: str, pages: TypedPages) -> tuple[pd.DataFrame, lis
     for i in np.flatnonzero(typing.notna().to_numpy()):
         reasons[int(i)].append(typing.iat[i])
     _check_schema(resource, frame, reasons)
+    return _split(frame, reasons, lambda i: (frame[id_column].iat[i], pages.record_json(i)))
+
+
+def _split(
+    frame: pd.DataFrame, reasons: dict[int, list[str]], record: Callable[[int], tuple[Any, str]]
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """(valid rows, quarantine) from the reasons by row; `record(i)` gives row i's (id, record as JSON)."""
     if not reasons:
         return frame, []
-    bad = sorted(reasons)
-    quarantine = [
-        {
-            "record_id": frame[id_column].iat[i] if isinstance(frame[id_column].iat[i], str) else None,
-            "reason": "; ".join(dict.fromkeys(reasons[i])),
-            "record_json": pages.record_json(i),
-        }
-        for i in bad
-    ]
-    return frame.drop(index=bad).reset_index(drop=True), quarantine
+    quarantine = []
+    for i in sorted(reasons):
+        record_id, record_json = record(i)
+        quarantine.append(
+            {
+                "record_id": record_id if isinstance(record_id, str) else None,
+                "reason": "; ".join(dict.fromkeys(reasons[i])),
+                "record_json": record_json,
+            }
+        )
+    return frame.drop(index=sorted(reasons)).reset_index(drop=True), quarantine
 
 
 def _check_schema(resource: str, frame: pd.DataFrame, reasons: dict[int, list[str]]) -> None:
