@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
@@ -40,6 +40,7 @@ import duckdb
 import httpx
 
 from pipeline.automation.instance import ensure_dagster_home
+from pipeline.demo import wait_until
 from pipeline.registry.manual import STEP
 from pipeline.settings import PROJECT_ROOT, load_settings
 from pipeline.warehouse import connect
@@ -84,21 +85,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _wait_until(ready: Callable[[], bool], what: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if ready():
-                return
-        except (httpx.HTTPError, OSError, ValueError):
-            pass
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {process.returncode}; see its log")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} was not ready after {timeout:.0f} s; see its log")
-        time.sleep(0.25)
 
 
 @contextmanager
@@ -394,9 +380,9 @@ def main() -> None:
             admin = stack.enter_context(
                 _process([*cli, "admin", f"--port={admin_port}"], env, logs / "admin.log")
             )
-            _wait_until(manifest.exists, "the sandbox", sandbox, 120)
+            wait_until(manifest.exists, "the sandbox", sandbox, 120)
             admin_url = f"http://127.0.0.1:{admin_port}"
-            _wait_until(lambda: httpx.get(f"{admin_url}/admin/health").is_success, "the admin API", admin, 60)
+            wait_until(lambda: httpx.get(f"{admin_url}/admin/health").is_success, "the admin API", admin, 60)
             accounts = json.loads(manifest.read_text())["cliniko_accounts"]
             business_numbers = set_up_mappings(admin_url, accounts, args.mappings)
             print(
@@ -413,7 +399,7 @@ def main() -> None:
             )
             ui_url = f"http://127.0.0.1:{ui_port}"
             gql = GraphQL(ui_url)
-            _wait_until(
+            wait_until(
                 lambda: bool(gql(REPOSITORY)["repositoriesOrError"]["nodes"]), "dagster dev", dagster, 180
             )
             print(f"dagster dev on {ui_url}, instance {dagster_home / 'dagster.yaml'}", flush=True)

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
@@ -42,7 +42,11 @@ def _free_port(preferred: int) -> int:
     raise RuntimeError("no free port on 127.0.0.1")
 
 
-def _wait_until(ready, what: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_until(
+    ready: Callable[[], object], what: str, process: subprocess.Popen, timeout: float = 60.0
+) -> None:
+    """Poll `ready()` until it is true; a connection error or bad answer counts as not yet. Raises a
+    `click.ClickException` naming `what` if `process` exits first or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -205,13 +209,13 @@ def local_services(
         sandbox_args.append(f"--birdeye-record={birdeye_record}")
     with ExitStack() as stack:
         sandbox = stack.enter_context(_process(sandbox_args, env, logs / "sandbox.log"))
-        _wait_until(manifest.exists, "the sandbox emulators", sandbox)
+        wait_until(manifest.exists, "the sandbox emulators", sandbox)
         accounts = json.loads(manifest.read_text())["cliniko_accounts"]
         admin = stack.enter_context(
             _process([*cli, "admin", f"--port={admin_port}"], env, logs / "admin.log")
         )
         admin_url = f"http://127.0.0.1:{admin_port}"
-        _wait_until(lambda: httpx.get(f"{admin_url}/admin/health").is_success, "the admin API", admin)
+        wait_until(lambda: httpx.get(f"{admin_url}/admin/health").is_success, "the admin API", admin)
         yield env, admin_url, accounts
 
 

@@ -16,14 +16,15 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import click
 import httpx
 from playwright.sync_api import Page, sync_playwright
 
+from pipeline.demo import wait_until
 from pipeline.sandbox.browser import launch_chromium
 from pipeline.settings import PROJECT_ROOT
 
@@ -75,17 +76,18 @@ def webserver(data_dir: Path) -> Iterator[str]:
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if httpx.get(f"{url}/server_info", timeout=2).is_success:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(f"dagster-webserver did not come up:\n{log.read().decode()[-3000:]}")
-                time.sleep(0.5)
+            try:
+                wait_until(
+                    lambda: httpx.get(f"{url}/server_info", timeout=2).is_success,
+                    "dagster-webserver",
+                    process,
+                    180,
+                )
+            except click.ClickException as exc:
+                log.seek(0)
+                raise RuntimeError(
+                    f"dagster-webserver did not come up:\n{log.read().decode()[-3000:]}"
+                ) from exc
             yield url
         finally:
             os.killpg(process.pid, signal.SIGTERM)

@@ -59,7 +59,6 @@ from pipeline.cliniko.records import (
     appointment_columns,
     business_row,
     columns_of_rows,
-    normalise,
     patient_columns,
     rows_of_columns,
 )
@@ -238,10 +237,7 @@ class ClinikoClient:
         row: Callable[[dict[str, Any]], dict[str, Any]],
         columns: tuple[str, ...],
     ) -> list[dict[str, Any]]:
-        page_columns = COLUMNS_OF.get(row) or (
-            lambda records: columns_of_rows(normalise(records, row, columns), columns)
-        )
-        return rows_of_columns(self._collect_columns(path, [params], page_columns, columns))
+        return rows_of_columns(self._collect_columns(path, [params], COLUMNS_OF[row], columns))
 
     def _collect_columns(
         self,

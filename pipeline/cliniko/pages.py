@@ -11,7 +11,7 @@ same outcome on well-formed and malformed records (`tests/unit/test_cliniko_page
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import orjson
@@ -33,12 +33,15 @@ class TypedPages:
     resource: str
     frame: pd.DataFrame
     bodies: Sequence[bytes]
+    _parsed: dict[int, list] = field(default_factory=dict, repr=False, compare=False)
 
     def record_json(self, row: int) -> str:
-        """The record of frame row `row` exactly as Cliniko sent it (for the quarantine)."""
+        """The record of frame row `row` exactly as Cliniko sent it (for the quarantine; each page that holds
+        one is parsed once)."""
         page, index = int(self.frame["_page"].iat[row]), int(self.frame["_index"].iat[row])
-        record = orjson.loads(self.bodies[page])[PAGE_RESOURCES[self.resource]][index]
-        return orjson.dumps(record).decode()
+        if page not in self._parsed:
+            self._parsed[page] = orjson.loads(self.bodies[page])[PAGE_RESOURCES[self.resource]]
+        return orjson.dumps(self._parsed[page][index]).decode()
 
 
 def type_pages(resource: str, bodies: Iterable[bytes], batch_pages: int = 32) -> TypedPages:

@@ -38,18 +38,15 @@ typed as (
         ts_value(r.created_at) as created_at,
         ts_value(r.updated_at) as updated_at,
         nullif(concat_ws('; ',
-            case when ts_bad(r.starts_at, starts_at) then 'starts_at: unparsable timestamp, got ' || shown(r.starts_at) end,
-            case when ts_bad(r.ends_at, ends_at) then 'ends_at: unparsable timestamp, got ' || shown(r.ends_at) end,
-            case when bool_bad(r.did_not_arrive)
-                then 'did_not_arrive: expected true/false, got ' || shown(r.did_not_arrive) end,
-            case when bool_bad(r.patient_arrived)
-                then 'patient_arrived: expected true/false, got ' || shown(r.patient_arrived) end,
-            case when ts_bad(r.cancelled_at, cancelled_at)
-                then 'cancelled_at: unparsable timestamp, got ' || shown(r.cancelled_at) end,
-            case when ts_bad(r.archived_at, archived_at) then 'archived_at: unparsable timestamp, got ' || shown(r.archived_at) end,
-            case when ts_bad(r.deleted_at, deleted_at) then 'deleted_at: unparsable timestamp, got ' || shown(r.deleted_at) end,
-            case when ts_bad(r.created_at, created_at) then 'created_at: unparsable timestamp, got ' || shown(r.created_at) end,
-            case when ts_bad(r.updated_at, updated_at) then 'updated_at: unparsable timestamp, got ' || shown(r.updated_at) end
+            ts_reason('starts_at', r.starts_at, starts_at),
+            ts_reason('ends_at', r.ends_at, ends_at),
+            bool_reason('did_not_arrive', r.did_not_arrive),
+            bool_reason('patient_arrived', r.patient_arrived),
+            ts_reason('cancelled_at', r.cancelled_at, cancelled_at),
+            ts_reason('archived_at', r.archived_at, archived_at),
+            ts_reason('deleted_at', r.deleted_at, deleted_at),
+            ts_reason('created_at', r.created_at, created_at),
+            ts_reason('updated_at', r.updated_at, updated_at)
         ), '') as _reason
     from records
 )

@@ -33,20 +33,18 @@ typed as (
         ts_value(r.created_at) as created_at,
         ts_value(r.updated_at) as updated_at,
         nullif(concat_ws('; ',
-            case when text_bad(r.first_name) then 'first_name: expected text, got ' || shown(r.first_name) end,
-            case when text_bad(r.last_name) then 'last_name: expected text, got ' || shown(r.last_name) end,
-            case when text_bad(r.preferred_first_name)
-                then 'preferred_first_name: expected text, got ' || shown(r.preferred_first_name) end,
-            case when text_bad(r.email) then 'email: expected text, got ' || shown(r.email) end,
-            case when text_bad(r.reminder_type)
-                then 'reminder_type: expected text, got ' || shown(r.reminder_type) end,
+            text_reason('first_name', r.first_name),
+            text_reason('last_name', r.last_name),
+            text_reason('preferred_first_name', r.preferred_first_name),
+            text_reason('email', r.email),
+            text_reason('reminder_type', r.reminder_type),
             case when phones_bad(r.patient_phone_numbers) then 'phone_numbers: expected a list of '
                 || '{phone_type, number}, got ' || shown(r.patient_phone_numbers) end,
-            case when ts_bad(r.archived_at, archived_at) then 'archived_at: unparsable timestamp, got ' || shown(r.archived_at) end,
-            case when ts_bad(r.deleted_at, deleted_at) then 'deleted_at: unparsable timestamp, got ' || shown(r.deleted_at) end,
-            case when ts_bad(r.merged_at, merged_at) then 'merged_at: unparsable timestamp, got ' || shown(r.merged_at) end,
-            case when ts_bad(r.created_at, created_at) then 'created_at: unparsable timestamp, got ' || shown(r.created_at) end,
-            case when ts_bad(r.updated_at, updated_at) then 'updated_at: unparsable timestamp, got ' || shown(r.updated_at) end
+            ts_reason('archived_at', r.archived_at, archived_at),
+            ts_reason('deleted_at', r.deleted_at, deleted_at),
+            ts_reason('merged_at', r.merged_at, merged_at),
+            ts_reason('created_at', r.created_at, created_at),
+            ts_reason('updated_at', r.updated_at, updated_at)
         ), '') as _reason
     from records
 )

@@ -30,3 +30,10 @@ create or replace temp macro phones_value(j) as
         from_json(j, '[{"phone_type": "VARCHAR", "number": "VARCHAR"}]'),
         lambda p: {'phone_type': nullif(p.phone_type, ''), 'number': nullif(p.number, '')}
     ) end;
+-- One reason for `_reason`, or null: column `name` held something other than its type.
+create or replace temp macro ts_reason(name, v, ts) as
+    case when ts_bad(v, ts) then name || ': unparsable timestamp, got ' || shown(v) end;
+create or replace temp macro bool_reason(name, j) as
+    case when bool_bad(j) then name || ': expected true/false, got ' || shown(j) end;
+create or replace temp macro text_reason(name, j) as
+    case when text_bad(j) then name || ': expected text, got ' || shown(j) end;

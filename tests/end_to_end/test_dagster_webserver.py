@@ -11,13 +11,14 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 
+import click
 import httpx
 import pytest
 
 from pipeline.definitions import defs
+from pipeline.demo import wait_until
 from pipeline.settings import PROJECT_ROOT
 
 ASSETS = {
@@ -118,16 +119,15 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"dagster-webserver did not come up:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
+        try:
+            wait_until(
+                lambda: httpx.get(f"{url}/server_info", timeout=2).is_success,
+                "dagster-webserver",
+                process,
+                120,
+            )
+        except click.ClickException:
+            pytest.fail(f"dagster-webserver did not come up:\n{log_path.read_text()[-3000:]}")
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
