@@ -14,6 +14,7 @@ import argparse
 import statistics
 import tempfile
 import time
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -124,7 +125,9 @@ def build(con: duckdb.DuckDBPyConnection, mapping: int, day: date) -> dict[str, 
         location_names=[f"clinic {mapping}a", f" CLINIC {mapping}B "],
         beta=False,
         test=False,
+        run_id=uuid.uuid4().hex,
         run_started_at=RUN_STARTED_AT,
+        close_at=RUN_STARTED_AT,
     )
 
 

@@ -22,6 +22,8 @@ from pipeline.birdeye import Accepted, BirdeyeClient
 from pipeline.sandbox.birdeye_emulator import DEFAULT_API_KEY
 from pipeline.sink import post_review_requests
 from pipeline.sink.post import check_in_for_row
+from pipeline.warehouse import connect
+from pipeline.warehouse.slices import ensure_tables
 
 
 def rows(n: int, business_number: str) -> list[dict]:
@@ -43,12 +45,31 @@ def rows(n: int, business_number: str) -> list[dict]:
     ]
 
 
+def claim(warehouse: Path, batch: list[dict]) -> None:
+    """The rows as the models leave them: claimed, `pending` in the ledger (sql/sink/claims.sql)."""
+    with connect(warehouse) as con:
+        ensure_tables(con)
+        con.execute(
+            "insert into sink.review_request_ledger (business_number, appointment_id, partition_date, "
+            "target_date, group_id, patient_id, channels, status, updated_at) select unnest($bn), "
+            "unnest($ids), date '2026-11-24', date '2026-11-24', 1, unnest($patients), 'sms,email', "
+            "'pending', now()",
+            {
+                "bn": [r["business_number"] for r in batch],
+                "ids": [r["appointment_id"] for r in batch],
+                "patients": [r["patient_id"] for r in batch],
+            },
+        )
+
+
 def run(base_url: str, workdir: Path, label: str, n: int, **options) -> float:
-    """Post n fresh rows into a fresh warehouse; returns requests per second."""
+    """Post n freshly claimed rows of a fresh warehouse; returns requests per second."""
     warehouse = workdir / f"{label}.duckdb"
+    batch = rows(n, label)
+    claim(warehouse, batch)
     started = time.perf_counter()
     counts = post_review_requests(
-        warehouse, rows(n, label), api_key=DEFAULT_API_KEY, base_url=base_url, **options
+        warehouse, batch, api_key=DEFAULT_API_KEY, base_url=base_url, rate_limit_dir=workdir, **options
     )
     elapsed = time.perf_counter() - started
     if counts["sent"] != n:

@@ -41,6 +41,7 @@ def run(start, end, mappings: tuple[str, ...], workers: int) -> None:
 
     from pipeline.automation.instance import ensure_dagster_home
     from pipeline.automation.runner import (
+        busy_partitions,
         dates_between,
         render_summary,
         run_partitions_in_workers,
@@ -63,11 +64,36 @@ def run(start, end, mappings: tuple[str, ...], workers: int) -> None:
         return
     group_of = {m.business_number: m.group_id for m in registry.mappings(active_only=True)}
     with dg.DagsterInstance.get() as instance:
+        busy = busy_partitions(instance, days)
+        if busy:
+            raise click.UsageError(
+                f"Partition(s) {', '.join(busy)} are being run already; wait for those runs (or cancel them "
+                "in the Dagster UI) and run again."
+            )
         outcomes = run_partitions_in_workers(days, group_of, workers, instance)
     click.echo(render_summary(summarize(settings, outcomes), outcomes))
     failed = sum(not o.success for o in outcomes)
     click.echo(f"{len(outcomes) - failed} of {len(outcomes)} partition(s) succeeded.")
     sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option("--mapping", "mappings", multiple=True, help="Business number of a mapping; repeatable.")
+def status(mappings: tuple[str, ...]) -> None:
+    """Where each mapping stands: last closed partition, partitions not closed, next due time, open alerts."""
+    from pipeline.registry import Registry
+    from pipeline.settings import load_settings
+    from pipeline.status import render_status
+
+    settings = load_settings()
+    known = Registry.open(settings).mappings(active_only=False)
+    unknown = sorted(set(mappings) - {m.business_number for m in known})
+    if unknown:
+        raise click.UsageError(
+            f"Mapping(s) {unknown} are not in the registry. Mappings: {[m.business_number for m in known]}."
+        )
+    chosen = [m for m in known if not mappings or m.business_number in mappings]
+    click.echo(render_status(settings.analytics_path, chosen) if chosen else "No mapping in the registry.")
 
 
 @main.command()

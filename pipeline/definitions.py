@@ -1,4 +1,4 @@
-"""The one Definitions object: wires assets, checks, jobs, schedules, sensors and resources."""
+"""The one Definitions object: wires assets, checks, jobs, sensors and resources."""
 
 import dagster as dg
 
@@ -6,12 +6,7 @@ from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses, cli
 from pipeline.assets.models import appointment_eligibility
 from pipeline.assets.resources import PipelineResource
 from pipeline.assets.sink import analytics_database, review_requests
-from pipeline.automation.sensors import (
-    daily_review_requests_schedule,
-    due_mappings_sensor,
-    mapping_partitions_sensor,
-    review_requests_job,
-)
+from pipeline.automation.sensors import calendar_sensor, mapping_partitions_sensor, review_requests_job
 
 defs = dg.Definitions(
     assets=[
@@ -23,8 +18,7 @@ defs = dg.Definitions(
         analytics_database,
     ],
     jobs=[review_requests_job],
-    schedules=[daily_review_requests_schedule],
-    sensors=[mapping_partitions_sensor, due_mappings_sensor],
+    sensors=[mapping_partitions_sensor, calendar_sensor],
     resources={"pipeline": PipelineResource()},
     # Runs the UI launches (asset backfills, "Materialize") run their steps in the run's own process, like
     # `review_requests_job`: a subprocess per step costs more than the step on a two-core machine.

@@ -28,6 +28,8 @@ class Settings:
     birdeye_concurrency: int
     admin_token: str | None = field(repr=False)
     registry_secret_key: str | None = field(repr=False)
+    # Where alerts are posted as JSON (SPEC §8); secret like a key, since webhook URLs carry a token.
+    alert_webhook_url: str | None = field(default=None, repr=False)
 
     @property
     def registry_path(self) -> Path:
@@ -44,6 +46,11 @@ class Settings:
     @property
     def rate_limit_dir(self) -> Path:
         return self.data_dir / "rate_limits"
+
+    @property
+    def run_lease_dir(self) -> Path:
+        """Leases of the Dagster runs working on partitions (see `pipeline.leases`)."""
+        return self.data_dir / "run_leases"
 
     def cliniko_base_url_for(self, shard: str) -> str:
         """`CLINIKO_BASE_URL` wins for every key when set; otherwise the key's shard host."""
@@ -65,4 +72,5 @@ def load_settings() -> Settings:
         birdeye_concurrency=int(_env("BIRDEYE_CONCURRENCY", "8")),
         admin_token=_env("ADMIN_TOKEN"),
         registry_secret_key=_env("REGISTRY_SECRET_KEY"),
+        alert_webhook_url=_env("ALERT_WEBHOOK_URL"),
     )

@@ -8,10 +8,11 @@ import duckdb
 import pandas as pd
 
 from pipeline.assets.resources import PipelineResource, column_schema
+from pipeline.assets.runs import record_failed_run
 from pipeline.automation.partitions import mapping_day_partitions
+from pipeline.calendar.rules import local_day_window, target_day
 from pipeline.cliniko import ClinikoClient
 from pipeline.cliniko.pages import type_pages
-from pipeline.cliniko.windows import local_day_window, target_day
 from pipeline.registry import MappingConfig
 from pipeline.warehouse import connect
 from pipeline.warehouse.raw_store import store_records
@@ -88,6 +89,7 @@ def stored_businesses(con: duckdb.DuckDBPyConnection, business_number: str) -> l
     partitions_def=mapping_day_partitions,
     group_name=GROUP,
     kinds={"duckdb"},
+    hooks={record_failed_run},
     check_specs=[_quarantine_spec("cliniko_businesses")],
     metadata={"dagster/column_schema": column_schema("raw/cliniko_businesses.sql", "raw.cliniko_businesses")},
 )
@@ -125,6 +127,7 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
     partitions_def=mapping_day_partitions,
     group_name=GROUP,
     kinds={"duckdb"},
+    hooks={record_failed_run},
     deps=[cliniko_businesses],
     check_specs=[_quarantine_spec("cliniko_appointments")],
     metadata={
@@ -182,6 +185,7 @@ def cliniko_appointments(
     partitions_def=mapping_day_partitions,
     group_name=GROUP,
     kinds={"duckdb"},
+    hooks={record_failed_run},
     deps=[cliniko_appointments],
     check_specs=[_quarantine_spec("cliniko_patients")],
     metadata={"dagster/column_schema": column_schema("raw/cliniko_patients.sql", "raw.cliniko_patients")},

@@ -1,18 +1,25 @@
-"""The SQL models of `sql/` for one partition: candidates, channels and one restriction reason each."""
+"""The SQL models of `sql/` for one partition: candidates, channels, one restriction reason each, and the
+claims of the eligible ones in the ledger."""
 
 import json
-from datetime import UTC, datetime
 
 import dagster as dg
+import duckdb
 
 from pipeline.assets.ingest import cliniko_patients
 from pipeline.assets.resources import PipelineResource
+from pipeline.assets.runs import record_failed_run, started_at
 from pipeline.automation.partitions import mapping_day_partitions
-from pipeline.cliniko.windows import target_day
+from pipeline.calendar import rules, store
+from pipeline.calendar.alerts import raise_alerts, resolve_alerts
+from pipeline.calendar.store import Alert
 from pipeline.warehouse import connect
-from pipeline.warehouse.models import CHECKS, build_partition, run_check
+from pipeline.warehouse.models import CHECKS, build_partition, ensure_models, run_check
 from pipeline.warehouse.slices import ensure_tables
 from pipeline.warehouse.sql_files import SQL_DIR
+
+# A data check whose findings are a warning for people (an alert), not a broken partition.
+SHARE_CHECK = "restriction_shares_stable"
 
 
 def check_description(name: str) -> str:
@@ -22,18 +29,12 @@ def check_description(name: str) -> str:
     return " ".join(comment) or name
 
 
-def run_started_at(context: dg.AssetExecutionContext) -> datetime:
-    """When the run started: appointments that end after it are not candidates yet."""
-    record = context.instance.get_run_record_by_id(context.run_id)
-    started = record.start_time if record is not None else None
-    return datetime.fromtimestamp(started, UTC) if started else datetime.now(UTC)
-
-
 @dg.asset(
     partitions_def=mapping_day_partitions,
     group_name="models",
     kinds={"duckdb", "sql"},
     deps=[cliniko_patients],
+    hooks={record_failed_run},
     check_specs=[
         dg.AssetCheckSpec(name, asset="appointment_eligibility", description=check_description(name))
         for name in CHECKS
@@ -43,12 +44,17 @@ def appointment_eligibility(
     context: dg.AssetExecutionContext, pipeline: PipelineResource
 ) -> dg.MaterializeResult:
     """Every candidate appointment of the partition with exactly one outcome: eligible, or the first
-    restriction reason that applies (beta, inactive customer, did not arrive, opted out, no contact,
-    duplicate patient, cooled off). Built by the plain SQL files of `sql/`; replaces only this partition.
+    restriction reason that applies (beta, inactive customer, invalid record, did not arrive, opted out, no
+    contact, duplicate patient, cooled off). Built by the plain SQL files of `sql/`; replaces only this
+    partition. The eligible ones are claimed in the ledger (`pending`) in the same transaction, so a run of
+    the same integration group never decides on a stale ledger.
 
-    Metadata counts candidates, eligible and each restriction code, plotted over partitions in the UI.
+    A run that starts before the partition's close time (the latest local midnight ending the target day over
+    the mapping's Cliniko businesses) is partial: appointments still running get their outcome from a later
+    run. Metadata counts candidates, eligible and each restriction code, plotted over partitions in the UI.
     """
     day, mapping = pipeline.partition(context)
+    run_started_at = started_at(context.instance, context.run.run_id)
     params = {
         "business_number": day.business_number,
         "partition_date": day.partition_date,
@@ -58,16 +64,56 @@ def appointment_eligibility(
         "location_names": list(mapping.location_names),
         "beta": mapping.beta,
         "test": mapping.test,
-        "run_started_at": run_started_at(context),
+        "run_id": context.run.run_id,
+        "run_started_at": run_started_at,
     }
+    target = rules.target_day(day.partition_date, mapping.fetch_delay_days)
     with connect(pipeline.settings.warehouse_path) as con:
         ensure_tables(con)
-        counts = build_partition(con, **params)
+        ensure_models(con)
+        zones, _ = store.stored_time_zones(con, {day.business_number: mapping.location_names}).get(
+            day.business_number, (None, ())
+        )
+        params["close_at"] = rules.close_time(target, zones)
+        try:
+            counts = build_partition(con, **params)
+        except duckdb.InvalidInputException as error:
+            if "was already built by run" not in str(error):
+                raise
+            raise dg.Failure(str(error).removeprefix("Invalid Input Error: ")) from None
         findings = {name: run_check(con, name, params) for name in CHECKS}
+    partial = run_started_at < params["close_at"]
+    shares = findings[SHARE_CHECK]
+    if shares:
+        codes = ", ".join(
+            f"{r['restriction_code']} {r['share_before']:.0%} -> {r['share_now']:.0%}" for r in shares
+        )
+        raise_alerts(
+            pipeline.settings.warehouse_path,
+            pipeline.settings.alert_webhook_url,
+            [
+                Alert(
+                    kind="restriction_share_jump",
+                    key=f"restriction_share_jump|{day.business_number}",
+                    message=f"Mapping {day.business_number}, {day.partition_date}: the share of restriction "
+                    f"codes jumped ({codes}); did a Cliniko field change?",
+                    business_number=day.business_number,
+                    group_id=mapping.group_id,
+                    partition_date=day.partition_date,
+                )
+            ],
+        )
+    elif not partial:
+        resolve_alerts(
+            pipeline.settings.warehouse_path,
+            kinds=["restriction_share_jump"],
+            business_numbers=[day.business_number],
+        )
     check_results = [
         dg.AssetCheckResult(
             check_name=name,
             passed=not rows,
+            severity=dg.AssetCheckSeverity.WARN if name == SHARE_CHECK else dg.AssetCheckSeverity.ERROR,
             metadata={
                 "offending_rows": len(rows),
                 "sample": dg.MetadataValue.json(json.loads(json.dumps(rows[:5], default=str))),
@@ -78,7 +124,9 @@ def appointment_eligibility(
     return dg.MaterializeResult(
         metadata={
             **counts,
-            "target_date": target_day(day.partition_date, mapping.fetch_delay_days).isoformat(),
+            "target_date": target.isoformat(),
+            "close_at": params["close_at"].isoformat(),
+            "partial_run": partial,
             "test_mapping": mapping.test,
         },
         check_results=check_results,

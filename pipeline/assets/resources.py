@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 
 from pipeline.automation.partitions import MappingDay, mapping_day
+from pipeline.leases import hold
 from pipeline.registry import MappingConfig, Registry
 from pipeline.settings import Settings, load_settings
 
@@ -37,7 +38,12 @@ class PipelineResource(dg.ConfigurableResource):
         return self._registry
 
     def partition(self, context: dg.AssetExecutionContext) -> tuple[MappingDay, MappingConfig]:
-        """The partition being materialized and its mapping, which must exist and be active."""
+        """The partition being materialized and its mapping, which must exist and be active.
+
+        Holds the run's lease from its first step on, so the calendar sensor can tell a run whose process
+        died (its partition must be retried) from one that is still working.
+        """
+        hold(self.settings.run_lease_dir, context.run.run_id)
         day = mapping_day(context.partition_key)
         mapping = self.registry().mapping(day.business_number)
         if mapping is None:

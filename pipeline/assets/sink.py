@@ -1,21 +1,30 @@
-"""Review requests -> Birdeye through the at-most-once ledger, then the analysts' snapshot."""
+"""Review requests -> Birdeye through the at-most-once ledger, then the analysts' database."""
+
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from pipeline.assets.models import appointment_eligibility
 from pipeline.assets.resources import PipelineResource
-from pipeline.automation.partitions import mapping_day_partitions
-from pipeline.sink import post_review_requests
+from pipeline.assets.runs import record_failed_run
+from pipeline.automation.partitions import PARTITIONS_START_DATE, mapping_day_partitions
+from pipeline.calendar import coverage, store
+from pipeline.calendar.alerts import raise_alerts, resolve_alerts
+from pipeline.calendar.store import Alert
+from pipeline.sink import BirdeyeKeyRefused, post_review_requests
 from pipeline.warehouse import connect
 from pipeline.warehouse.slices import ensure_tables
-from pipeline.warehouse.snapshot import refresh_analytics
 
 ELIGIBLE_ROWS = """
-select business_number, appointment_id, partition_date, target_date, group_id, patient_id, channels,
-       sms_phone, email, patient_name, location_name
+select business_number, appointment_id, patient_id, channels, sms_phone, email, patient_name, location_name
 from marts.appointment_eligibility
 where business_number = $business_number and partition_date = $partition_date and is_eligible
 order by appointment_id
+"""
+
+PENDING_ROWS = """
+select count(*) from sink.review_request_ledger
+where business_number = $business_number and partition_date = $partition_date and status = 'pending'
 """
 
 DOUBLE_SENT = """
@@ -32,6 +41,7 @@ having count(*) > 1
     group_name="birdeye",
     kinds={"duckdb"},
     deps=[appointment_eligibility],
+    hooks={record_failed_run},
     check_specs=[
         dg.AssetCheckSpec(
             "no_appointment_sent_twice",
@@ -41,11 +51,13 @@ having count(*) > 1
     ],
 )
 def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    """Posts the partition's eligible appointments to Birdeye's check-in API through the ledger.
+    """Posts the partition's claimed review requests (`pending` ledger rows) to Birdeye's check-in API.
 
     A request is committed as `sending` before it is posted, `sent` after a 2xx, `failed` on a rejection,
     `uncertain` when the outcome is unknown (never re-posted automatically; see `cliniko-reviews requeue`).
-    Test mappings record `dry_run` rows and post nothing. Metadata counts ledger rows by status.
+    Test mappings' claims are `dry_run` rows and nothing is posted. If Birdeye refuses the key, the run fails
+    and raises an alert; the requests stay `pending` for the retry. Once posted, the run records the partition
+    as done (closed, unless the run started before its close time). Metadata counts ledger rows by status.
     """
     day, mapping = pipeline.partition(context)
     settings = pipeline.settings
@@ -53,24 +65,48 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
     with connect(settings.warehouse_path) as con:
         ensure_tables(con)
         rows = con.execute(ELIGIBLE_ROWS, params).df().to_dict("records")
-    if not mapping.test and rows and mapping.birdeye_api_key is None:
+        pending = con.execute(PENDING_ROWS, params).fetchone()[0]
+    if pending and mapping.birdeye_api_key is None:
         raise dg.Failure(
-            f"Mapping {day.business_number} has {len(rows)} eligible request(s) but no birdeye.api.key. "
+            f"Mapping {day.business_number} has {pending} review request(s) to post but no birdeye.api.key. "
             "Set it on the group or the mapping; nothing was posted."
         )
-    counts = post_review_requests(
-        settings.warehouse_path,
-        rows,
-        api_key=mapping.birdeye_api_key.reveal() if mapping.birdeye_api_key else "",
-        base_url=settings.birdeye_base_url,
-        concurrency=settings.birdeye_concurrency,
-        rate_per_second=settings.birdeye_rate_limit_per_second,
-        dry_run=mapping.test,
-    )
+    try:
+        counts = post_review_requests(
+            settings.warehouse_path,
+            rows,
+            api_key=mapping.birdeye_api_key.reveal() if mapping.birdeye_api_key else None,
+            rate_limit_dir=settings.rate_limit_dir,
+            base_url=settings.birdeye_base_url,
+            concurrency=settings.birdeye_concurrency,
+            rate_per_second=settings.birdeye_rate_limit_per_second,
+        )
+    except BirdeyeKeyRefused as refused:
+        raise_alerts(
+            settings.warehouse_path,
+            settings.alert_webhook_url,
+            [
+                Alert(
+                    kind="birdeye_auth",
+                    key=f"birdeye_auth|{day.business_number}",
+                    message=str(refused),
+                    business_number=day.business_number,
+                    group_id=mapping.group_id,
+                    partition_date=day.partition_date,
+                )
+            ],
+        )
+        raise dg.Failure(str(refused)) from None
+    resolve_alerts(settings.warehouse_path, kinds=["birdeye_auth"], business_numbers=[day.business_number])
     with connect(settings.warehouse_path) as con:
         doubles = con.execute(DOUBLE_SENT).fetchall()
+        closed = store.record_success(con, context.run.run_id, datetime.now(UTC))
     return dg.MaterializeResult(
-        metadata={"eligible": len(rows), **{f"status_{k}": v for k, v in sorted(counts.items())}},
+        metadata={
+            "eligible": len(rows),
+            **{f"status_{k}": v for k, v in sorted(counts.items())},
+            "partition_closed": bool(closed),
+        },
         check_results=[
             dg.AssetCheckResult(
                 check_name="no_appointment_sent_twice",
@@ -86,13 +122,20 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
     group_name="analytics",
     kinds={"duckdb"},
     deps=[review_requests],
+    hooks={record_failed_run},
 )
 def analytics_database(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    """`$DATA_DIR/analytics.duckdb`: the analysts' views `restriction_reasons` and `review_requests`.
+    """`$DATA_DIR/analytics.duckdb`: the analysts' views `restriction_reasons`, `review_requests`,
+    `coverage` (every mapping-day's state: closed, partial, failed, skipped, pending) and `alerts`.
 
     Rebuilt in a new file and swapped in atomically, so an analyst may keep it open (read-only) while runs
     go on: their session never makes a run fail, and a run never breaks their session.
     """
     settings = pipeline.settings
-    counts = refresh_analytics(settings.warehouse_path, settings.analytics_path)
+    counts = coverage.refresh(
+        settings.warehouse_path,
+        settings.analytics_path,
+        pipeline.registry().mappings(active_only=False),
+        PARTITIONS_START_DATE,
+    )
     return dg.MaterializeResult(metadata={"path": str(settings.analytics_path), **(counts or {})})

@@ -14,6 +14,11 @@ from pipeline.settings import Settings
 # Event storage stays Dagster's default (a SQLite file per run): one consolidated SQLite file was a third
 # faster per partition (benchmarks/bench_daily_run.py) but puts every concurrent run of a backfill on one
 # SQLite writer lock. A deployment past one machine uses Postgres instead (docs/scaling.md).
+# Two runs of one partition never overlap (a schedule's run and a UI backfill, say): the second waits in the
+# queue. Runs of one integration group may overlap: their decisions and claims are one warehouse transaction
+# (sql/sink/claims.sql), so the cool-off and duplicate rules hold whatever runs side by side.
+# Run monitoring turns a run whose worker died (killed, machine lost) into a failure, which the calendar
+# sensor then retries; without it such a run would stay STARTED and its partition in flight forever.
 DAGSTER_YAML = """\
 # Written by cliniko-reviews (pipeline/automation/instance.py); edit freely, it is not overwritten.
 run_queue:
@@ -23,6 +28,14 @@ run_queue:
   tag_concurrency_limits:
     - key: "dagster/backfill"
       limit: 3
+    - key: "dagster/partition"
+      value:
+        applyLimitPerUniqueValue: true
+      limit: 1
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 300
+  poll_interval_seconds: 60
 telemetry:
   enabled: false
 """

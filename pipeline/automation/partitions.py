@@ -10,6 +10,7 @@ import dagster as dg
 MAPPING_DIMENSION = "mapping"
 DATE_DIMENSION = "date"
 PARTITIONS_START = "2024-01-01"
+PARTITIONS_START_DATE = date.fromisoformat(PARTITIONS_START)
 
 mapping_partitions = dg.DynamicPartitionsDefinition(name=MAPPING_DIMENSION)
 # end_offset=1 makes today's partition exist, which hourly mappings run ("today so far").
@@ -42,3 +43,25 @@ def mapping_day(partition_key: str | dg.MultiPartitionKey) -> MappingDay:
         partition_key = mapping_day_partitions.get_partition_key_from_str(partition_key)
     dims = partition_key.keys_by_dimension
     return MappingDay(dims[MAPPING_DIMENSION], date.fromisoformat(dims[DATE_DIMENSION]))
+
+
+# A run in one of these states holds its partition: it may still write it.
+IN_FLIGHT = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+)
+
+
+def runs_in_flight(instance: dg.DagsterInstance) -> list[tuple[MappingDay, dg.RunRecord]]:
+    """The queued and running runs of mapping-day partitions, with their partitions."""
+    found = []
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_FLIGHT))):
+        key = record.dagster_run.tags.get("dagster/partition")
+        try:
+            found.append((mapping_day(key), record))
+        except Exception:  # no partition, or a partition of another job
+            continue
+    return found

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import dagster as dg
+import duckdb
 
-from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
+from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay, runs_in_flight
+from pipeline.leases import release
 from pipeline.registry import Registry
 from pipeline.settings import Settings
 from pipeline.sink import STATUSES
@@ -37,6 +39,8 @@ class MappingSummary:
     eligible: int = 0
     restrictions: dict[str, int] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
+    coverage: dict[str, int] = field(default_factory=dict)  # state -> partitions (SPEC §8)
+    opens_at: dict[str, str] = field(default_factory=dict)  # a partial partition -> when it closes
 
 
 def dates_between(start: date, end: date | None) -> list[date]:
@@ -64,6 +68,16 @@ def select_partitions(
     return [MappingDay(bn, d) for d in dates for bn in chosen]
 
 
+def busy_partitions(instance: dg.DagsterInstance, days: Sequence[MappingDay]) -> list[str]:
+    """The partitions among `days` that a queued or running run holds (the scheduler's, a UI backfill's)."""
+    wanted = set(days)
+    return sorted(
+        f"{day} (run {record.dagster_run.run_id})"
+        for day, record in runs_in_flight(instance)
+        if day in wanted
+    )
+
+
 def run_partitions(
     days: Sequence[MappingDay], instance: dg.DagsterInstance, *, show_progress: bool = True
 ) -> list[RunOutcome]:
@@ -82,6 +96,7 @@ def run_partitions(
             result = job.execute_in_process(
                 instance=instance, partition_key=day.key, raise_on_error=False, run_config=QUIET
             )
+            release(result.run_id)  # the run's lease (see PipelineResource.partition): the run is over
             error = None
             if not result.success:
                 failures = [e for e in result.all_events if e.is_step_failure]
@@ -179,6 +194,22 @@ def summarize(settings: Settings, outcomes: Sequence[RunOutcome]) -> list[Mappin
             s.eligible += count
     for business_number, status, count in requests:
         summaries[business_number].requests[status] = count
+    if settings.analytics_path.exists():
+        analytics = duckdb.connect(str(settings.analytics_path), read_only=True)
+        try:
+            analytics.execute("create temp table chosen (business_number varchar, partition_date date)")
+            analytics.executemany("insert into chosen values (?, ?)", keys)
+            states = analytics.execute(
+                "select business_number, partition_date, state, close_at from coverage "
+                "join chosen using (business_number, partition_date) order by partition_date"
+            ).fetchall()
+        finally:
+            analytics.close()
+        for business_number, partition_date, state, close_at in states:
+            s = summaries[business_number]
+            s.coverage[state] = s.coverage.get(state, 0) + 1
+            if state == "partial":
+                s.opens_at[str(partition_date)] = close_at.strftime("%Y-%m-%d %H:%M UTC")
     return [summaries[k] for k in sorted(summaries)]
 
 
@@ -195,5 +226,8 @@ def render_summary(summaries: Sequence[MappingSummary], outcomes: Sequence[RunOu
         requests = [f"{k} {s.requests[k]}" for k in STATUSES if s.requests.get(k)]
         lines.append(f"      restricted: {', '.join(restricted) or 'none'}")
         lines.append(f"      requests:   {', '.join(requests) or 'none'}")
+        states = [f"{count} {state}" for state, count in sorted(s.coverage.items())]
+        partial = "".join(f"; {day} closes {at}, a later run completes it" for day, at in s.opens_at.items())
+        lines.append(f"      coverage:   {', '.join(states) or 'none'}{partial}")
     lines.extend(f"  FAILED {o.day}: {o.error}" for o in outcomes if not o.success)
     return "\n".join(lines)

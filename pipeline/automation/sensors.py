@@ -1,28 +1,64 @@
-"""The daily schedule, the registry-driven sensors and the one job over the whole graph.
+"""The registry-driven sensors and the one job over the whole graph.
 
-How the schedule and the frequency sensor share the work, so one due time never runs twice:
 - `mapping_partitions_sensor` keeps the `mapping` partitions equal to the registry's mappings.
-- `due_mappings_sensor` (every minute) honours each mapping's `frequency` and `nextRunTime`. A due time
-  becomes one run request whose run key is `<businessNumber>@<due time>`; Dagster never launches a run key
-  twice. Only on a later tick, once that run exists in the instance, does the sensor advance `nextRunTime`
-  (compare-and-set in the registry). A daemon restart anywhere in between therefore neither skips a due time
-  (nothing advanced before the run existed) nor doubles it (same run key).
-- `daily_review_requests_schedule` (03:00 UTC) runs yesterday's partition of every active mapping on the
-  default cadence (one day). Both it and the sensor skip a day-cadence partition that already has a run,
-  whoever launched it: the first to run yesterday's partition wins, the other counts the due time as done.
+- `calendar_sensor` is the scheduler of SPEC §8. Every minute, for each active mapping, it reads what the
+  warehouse recorded of the mapping's partitions (`calendar.partition_runs`) and what Dagster is running, asks
+  `pipeline.calendar.planner.plan` what to do, and returns run requests: at a due time every unclosed
+  partition the due time covers (oldest first), and between due times the failed partitions whose backoff has
+  passed. It also raises and resolves the calendar's alerts.
+
+Why a sensor doing the bookkeeping rather than Dagster's own machinery: the cadence is per mapping and lives
+in the registry (`nextRunTime`, `frequency`), a partition is "done" only when a run that started after its
+close time (which depends on the clinics' time zones) succeeded, and retries must back off for hours and stop
+at the catch-up horizon. Dagster's run retries re-execute at once, a cron schedule cannot follow per-mapping
+times, and declarative automation has no notion of a close time. What a Dagster engineer expects is still
+there: run keys make every request idempotent, the run queue (`dagster.yaml`) keeps two runs of one partition
+apart, and each run is an ordinary run of `review_requests_job` for one partition.
+
+How a due time is never skipped nor run twice: its requests carry the run key `<mapping>|<date>@<due time>`
+(Dagster never launches a run key twice) and the tag `cliniko-reviews/due`. Only on a later tick, when every
+partition the due time wants is closed, running or was launched for it, does the sensor advance
+`nextRunTime` (compare-and-set in the registry). A daemon restart anywhere in between asks again for the same
+run keys; a daemon stopped for days wakes at the latest due time, which covers every partition the missed
+ones would have run, within the horizon.
 """
 
-from datetime import UTC, datetime, timedelta
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 
-from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay, mapping_partitions
-from pipeline.automation.scheduling import due_key, frequency, on_daily_schedule, partition_date_for
-from pipeline.registry import Registry
-from pipeline.settings import load_settings
+from pipeline.automation.partitions import (
+    MAPPING_DIMENSION,
+    PARTITIONS_START_DATE,
+    MappingDay,
+    mapping_day,
+    mapping_partitions,
+    runs_in_flight,
+)
+from pipeline.calendar import coverage, planner, rules, store
+from pipeline.calendar.alerts import raise_alerts, resolve_alerts
+from pipeline.calendar.store import Alert
+from pipeline.leases import holder_alive
+from pipeline.registry import MappingConfig, Registry
+from pipeline.settings import Settings, load_settings
+from pipeline.warehouse import WarehouseBusy, connect
+from pipeline.warehouse.models import ensure_models
+from pipeline.warehouse.slices import ensure_tables
 
 DUE_TAG = "cliniko-reviews/due"
-MAX_CATCH_UP_PER_TICK = 50
+REASON_TAG = "cliniko-reviews/reason"
+GROUP_TAG = "cliniko-reviews/group"
+SENSOR_ALERTS = ("partition_failing", "mapping_stalled", "mapping_unschedulable")
+# A tick waits this long for the warehouse, then tries again next minute (a sensor tick has 60 s in all).
+WAREHOUSE_WAIT_SECONDS = 20
+HISTORY_DAYS = 100  # covers the largest horizon (90 days) and a frequency of a few days
+# A started run takes its lease in its first step; one without a lease this long after it started is gone.
+LEASE_GRACE = timedelta(minutes=10)
 
 review_requests_job = dg.define_asset_job(
     "review_requests_job",
@@ -35,14 +71,6 @@ review_requests_job = dg.define_asset_job(
 
 def _registry() -> Registry:
     return Registry.open(load_settings())
-
-
-def _has_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> bool:
-    return bool(instance.get_run_ids(filters=dg.RunsFilter(tags=tags), limit=1))
-
-
-def _partition_has_run(instance: dg.DagsterInstance, day: MappingDay) -> bool:
-    return _has_run(instance, {"dagster/partition": str(day)})
 
 
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -61,57 +89,221 @@ def mapping_partitions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorR
     return dg.SensorResult(dynamic_partitions_requests=requests)
 
 
+def partitions_in_flight(
+    instance: dg.DagsterInstance, lease_dir: Path, now: datetime
+) -> tuple[dict[str, set[date]], set[str]]:
+    """Partitions (business number -> dates) with a queued or running run, and those runs' ids.
+
+    A run Dagster still calls STARTED whose process is gone (its lease is free, or it never took one long
+    after it started: killed, machine restarted) is reported failed here, so its partition is retried.
+    Dagster's own run monitoring cannot tell with the default run launcher, which has no health check.
+    """
+    dates: dict[str, set[date]] = defaultdict(set)
+    run_ids = set()
+    for day, record in runs_in_flight(instance):
+        run = record.dagster_run
+        if run.status == dg.DagsterRunStatus.STARTED:
+            alive = holder_alive(lease_dir, run.run_id)
+            started = datetime.fromtimestamp(record.start_time or now.timestamp(), UTC)
+            if alive is False or (alive is None and now - started > LEASE_GRACE):
+                instance.report_run_failed(run, "the run's process is gone (killed, or its machine stopped)")
+                continue
+        dates[day.business_number].add(day.partition_date)
+        run_ids.add(run.run_id)
+    return dates, run_ids
+
+
+def _ended_without_outcome(instance: dg.DagsterInstance, run_ids: list[str]) -> list[str]:
+    """Of runs that built a partition and are not running, those Dagster knows as failed or canceled (a
+    SIGKILL, a lost run worker) or no longer knows at all."""
+    if not run_ids:
+        return []
+    statuses = {
+        r.dagster_run.run_id: r.dagster_run.status
+        for r in instance.get_run_records(filters=dg.RunsFilter(run_ids=run_ids))
+    }
+    ended = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+    return [run_id for run_id in run_ids if statuses.get(run_id, dg.DagsterRunStatus.FAILURE) in ended]
+
+
+def _due_key(business_number: str, due_at: datetime) -> str:
+    return f"{business_number}@{due_at.isoformat()}"
+
+
+def _requested_for(instance: dg.DagsterInstance, due_key: str) -> set[date]:
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={DUE_TAG: due_key}))
+    return {mapping_day(r.dagster_run.tags["dagster/partition"]).partition_date for r in records}
+
+
+def _unschedulable(mapping: MappingConfig, unknown_names: tuple[str, ...]) -> str | None:
+    """Why the scheduler cannot run this mapping now, in a support engineer's words; None if it can."""
+    if mapping.cliniko_api_key is None:
+        return f"Mapping {mapping.business_number} has no Cliniko API key: set cliniko.api.key on its group."
+    if mapping.birdeye_api_key is None and not mapping.test:
+        return (
+            f"Mapping {mapping.business_number} has no Birdeye API key: set birdeye.api.key on its group or "
+            "mapping (or mark it as a test mapping)."
+        )
+    if unknown_names:
+        return (
+            f"Mapping {mapping.business_number}: location name(s) {list(unknown_names)} match no Cliniko "
+            "business of the account as last fetched (deleted or renamed in Cliniko?). Fix "
+            "cliniko.location.name; the mapping is not scheduled until its names match."
+        )
+    return None
+
+
+def _request(mapping: MappingConfig, request: planner.Request, due_at: datetime | None, failures: int):
+    day = MappingDay(mapping.business_number, request.partition_date)
+    tags = {REASON_TAG: "partial" if request.partial else request.reason, GROUP_TAG: str(mapping.group_id)}
+    if request.reason == "due":
+        tags[DUE_TAG] = _due_key(mapping.business_number, due_at)
+        run_key = f"{day}@{due_at.isoformat()}"
+    else:
+        run_key = f"{day}#retry{failures}"
+    return dg.RunRequest(run_key=run_key, partition_key=day.key, tags=tags)
+
+
+def schedule_tick(
+    instance: dg.DagsterInstance, settings: Settings, registry: Registry, now: datetime
+) -> tuple[list[dg.RunRequest], list[str]]:
+    """One tick of the calendar: run requests, and lines saying what happened per mapping."""
+    mappings = registry.mappings(active_only=True)
+    known = set(instance.get_dynamic_partitions(MAPPING_DIMENSION))
+    in_flight, running_ids = partitions_in_flight(instance, settings.run_lease_dir, now)
+    with connect(settings.warehouse_path, wait_seconds=WAREHOUSE_WAIT_SECONDS) as con:
+        ensure_tables(con)
+        ensure_models(con)
+        unfinished = [r for r in store.unfinished_runs(con) if r not in running_ids]
+        ended = _ended_without_outcome(instance, unfinished)
+        for run_id in ended:
+            store.mark_run_ended(con, run_id, "the run ended without recording its outcome", now)
+        schedules, unknown_names = coverage.schedules(con, mappings)
+        history = store.history(con, now.date() - timedelta(days=HISTORY_DAYS))
+
+    requests: list[dg.RunRequest] = []
+    alerts: list[Alert] = []
+    notes: list[str] = []
+    evaluated: list[str] = []
+    for mapping, schedule in zip(mappings, schedules, strict=True):
+        bn = mapping.business_number
+        if bn not in known:
+            continue  # mapping_partitions_sensor adds it first
+        try:
+            problem = _unschedulable(mapping, unknown_names.get(bn, ()))
+            if problem:
+                alerts.append(
+                    Alert(
+                        "mapping_unschedulable", f"mapping_unschedulable|{bn}", problem, bn, mapping.group_id
+                    )
+                )
+                evaluated.append(bn)
+                notes.append(f"{bn}: skipped, {problem}")
+                continue
+            due_at = rules.latest_due(schedule.next_run_time, schedule.frequency, now)
+            requested = _requested_for(instance, _due_key(bn, due_at)) if due_at else set()
+            past = history.get(bn, {})
+            plan = planner.plan(
+                schedule, now, past, in_flight.get(bn, set()), requested, PARTITIONS_START_DATE
+            )
+            for request in plan.requests:
+                failures = past.get(request.partition_date, planner.History()).failures_in_a_row
+                requests.append(_request(mapping, request, plan.due_at, failures))
+            alerts.extend(_plan_alerts(mapping, plan, past))
+            evaluated.append(bn)
+            if plan.advance_to is not None:
+                registry.advance_next_run_time(bn, schedule.next_run_time, plan.advance_to)
+            if plan.requests:
+                dates = ", ".join(f"{r.partition_date} ({r.reason})" for r in plan.requests)
+                notes.append(f"{bn}: {dates}")
+        except Exception as error:  # one mapping's trouble never stops the others' tick
+            message = f"Mapping {bn} could not be scheduled: {type(error).__name__}: {error}"
+            alerts.append(
+                Alert("mapping_unschedulable", f"mapping_unschedulable|{bn}", message, bn, mapping.group_id)
+            )
+            evaluated.append(bn)
+            notes.append(f"{bn}: {message}")
+
+    new = raise_alerts(settings.warehouse_path, settings.alert_webhook_url, alerts, now)
+    resolved = _resolve(settings, registry, evaluated, alerts)
+    if new or resolved or ended:  # what the analysts' `coverage` and `alerts` show changed
+        with contextlib.suppress(RuntimeError):  # no partition built yet: no analysts' database to refresh
+            coverage.refresh(
+                settings.warehouse_path,
+                settings.analytics_path,
+                registry.mappings(active_only=False),
+                PARTITIONS_START_DATE,
+                now,
+            )
+    return requests, notes
+
+
+def _plan_alerts(mapping: MappingConfig, plan: planner.Plan, past) -> list[Alert]:
+    bn, group = mapping.business_number, mapping.group_id
+    alerts = [
+        Alert(
+            "partition_failing",
+            f"partition_failing|{bn}|{day}",
+            f"Partition {day}|{bn} failed {past[day].failures_in_a_row} times in a row; the scheduler keeps "
+            "retrying it with backoff until it succeeds or leaves the catch-up horizon.",
+            bn,
+            group,
+            day,
+        )
+        for day in plan.failing
+    ]
+    if plan.stalled:
+        message = (
+            f"Mapping {bn} has closed no partition for two due times: see `cliniko-reviews status --mapping "
+            f"{bn}` for the partitions it owes and their errors."
+        )
+        alerts.append(Alert("mapping_stalled", f"mapping_stalled|{bn}", message, bn, group))
+    if plan.before_partitions_start:
+        first = plan.before_partitions_start[0]
+        alerts.append(
+            Alert(
+                "mapping_unschedulable",
+                f"mapping_unschedulable|{bn}",
+                f"Mapping {bn} is due to run partition {first}, before the partitions start "
+                f"({PARTITIONS_START_DATE}); those partitions are skipped. Check its nextRunTime.",
+                bn,
+                group,
+            )
+        )
+    return alerts
+
+
+def _resolve(settings: Settings, registry: Registry, evaluated: list[str], current: list[Alert]) -> int:
+    """Close the sensor's alerts whose condition is gone: of evaluated mappings, and of inactive ones."""
+    inactive = [m.business_number for m in registry.mappings(active_only=False) if not m.active]
+    return resolve_alerts(
+        settings.warehouse_path,
+        kinds=SENSOR_ALERTS,
+        business_numbers=[*evaluated, *inactive],
+        keep=[a.key for a in current],
+    )
+
+
 @dg.sensor(
     job=review_requests_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING
 )
-def due_mappings_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    """Runs each active mapping when its `nextRunTime` is due, at its `frequency` (days or hours)."""
-    now = datetime.now(UTC)
-    registry = _registry()
-    known = set(context.instance.get_dynamic_partitions(MAPPING_DIMENSION))
-    run_requests = []
-    for mapping in registry.mappings(active_only=True):
-        if mapping.business_number not in known:
-            continue  # mapping_partitions_sensor adds it first
-        due_at = mapping.next_run_time
-        for _ in range(MAX_CATCH_UP_PER_TICK):
-            if due_at > now:
-                break
-            day = MappingDay(mapping.business_number, partition_date_for(mapping, due_at))
-            key = due_key(mapping, due_at)
-            done = _has_run(context.instance, {DUE_TAG: key}) or (
-                mapping.frequency_unit == "days" and _partition_has_run(context.instance, day)
-            )
-            if not done:
-                run_requests.append(dg.RunRequest(run_key=key, partition_key=day.key, tags={DUE_TAG: key}))
-                break  # advance only once the run exists, on a later tick
-            following = due_at + frequency(mapping)
-            if not registry.advance_next_run_time(mapping.business_number, due_at, following):
-                break  # someone else advanced it; next tick reads the new value
-            due_at = following
-    if not run_requests:
-        return dg.SensorResult(skip_reason="no mapping is due")
-    return dg.SensorResult(run_requests=run_requests)
+def calendar_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """The scheduler (SPEC §8): runs each active mapping's partitions by its `nextRunTime` and `frequency`.
 
-
-@dg.schedule(
-    job=review_requests_job,
-    cron_schedule="0 3 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-def daily_review_requests_schedule(context: dg.ScheduleEvaluationContext):
-    """Yesterday's partition of every active mapping on the default one-day cadence, unless it ran."""
-    scheduled = context.scheduled_execution_time or datetime.now(UTC)
-    yesterday = scheduled.date() - timedelta(days=1)
-    known = set(context.instance.get_dynamic_partitions(MAPPING_DIMENSION))
-    requests = []
-    for mapping in _registry().mappings(active_only=True):
-        day = MappingDay(mapping.business_number, yesterday)
-        if (
-            on_daily_schedule(mapping)
-            and mapping.business_number in known
-            and not _partition_has_run(context.instance, day)
-        ):
-            requests.append(dg.RunRequest(run_key=f"daily@{day}", partition_key=day.key))
-    return requests or dg.SkipReason(f"every active daily mapping already ran {yesterday}")
+    At a due time: every partition not yet closed whose close time has passed, inside the catch-up horizon
+    (`customer.catchup.days`), oldest first, plus today's partition as a partial run for an hours frequency.
+    Between due times: failed partitions again, with backoff. Raises alerts for partitions failing 3 times in
+    a row, mappings that closed nothing for two due times, and mappings it cannot schedule.
+    """
+    settings = load_settings()
+    try:
+        requests, notes = schedule_tick(
+            context.instance, settings, Registry.open(settings), datetime.now(UTC)
+        )
+    except WarehouseBusy as busy:
+        return dg.SensorResult(skip_reason=f"the warehouse was busy, trying again next tick: {busy}")
+    for note in notes:
+        context.log.info(note)
+    if not requests:
+        return dg.SensorResult(skip_reason="nothing is due" + (f": {'; '.join(notes)}" if notes else ""))
+    return dg.SensorResult(run_requests=requests)

@@ -1,7 +1,7 @@
 """Birdeye check-in client. No Dagster, no DuckDB: the sink (`pipeline.sink`) decides what to post."""
 
 from pipeline.birdeye.client import BirdeyeClient, CheckIn, birdeye_phone, mask
-from pipeline.birdeye.outcomes import Accepted, Outcome, Rejected, Retryable, Unknown
+from pipeline.birdeye.outcomes import Accepted, Outcome, Rejected, Retryable, Unauthorized, Unknown
 
 __all__ = [
     "Accepted",
@@ -10,6 +10,7 @@ __all__ = [
     "Outcome",
     "Rejected",
     "Retryable",
+    "Unauthorized",
     "Unknown",
     "birdeye_phone",
     "mask",

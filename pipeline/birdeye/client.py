@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.birdeye.outcomes import Accepted, Outcome, Rejected, Retryable, Unknown
+from pipeline.birdeye.outcomes import Accepted, Outcome, Rejected, Retryable, Unauthorized, Unknown
 from pipeline.tls import tls_context
 
 CHECKIN_PATH = "/v1/customer/checkin"
@@ -226,6 +226,8 @@ class BirdeyeClient:
         if status == 429 or status >= 500:
             label = f"HTTP {status}" + (f" code {code}" if code else "")
             return Retryable(reason=f"{label}: {message}", status=status, code=code)
+        if status in (401, 403):
+            return Unauthorized(status=status, code=code, message=message)
         return Rejected(status=status, code=code, message=message)
 
     def close(self) -> None:

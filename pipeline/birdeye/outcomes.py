@@ -18,8 +18,19 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class Unauthorized:
+    """HTTP 401/403: Birdeye refused the API key (or the key's access to the business). Nothing was processed,
+    so the check-in is safe to post later, once the key is fixed; posting more with this key is pointless."""
+
+    status: int
+    code: str | None
+    message: str
+
+
+@dataclass(frozen=True)
 class Rejected:
-    """A 4xx other than 429, or a certain 400 caught before sending (`local=True`). Never retried.
+    """A 4xx other than 401, 403 and 429, or a certain 400 caught before sending (`local=True`). Never
+    retried.
 
     `code` is Birdeye's business code as text (e.g. "1087"), or None when the body carried none.
     """
@@ -46,4 +57,4 @@ class Unknown:
     reason: str
 
 
-Outcome = Accepted | Rejected | Retryable | Unknown
+Outcome = Accepted | Unauthorized | Rejected | Retryable | Unknown

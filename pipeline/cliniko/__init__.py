@@ -19,7 +19,6 @@ from pipeline.cliniko.errors import (
     InvalidUserAgent,
     mask_key,
 )
-from pipeline.cliniko.rate_limit import SharedRateLimiter
 from pipeline.cliniko.records import APPOINTMENT_COLUMNS, BUSINESS_COLUMNS, PATIENT_COLUMNS, link_id
 from pipeline.cliniko.shards import KNOWN_SHARDS, base_url_for, shard_of
 
@@ -40,7 +39,6 @@ __all__ = [
     "ClinikoUnavailable",
     "InvalidApiKey",
     "InvalidUserAgent",
-    "SharedRateLimiter",
     "base_url_for",
     "format_datetime",
     "link_id",

@@ -1,9 +1,9 @@
 """`ClinikoClient`: the read-only Cliniko calls the ingestion needs, over one keep-alive urllib3 pool.
 
 Each concern lives in its own module: the shard and host in `shards.py`, the shared request budget in
-`rate_limit.py`, the page envelope in `pagination.py`, the row shapes in `records.py`, the exceptions in
-`errors.py`. This module wires them: every HTTP request first takes a slot from the shared budget, 429s wait
-until `X-RateLimit-Reset` (and hold back every other process using the key), and 5xx, timeouts, dropped
+`pipeline/ratelimit.py`, the page envelope in `pagination.py`, the row shapes in `records.py`, the exceptions
+in `errors.py`. This module wires them: every HTTP request first takes a slot from the shared budget, 429s
+wait until `X-RateLimit-Reset` (and hold back every other process using the key), and 5xx, timeouts, dropped
 connections and malformed pages are retried with capped, jittered exponential backoff (tenacity's
 `wait_random_exponential`, i.e. "full jitter") before they become `ClinikoUnavailable`.
 
@@ -49,7 +49,6 @@ from pipeline.cliniko.pagination import (
     parse_page,
     raw_page,
 )
-from pipeline.cliniko.rate_limit import SharedRateLimiter
 from pipeline.cliniko.records import (
     APPOINTMENT_COLUMNS,
     BUSINESS_COLUMNS,
@@ -63,6 +62,7 @@ from pipeline.cliniko.records import (
     rows_of_columns,
 )
 from pipeline.cliniko.shards import base_url_for
+from pipeline.ratelimit import SharedRateLimiter
 from pipeline.settings import Settings, load_settings
 from pipeline.tls import tls_context
 

@@ -16,8 +16,10 @@ from datetime import datetime
 
 from pipeline.registry.model import (
     BIRDEYE_API_KEY,
+    CATCHUP_DAYS,
     CLINIKO_API_KEY,
     COOLOFF_DAYS,
+    DEFAULT_CATCHUP_DAYS,
     FETCH_DELAY,
     LOCATION_NAME,
     MAPPING_ONLY_KEYS,
@@ -45,10 +47,13 @@ class MappingConfig:
     frequency_value: int
     frequency_unit: str
     next_run_time: datetime
+    # The first due time: the scheduler is responsible for partitions from the day before it (SPEC §8).
+    first_run_time: datetime
     cliniko_api_key: Secret | None
     birdeye_api_key: Secret | None
     fetch_delay_days: int
     cooloff_days: int
+    catchup_days: int
     location_names: tuple[str, ...]
     # Keys the mapping sets itself (besides its own location names), overriding the group or the default.
     overridden_keys: frozenset[str]
@@ -66,10 +71,12 @@ def _config(row: dict, group: dict[str, str | Secret], own: dict[str, str | Secr
         frequency_value=row["frequency_value"],
         frequency_unit=row["frequency_unit"],
         next_run_time=parse_run_time(row["next_run_time"], "nextRunTime"),
+        first_run_time=parse_run_time(row["first_run_time"], "firstRunTime"),
         cliniko_api_key=resolved.get(CLINIKO_API_KEY),  # type: ignore[arg-type]
         birdeye_api_key=resolved.get(BIRDEYE_API_KEY),  # type: ignore[arg-type]
         fetch_delay_days=int(resolved.get(FETCH_DELAY, "0")),  # type: ignore[arg-type]
         cooloff_days=int(resolved.get(COOLOFF_DAYS, "0")),  # type: ignore[arg-type]
+        catchup_days=int(resolved.get(CATCHUP_DAYS, str(DEFAULT_CATCHUP_DAYS))),  # type: ignore[arg-type]
         location_names=location_names(own[LOCATION_NAME]) if LOCATION_NAME in own else (),  # type: ignore[arg-type]
         overridden_keys=frozenset(own) - MAPPING_ONLY_KEYS,
     )

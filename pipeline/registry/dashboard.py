@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 
 from pipeline.registry.model import (
     BIRDEYE_API_KEY,
+    CATCHUP_DAYS,
     CLINIKO_API_KEY,
     CLINIKO_SHARDS,
     COOLOFF_DAYS,
@@ -41,7 +42,7 @@ STATIC_DIR = Path(__file__).with_name("static")
 _PREFIX = "/dashboard/"
 
 # Ranges of the integer properties; tests/unit/test_dashboard_rules.py holds them against normalize_property.
-INTEGER_RANGES = {FETCH_DELAY: (0, 365), COOLOFF_DAYS: (0, 3650)}
+INTEGER_RANGES = {FETCH_DELAY: (0, 365), COOLOFF_DAYS: (0, 3650), CATCHUP_DAYS: (0, 90)}
 
 # The page may only talk to its own origin: a stray CDN link or injected script fails loudly in the browser.
 _PAGE_HEADERS = {

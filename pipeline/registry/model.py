@@ -45,9 +45,11 @@ BIRDEYE_API_KEY = "birdeye.api.key"
 FETCH_DELAY = "customer.fetch.delay"
 LOCATION_NAME = "cliniko.location.name"
 COOLOFF_DAYS = "customer.cooloff.days"
+CATCHUP_DAYS = "customer.catchup.days"
+DEFAULT_CATCHUP_DAYS = 7
 
-GROUP_KEYS = (CLINIKO_API_KEY, BIRDEYE_API_KEY, FETCH_DELAY, COOLOFF_DAYS)
-MAPPING_KEYS = (CLINIKO_API_KEY, BIRDEYE_API_KEY, FETCH_DELAY, LOCATION_NAME, COOLOFF_DAYS)
+GROUP_KEYS = (CLINIKO_API_KEY, BIRDEYE_API_KEY, FETCH_DELAY, COOLOFF_DAYS, CATCHUP_DAYS)
+MAPPING_KEYS = (CLINIKO_API_KEY, BIRDEYE_API_KEY, FETCH_DELAY, LOCATION_NAME, COOLOFF_DAYS, CATCHUP_DAYS)
 KNOWN_KEYS = MAPPING_KEYS
 MAPPING_ONLY_KEYS = frozenset({LOCATION_NAME})
 
@@ -168,6 +170,8 @@ def normalize_property(key: str, value: str, *, level: str, field: str) -> str:
         return _integer(value, value_field, 0, 365)
     if key == COOLOFF_DAYS:
         return _integer(value, value_field, 0, 3650)
+    if key == CATCHUP_DAYS:
+        return _integer(value, value_field, 0, 90)
     names = location_names(value)
     if any(not name for name in names):
         raise RegistryError(

@@ -118,8 +118,15 @@ _SCHEMA_V1 = (
     )""",
 )
 
+# The first due time a mapping was created with (or moved back to): the scheduler is responsible for its
+# partitions from the day before it on (SPEC §8, `coverage`). Existing mappings start at their next run time.
+_SCHEMA_V2 = (
+    "ALTER TABLE integration_mapping ADD COLUMN first_run_time TEXT",
+    "UPDATE integration_mapping SET first_run_time = next_run_time",
+)
+
 # Migration N (1-based) brings a file from user_version N-1 to N. Append; never edit a released one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _TABLES = (
@@ -644,8 +651,8 @@ class RegistryStore:
             next_run = request.next_run_time or default_next_run_time(now)
             con.execute(
                 """INSERT INTO integration_mapping (business_number, group_id, active, test, beta,
-                       frequency_value, frequency_unit, next_run_time, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       frequency_value, frequency_unit, next_run_time, first_run_time, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     request.business_number,
                     request.group_id,
@@ -654,6 +661,7 @@ class RegistryStore:
                     int(request.beta),
                     frequency.value,
                     frequency.unit,
+                    format_run_time(next_run),
                     format_run_time(next_run),
                     _stamp(now),
                     _stamp(now),
@@ -707,9 +715,16 @@ class RegistryStore:
                     (business_number, key),
                 )
             frequency = patch.frequency or Frequency(row["frequency_value"], row["frequency_unit"])
+            next_run = row["next_run_time"]
+            first_run = row["first_run_time"]
+            if patch.next_run_time is not None:
+                next_run = format_run_time(patch.next_run_time)
+                # Before its first due time a mapping has not started: moving it moves the start. Afterwards
+                # only an earlier time moves the start back (the operator asked for older partitions).
+                first_run = next_run if first_run > format_run_time(_now()) else min(first_run, next_run)
             con.execute(
                 """UPDATE integration_mapping SET active = ?, test = ?, beta = ?, frequency_value = ?,
-                       frequency_unit = ?, next_run_time = ?, updated_at = ?
+                       frequency_unit = ?, next_run_time = ?, first_run_time = ?, updated_at = ?
                    WHERE business_number = ?""",
                 (
                     int(row["active"] if patch.active is None else patch.active),
@@ -717,9 +732,8 @@ class RegistryStore:
                     int(row["beta"] if patch.beta is None else patch.beta),
                     frequency.value,
                     frequency.unit,
-                    row["next_run_time"]
-                    if patch.next_run_time is None
-                    else format_run_time(patch.next_run_time),
+                    next_run,
+                    first_run,
                     _stamp(_now()),
                     business_number,
                 ),

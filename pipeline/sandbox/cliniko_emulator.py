@@ -6,8 +6,9 @@ listed here and are part of the contract:
 
 - One shard (`au4` by default). The Basic-auth username is the key with or without its `-shard` suffix; a
   suffix naming another shard gets 401, like a wrong-shard key on the real API. The password is ignored.
-- Check order: User-Agent -> `Accept` (only when `require_accept_json`) -> auth -> rate limit -> route ->
-  permission -> injected faults. Unknown paths get 404 `{"message": "Not found"}` after auth.
+- Check order: outage (`set_outage`: 503 to everything) -> User-Agent -> `Accept` (only when
+  `require_accept_json`) -> auth -> rate limit -> route -> permission -> injected faults. Unknown paths get
+  404 `{"message": "Not found"}` after auth.
 - 401: `WWW-Authenticate: Basic realm="Application"`, text body `HTTP Basic: Access denied.`. A User-Agent
   that is not `Name (email@host)` gets `user_agent_status` (403) with text `Requires a user agent`.
 - Rate limit: fixed windows aligned to the epoch (as Rack::Attack does), `rate_limit` authenticated requests
@@ -637,6 +638,7 @@ class ClinikoEmulator:
         self._forbidden = {
             key.rpartition("-")[0] or key: frozenset(resources) for key, resources in config.forbidden.items()
         }
+        self._outage = False
         self._windows: dict[str, tuple[int, int]] = {}
         self._seen: dict[tuple, int] = {}
         self._rendered: dict[tuple[int, str, str], dict[int, bytes]] = {}
@@ -734,9 +736,16 @@ class ClinikoEmulator:
                 self._log_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
                 self._log_file.flush()
 
+    def set_outage(self, down: bool) -> None:
+        """Start or end an outage: while it lasts every request gets 503, as Cliniko's load balancer answers
+        when the service is down (tests of failed runs and their retries switch it at chosen moments)."""
+        self._outage = down
+
     def _handle(self, scope: dict, headers: dict[str, str], query: str) -> tuple[str | None, _Response, bool]:
         """The response, the key as the log shows it, and whether to delay the answer."""
         config = self.config
+        if self._outage:
+            return None, _message(503, "Service Unavailable"), False
         if not _USER_AGENT.match(headers.get("user-agent", "")):
             return (
                 None,

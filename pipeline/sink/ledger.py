@@ -23,22 +23,6 @@ _KEYS = "select unnest($business_numbers) as business_number, unnest($appointmen
 
 
 @dataclass(frozen=True)
-class NewRow:
-    """What the ledger keeps of an eligible appointment (no contact details)."""
-
-    business_number: str
-    appointment_id: str
-    partition_date: date
-    target_date: date
-    group_id: int
-    patient_id: str
-    channels: str
-    status: str  # 'pending', 'dry_run' or 'failed'
-    error_code: str | None = None
-    error_message: str | None = None
-
-
-@dataclass(frozen=True)
 class Result:
     """The recorded outcome of one claimed row."""
 
@@ -50,6 +34,7 @@ class Result:
     customer_id: str | None = None
     sent_at: datetime | None = None
     next_attempt_at: datetime | None = None
+    refused: bool = False  # Birdeye refused the key: the POST does not count as an attempt
 
 
 def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
@@ -60,27 +45,35 @@ def _key_params(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     return {"business_numbers": [k[0] for k in keys], "appointment_ids": [k[1] for k in keys]}
 
 
-def insert_new(con: duckdb.DuckDBPyConnection, rows: Sequence[NewRow], now: datetime) -> int:
-    """Insert the rows the ledger has never seen; a row it knows, settled or not, is left exactly as it is."""
-    if not rows:
+def fail_unposted(
+    con: duckdb.DuckDBPyConnection, rejections: Sequence[tuple[str, str, str | None, str]], now: datetime
+) -> int:
+    """`pending` rows Birdeye would certainly answer 400, as (business number, appointment id, code, message):
+    `failed` without a POST, their message prefixed `not posted: `."""
+    if not rejections:
         return 0
-    columns = [f.name for f in NewRow.__dataclass_fields__.values()]
-    params: dict[str, Any] = {name: [getattr(row, name) for row in rows] for name in columns}
-    params["now"] = now
-    before = con.execute(f"select count(*) from {TABLE}").fetchone()[0]
-    con.execute(
+    rows = con.execute(
         f"""
-        insert into {TABLE} (business_number, appointment_id, partition_date, target_date, group_id,
-                             patient_id, channels, status, error_code, error_message, updated_at)
-        select unnest($business_number), unnest($appointment_id), unnest($partition_date::date[]),
-               unnest($target_date::date[]), unnest($group_id::bigint[]), unnest($patient_id),
-               unnest($channels), unnest($status), unnest($error_code::varchar[]),
-               unnest($error_message::varchar[]), $now
-        on conflict do nothing
+        update {TABLE} as l
+        set status = 'failed', error_code = u.code, error_message = 'not posted: ' || u.message,
+            updated_at = $now
+        from (
+            select unnest($business_numbers) as business_number, unnest($appointment_ids) as appointment_id,
+                   unnest($codes::varchar[]) as code, unnest($messages) as message
+        ) as u
+        where l.business_number = u.business_number and l.appointment_id = u.appointment_id
+          and l.status = 'pending'
+        returning l.appointment_id
         """,
-        params,
-    )
-    return con.execute(f"select count(*) from {TABLE}").fetchone()[0] - before
+        {
+            "business_numbers": [r[0] for r in rejections],
+            "appointment_ids": [r[1] for r in rejections],
+            "codes": [r[2] for r in rejections],
+            "messages": [r[3] for r in rejections],
+            "now": now,
+        },
+    ).fetchall()
+    return len(rows)
 
 
 def sending_run_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -151,7 +144,15 @@ def record(con: duckdb.DuckDBPyConnection, results: Sequence[Result], run_id: st
     """Write a batch's outcomes in one statement; only rows still `sending` by this run are touched."""
     if not results:
         return
-    names = ["business_number", "appointment_id", "status", "error_code", "error_message", "customer_id"]
+    names = [
+        "business_number",
+        "appointment_id",
+        "status",
+        "error_code",
+        "error_message",
+        "customer_id",
+        "refused",
+    ]
     params: dict[str, Any] = {name: [getattr(r, name) for r in results] for name in names}
     params |= {
         "sent_at": [r.sent_at for r in results],
@@ -163,6 +164,7 @@ def record(con: duckdb.DuckDBPyConnection, results: Sequence[Result], run_id: st
         f"""
         update {TABLE} as l
         set status = u.status, error_code = u.error_code, error_message = u.error_message,
+            attempts = l.attempts - cast(u.refused as integer),
             birdeye_customer_id = coalesce(u.customer_id, l.birdeye_customer_id),
             sent_at = coalesce(u.sent_at, l.sent_at), next_attempt_at = u.next_attempt_at, updated_at = $now
         from (
@@ -170,7 +172,8 @@ def record(con: duckdb.DuckDBPyConnection, results: Sequence[Result], run_id: st
                    unnest($status) as status, unnest($error_code::varchar[]) as error_code,
                    unnest($error_message::varchar[]) as error_message,
                    unnest($customer_id::varchar[]) as customer_id, unnest($sent_at::timestamptz[]) as sent_at,
-                   unnest($next_attempt_at::timestamptz[]) as next_attempt_at
+                   unnest($next_attempt_at::timestamptz[]) as next_attempt_at,
+                   unnest($refused::boolean[]) as refused
         ) as u
         where l.business_number = u.business_number and l.appointment_id = u.appointment_id
           and l.status = 'sending' and l.run_id = $run_id

@@ -1,14 +1,16 @@
-"""Post a partition's eligible appointments to Birdeye, at most once each, through the ledger.
+"""Post a partition's claimed review requests to Birdeye, at most once each, through the ledger.
 
-One run:
-1. opens a run lease (see `leases.py`);
-2. in one transaction: creates the ledger if needed, inserts the rows it has never seen (`pending`; `dry_run`
-   for a test mapping; `failed` for a certain 400 caught before posting), and turns the `sending` rows of runs
-   that are gone into `uncertain`;
-3. repeatedly claims a small batch of due `pending` rows (`sending`, committed, connection closed), posts them
-   on `concurrency` threads under the key's token bucket, and records the batch's outcomes in one transaction.
-   A retryable answer goes back to `pending` with a jittered, capped backoff (`next_attempt_at`) until
-   `max_attempts` POSTs were made, then `failed` with the last reason.
+The models claim a partition's eligible candidates as `pending` ledger rows when they decide them
+(`sql/sink/claims.sql`); this module posts them. One run:
+1. takes a lease (`pipeline/leases.py`) that tells other runs it is alive;
+2. in one transaction: turns the `sending` rows of runs that are gone into `uncertain`, and fails the rows
+   Birdeye would certainly answer 400 (no name, no address; `failed`, never posted);
+3. repeatedly takes a small batch of due `pending` rows (`sending`, committed, connection closed), posts them
+   on `concurrency` threads under the key's rate (shared by every process on the machine), and records the
+   batch's outcomes in one transaction. A retryable answer goes back to `pending` with a jittered, capped
+   backoff (`next_attempt_at`) until `max_attempts` POSTs were made, then `failed` with the last reason.
+   Birdeye refusing the key (401/403) stops the run: the refused rows and those not yet posted stay
+   `pending` (Birdeye processed nothing) and `BirdeyeKeyRefused` is raised, so the run fails and is retried.
 
 A SIGKILL therefore loses at most the one batch in flight, to `uncertain`. A batch is `batch_size` rows, or by
 default about half a second of posting at the pace of the previous batch (see `adaptive_batch_size` and
@@ -21,16 +23,26 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
 
-from pipeline.birdeye import Accepted, BirdeyeClient, CheckIn, Outcome, Rejected, Retryable, Unknown
+from pipeline.birdeye import (
+    Accepted,
+    BirdeyeClient,
+    CheckIn,
+    Outcome,
+    Rejected,
+    Retryable,
+    Unauthorized,
+    Unknown,
+    mask,
+)
+from pipeline.leases import Lease, holder_alive
+from pipeline.ratelimit import SharedRateLimiter
 from pipeline.sink import ledger
-from pipeline.sink.leases import RunLease, run_is_alive
-from pipeline.sink.rate_limit import bucket_for_key
 from pipeline.warehouse import connect
 
 TARGET_BATCH_SECONDS = 0.5
@@ -38,9 +50,6 @@ MAX_BATCH = 256
 ROW_FIELDS = (
     "business_number",
     "appointment_id",
-    "partition_date",
-    "target_date",
-    "group_id",
     "patient_id",
     "channels",
     "sms_phone",
@@ -60,10 +69,6 @@ class CheckInPoster(Protocol):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _as_date(value: date | str) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
@@ -86,23 +91,6 @@ def check_in_for_row(row: Mapping[str, Any]) -> CheckIn:
     )
 
 
-def _new_row(row: Mapping[str, Any], check_in: CheckIn, dry_run: bool) -> ledger.NewRow:
-    rejected = check_in.local_rejection()
-    status = "dry_run" if dry_run else ("failed" if rejected else "pending")
-    return ledger.NewRow(
-        business_number=str(row["business_number"]),
-        appointment_id=str(row["appointment_id"]),
-        partition_date=_as_date(row["partition_date"]),
-        target_date=_as_date(row["target_date"]),
-        group_id=int(row["group_id"]),
-        patient_id=str(row["patient_id"]),
-        channels=row["channels"],
-        status=status,
-        error_code=rejected.code if rejected else None,
-        error_message=f"not posted: {rejected.message}" if rejected else None,
-    )
-
-
 def _result(
     key: tuple[str, str], attempts: int, outcome: Outcome, max_attempts: int, backoff: Callable[[int], float]
 ) -> ledger.Result:
@@ -111,6 +99,11 @@ def _result(
     match outcome:
         case Accepted(customer_id=customer_id):
             return ledger.Result(bn, appointment, "sent", customer_id=customer_id, sent_at=now)
+        case Unauthorized(status=status, code=code, message=message):
+            reason = (
+                f"Birdeye refused the API key (HTTP {status}): {message}; not processed, posted again later"
+            )
+            return ledger.Result(bn, appointment, "pending", code or f"http_{status}", reason, refused=True)
         case Rejected(status=status, code=code, message=message):
             return ledger.Result(bn, appointment, "failed", code or f"http_{status}", message)
         case Retryable(reason=reason, status=status, code=code):
@@ -132,9 +125,20 @@ def reap_dead_runs(warehouse_path: Path | str) -> int:
         return _reap(con, warehouse_path)
 
 
+def lease_dir(warehouse_path: Path | str) -> Path:
+    """Where posting runs keep their leases: beside the warehouse, whose ledger rows they hold."""
+    path = Path(warehouse_path)
+    return path.with_name(path.name + ".sink-runs")
+
+
 def _reap(con: duckdb.DuckDBPyConnection, warehouse_path: Path | str) -> int:
-    dead = [r for r in ledger.sending_run_ids(con) if r is None or not run_is_alive(warehouse_path, r)]
+    leases = lease_dir(warehouse_path)
+    dead = [r for r in ledger.sending_run_ids(con) if r is None or not holder_alive(leases, r)]
     return sum(ledger.mark_run_died(con, run_id, _now()) for run_id in dead)
+
+
+class BirdeyeKeyRefused(RuntimeError):
+    """Birdeye answered 401/403 for a partition's key: posting stopped, the unposted rows stay `pending`."""
 
 
 def post_review_requests(
@@ -142,22 +146,24 @@ def post_review_requests(
     rows: Iterable[Mapping[str, Any]],
     *,
     api_key: str | None,
+    rate_limit_dir: Path,
     concurrency: int = 8,
     rate_per_second: float = 10.0,
     max_attempts: int = 5,
     batch_size: int | None = None,
     base_url: str | None = None,
     client_factory: Callable[[], CheckInPoster] | None = None,
-    dry_run: bool = False,
     burst: int = 1,
     backoff_base_seconds: float = 0.5,
     backoff_cap_seconds: float = 30.0,
 ) -> dict[str, int]:
-    """Post the eligible `rows` of a partition that the ledger has not settled; counts by status.
+    """Post the `pending` ledger rows among `rows` (a partition's eligible rows, with contact details);
+    returns the counts by status of `rows`' ledger entries after the run.
 
-    `rows` are dicts with the keys of `ROW_FIELDS`. `dry_run=True` (a test mapping) only records `dry_run`
-    rows. Returns every status of `ledger.STATUSES` with its count among `rows`' ledger entries after the
-    run; rows another live run is posting are left to it and counted as `sending`.
+    `rows` are dicts with the keys of `ROW_FIELDS`; a row the ledger does not hold (never claimed) is never
+    posted. Rows another live run is posting are left to it and counted as `sending`. The key's rate,
+    `rate_per_second` with bursts of `burst`, holds across every process that posts with it (a budget file in
+    `rate_limit_dir`). Raises `BirdeyeKeyRefused` when Birdeye refuses the key.
     """
     if concurrency < 1 or max_attempts < 1:
         raise ValueError(f"concurrency and max_attempts must be >= 1, got {concurrency} and {max_attempts}")
@@ -169,27 +175,33 @@ def post_review_requests(
         by_key.setdefault((str(row["business_number"]), str(row["appointment_id"])), row)
     keys = list(by_key)
     check_ins = {key: check_in_for_row(row) for key, row in by_key.items()}
-    if not dry_run and not api_key and client_factory is None:
-        raise ValueError(
-            "a Birdeye API key is required to post (set `birdeye.api.key` on the group or mapping)"
-        )
 
-    with RunLease(warehouse_path) as lease:
+    with Lease(lease_dir(warehouse_path)) as lease:
         with connect(warehouse_path) as con:
             ledger.ensure_ledger(con)
-            ledger.insert_new(con, [_new_row(by_key[k], check_ins[k], dry_run) for k in keys], _now())
             _reap(con, warehouse_path)
-            if dry_run or not keys:
+            certain = [(key, check_in.local_rejection()) for key, check_in in check_ins.items()]
+            ledger.fail_unposted(
+                con, [(*key, r.code, r.message) for key, r in certain if r is not None], _now()
+            )
+            if not ledger.next_due(con, keys):
                 return ledger.counts(con, keys)
+        if not api_key and client_factory is None:
+            raise ValueError(
+                "a Birdeye API key is required to post (set `birdeye.api.key` on the group or mapping)"
+            )
         client = (
             client_factory()
             if client_factory
             else BirdeyeClient(api_key, base_url=base_url, max_connections=concurrency)
         )
-        bucket = bucket_for_key(api_key or "", rate_per_second, burst)
+        limiter = SharedRateLimiter(
+            api_key or "", rate_limit_dir, max(burst, 1), max(burst, 1) / rate_per_second,
+            service="birdeye", window_margin=0.0,
+        )  # fmt: skip
 
         def post(key: tuple[str, str]) -> Outcome:
-            bucket.acquire()
+            limiter.acquire()
             return client.check_in(check_ins[key])
 
         def backoff(attempt: int) -> float:
@@ -197,10 +209,10 @@ def post_review_requests(
 
         try:
             with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="birdeye-post") as pool:
-                return _post_loop(
+                counts, refused = _post_loop(
                     warehouse_path,
                     keys,
-                    lease.run_id,
+                    lease.name,
                     batch_size,
                     concurrency,
                     pool,
@@ -210,6 +222,14 @@ def post_review_requests(
                 )
         finally:
             client.close()
+    if refused is not None:
+        raise BirdeyeKeyRefused(
+            f"Birdeye refused the API key {mask(api_key)} for business {keys[0][0]}: "
+            f"{refused.error_message}. "
+            f"{counts['pending']} request(s) stay pending and are posted once the key works (fix "
+            "`birdeye.api.key` on the group or mapping)."
+        )
+    return counts
 
 
 def _post_loop(
@@ -222,20 +242,22 @@ def _post_loop(
     post: Callable[[tuple[str, str]], Outcome],
     max_attempts: int,
     backoff: Callable[[int], float],
-) -> dict[str, int]:
-    """Claim, post, record; the record of one batch and the claim of the next share one short connection.
+) -> tuple[dict[str, int], ledger.Result | None]:
+    """Take, post, record; the record of one batch and the take of the next share one short connection.
 
-    Returns the counts by status, read in the connection that found nothing left to claim.
+    Returns the counts by status, read in the connection that found nothing left to take, and the first
+    refusal of the key (which ends the loop) or None.
     """
     size = batch_size or 2 * concurrency
     results: list[ledger.Result] = []
     while True:
+        refused = next((r for r in results if r.refused), None)
         with connect(warehouse_path) as con:
             ledger.record(con, results, run_id, _now())
-            claimed = ledger.claim(con, keys, run_id, size, _now())
-            due = None if claimed else ledger.next_due(con, keys)
+            claimed = [] if refused else ledger.claim(con, keys, run_id, size, _now())
+            due = None if claimed or refused else ledger.next_due(con, keys)
             if not claimed and due is None:
-                return ledger.counts(con, keys)
+                return ledger.counts(con, keys), refused
         results = []
         if not claimed:
             time.sleep(min(max((due - _now()).total_seconds(), 0.01), 5.0))

@@ -22,26 +22,26 @@ from typing import Any
 import duckdb
 
 from pipeline.warehouse.phone import register_phone_functions
+from pipeline.warehouse.slices import TABLE_DDL
 from pipeline.warehouse.sql_files import SQL_DIR, run_sql_file
 
 # Creates or replaces everything that holds no partition data; idempotent and cheap, run by every build.
 DEFINITION_FILES = (
-    "raw/cliniko_businesses.sql",
-    "raw/cliniko_appointments.sql",
-    "raw/cliniko_patients.sql",
-    "sink/review_request_ledger.sql",
+    *TABLE_DDL,
     "seeds/restriction_codes.sql",
     "staging/stg_cliniko__businesses.sql",
     "staging/stg_cliniko__appointments.sql",
     "staging/stg_cliniko__patients.sql",
 )
-# Builds one partition, in dependency order.
+# Builds one partition, in dependency order: decisions, their claims in the ledger, the run's record.
 PARTITION_FILES = (
     "intermediate/int_appointment_candidates.sql",
     "intermediate/int_patient_channels.sql",
     "marts/appointment_eligibility.sql",
+    "sink/claims.sql",
     "analytics/restriction_reasons.sql",
     "analytics/review_requests.sql",
+    "calendar/record_build.sql",
 )
 CHECKS = tuple(sorted(path.stem for path in (SQL_DIR / "checks").glob("*.sql")))
 
@@ -83,21 +83,27 @@ def build_partition(
     location_names: Sequence[str],
     beta: bool,
     test: bool,
+    run_id: str,
     run_started_at: datetime,
+    close_at: datetime,
 ) -> dict[str, int]:
-    """Rebuild `marts.appointment_eligibility` for one partition and return its counts.
+    """Rebuild `marts.appointment_eligibility` for one partition, claim its eligible requests in the ledger
+    and record the build as run `run_id`'s in `calendar.partition_runs`; return the partition's counts.
 
-    Replaces only the rows of (business_number, partition_date), in one transaction: a failure leaves the
-    previous rows in place. The counts are `candidates`, `eligible` and one key per restriction code (0 when
-    none), in precedence order; they are what the Dagster UI plots over partitions.
+    One transaction: a failure leaves the previous rows in place, and a concurrent build of the same group
+    decides after this one's claims are visible (see `sql/sink/claims.sql`). Only the rows of
+    (business_number, partition_date) are replaced. A run that started before the run that last built the
+    partition changes nothing and raises (see `sql/calendar/record_build.sql`). The counts are `candidates`,
+    `eligible` and one key per restriction code (0 when none), in precedence order; they are what the Dagster
+    UI plots over partitions.
     """
     if isinstance(location_names, str):
         raise TypeError(
             "location_names must be a list of Cliniko business names, not one string; "
             "split the mapping's `cliniko.location.name` on commas first"
         )
-    if run_started_at.tzinfo is None:
-        raise ValueError("run_started_at must be timezone-aware (UTC), got a naive datetime")
+    if run_started_at.tzinfo is None or close_at.tzinfo is None:
+        raise ValueError("run_started_at and close_at must be timezone-aware (UTC), not naive datetimes")
     params = {
         "business_number": business_number,
         "partition_date": date.fromisoformat(partition_date)
@@ -109,7 +115,9 @@ def build_partition(
         "location_names": list(location_names),
         "beta": beta,
         "test": test,
+        "run_id": run_id,
         "run_started_at": run_started_at,
+        "close_at": close_at,
     }
     register_phone_functions(con)  # outside the transaction: its probe may fail, which would abort it
     con.begin()

@@ -7,15 +7,23 @@ from typing import Any
 
 import duckdb
 
-from pipeline.warehouse.sql_files import SQL_DIR, run_sql_file
+from pipeline.warehouse.sql_files import run_sql_file
 
-RAW_DDL = sorted(p.relative_to(SQL_DIR).as_posix() for p in (SQL_DIR / "raw").glob("*.sql"))
-SINK_DDL = sorted(p.relative_to(SQL_DIR).as_posix() for p in (SQL_DIR / "sink").glob("*.sql"))
+# The tables that hold state: Cliniko's raw rows, the ledger, the calendar's runs and alerts.
+TABLE_DDL = (
+    "raw/cliniko_businesses.sql",
+    "raw/cliniko_appointments.sql",
+    "raw/cliniko_patients.sql",
+    "raw/cliniko_quarantine.sql",
+    "sink/review_request_ledger.sql",
+    "calendar/partition_runs.sql",
+    "calendar/alerts.sql",
+)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the raw and ledger tables on first use (every statement is `if not exists`)."""
-    for relative_path in (*RAW_DDL, *SINK_DDL):
+    """Create the state tables on first use (every statement is `if not exists`)."""
+    for relative_path in TABLE_DDL:
         run_sql_file(con, relative_path)
 
 

@@ -7,6 +7,7 @@ with source as (
 renamed as (
     select
         business_number,
+        group_id,
         partition_date,
         target_date,
         appointment_id,
@@ -16,7 +17,8 @@ renamed as (
         appointment_ends_at,
         is_eligible,
         restriction_code,
-        restriction_reason
+        restriction_reason,
+        is_test
     from source
 )
 select * from renamed;

@@ -7,6 +7,9 @@ with source as (
 renamed as (
     select
         business_number,
+        group_id,
+        partition_date,
+        target_date,
         appointment_id,
         patient_id,
         channels,

@@ -50,6 +50,15 @@ patient_channels as (
     select * from int_patient_channels
 ),
 
+-- Patients whose Cliniko record failed validation: quarantined with the reason, so not in `patients`.
+quarantined_patients as (
+    select distinct record_id as patient_id
+    from raw.cliniko_quarantine
+    where business_number = $business_number
+      and partition_date = cast($partition_date as date)
+      and resource = 'patients'
+),
+
 -- This partition's own live requests (a re-run after the sink ran): their appointments stay the selected ones.
 partition_requests as (
     select appointment_id
@@ -81,7 +90,10 @@ screened as (
         patient_channels.email,
         case
             when cast($beta as boolean) then 'integration_beta'
-            when patients.patient_id is null or patients.is_inactive then 'customer_inactive'
+            when patients.is_inactive
+                or (patients.patient_id is null and quarantined_patients.patient_id is null)
+                then 'customer_inactive'
+            when quarantined_patients.patient_id is not null then 'invalid_record'
             when candidates.did_not_arrive then 'did_not_arrive'
             when not coalesce(patient_channels.has_allowed_channel, false) then 'opted_out'
             when patient_channels.channels is null then 'no_contact'
@@ -93,6 +105,8 @@ screened as (
     left join patient_channels
         on candidates.patient_id = patient_channels.patient_id
         and candidates.country_code is not distinct from patient_channels.country_code
+    left join quarantined_patients
+        on candidates.patient_id = quarantined_patients.patient_id
 ),
 
 deduplicated as (

@@ -6,11 +6,12 @@ with codes as (
     select * from (values
         (1, 'integration_beta',  'Integration is beta'),
         (2, 'customer_inactive', 'The customer is inactive'),
-        (3, 'did_not_arrive',    'The patient did not arrive for an appointment.'),
-        (4, 'opted_out',         'The customer opted out of email and SMS'),
-        (5, 'no_contact',        'No usable email or mobile number'),
-        (6, 'duplicate_patient', 'Another appointment of this patient was selected'),
-        (7, 'cooled_off',        'The customer was asked recently')
+        (3, 'invalid_record',    'The Cliniko record failed validation'),
+        (4, 'did_not_arrive',    'The patient did not arrive for an appointment.'),
+        (5, 'opted_out',         'The customer opted out of email and SMS'),
+        (6, 'no_contact',        'No usable email or mobile number'),
+        (7, 'duplicate_patient', 'Another appointment of this patient was selected'),
+        (8, 'cooled_off',        'The customer was asked recently')
     ) as codes (precedence, restriction_code, restriction_reason)
 )
 select restriction_code, restriction_reason, precedence from codes;

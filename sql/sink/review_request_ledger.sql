@@ -1,7 +1,9 @@
 -- The at-most-once ledger: one row per (business_number, appointment_id), ever.
--- new -> pending | dry_run (test mapping) | failed (a certain 400, caught before posting)
--- pending -> sending (claimed and committed before the POST, run_id = the claiming run)
--- sending -> sent | failed | uncertain | pending (429/5xx/no connection, attempts < bound, after next_attempt_at)
+-- new -> pending | dry_run (test mapping): claimed with the decision that made it eligible (sink/claims.sql)
+-- pending -> sending (taken by a posting run and committed before the POST, run_id = that run)
+-- sending -> sent | failed (a 4xx, or a certain 400 caught before posting)
+-- sending -> pending (429/5xx/no connection, attempts < bound, after next_attempt_at; or Birdeye refused the key:
+--            nothing was processed, the row waits for the key to be fixed)
 -- sending -> uncertain (the claiming run died: its lease lock file is free)
 -- uncertain | failed -> pending (operator `requeue`; attempts restart from 0)
 -- No email or phone here: the sink takes them from the partition's rows at posting time.

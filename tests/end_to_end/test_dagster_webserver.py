@@ -2,7 +2,7 @@
 
 Loading `pipeline.definitions` in a test proves the Python imports; only the webserver proves that the code
 location loads from `workspace.yaml` in a separate process (working directory, module name, environment) and
-that the UI lists every asset, check, schedule, sensor and the job.
+that the UI lists every asset, check, sensor and the job.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ CHECKS = {
     "appointment_eligibility:counts_reconcile",
     "appointment_eligibility:one_eligible_row_per_patient",
     "appointment_eligibility:restriction_codes_known",
+    "appointment_eligibility:restriction_shares_stable",
     "review_requests:no_appointment_sent_twice",
 }
-SCHEDULES = {"daily_review_requests_schedule"}
-SENSORS = {"mapping_partitions_sensor", "due_mappings_sensor"}
+SENSORS = {"mapping_partitions_sensor", "calendar_sensor"}
 JOB = "review_requests_job"
 
 WORKSPACE_QUERY = """
@@ -160,16 +160,12 @@ def test_every_asset_and_check_is_loaded(webserver: str) -> None:
     assert {k.to_user_string() for k in graph.asset_check_keys} == CHECKS
 
 
-def test_the_job_schedule_and_sensors_are_loaded_and_running_by_default(webserver: str) -> None:
+def test_the_job_and_sensors_are_loaded_and_running_by_default(webserver: str) -> None:
     [repository] = _graphql(webserver, REPOSITORY_QUERY)["repositoriesOrError"]["nodes"]
-    schedules = {s["name"]: s for s in repository["schedules"]}
     sensors = {s["name"]: s for s in repository["sensors"]}
 
     assert JOB in {j["name"] for j in repository["jobs"]}
-    assert set(schedules) == SCHEDULES
+    assert repository["schedules"] == []  # the calendar sensor runs each mapping by its own cadence
     assert set(sensors) == SENSORS
-    assert schedules["daily_review_requests_schedule"]["cronSchedule"] == "0 3 * * *"
-    assert {s["scheduleState"]["status"] for s in schedules.values()} == {"RUNNING"}
     assert {s["sensorState"]["status"] for s in sensors.values()} == {"RUNNING"}
-    assert {s.name for s in defs.schedules or []} == SCHEDULES
     assert {s.name for s in defs.sensors or []} == SENSORS

@@ -23,6 +23,7 @@ from pipeline.sandbox.birdeye_emulator import read_records
 MAPPINGS = (SMB_BUSINESS_NUMBER, ENTERPRISE_LOCATION_NUMBER, TEST_LOCATION_NUMBER)
 RESTRICTION_COLUMNS = [
     "business_number",
+    "group_id",
     "partition_date",
     "target_date",
     "appointment_id",
@@ -33,9 +34,13 @@ RESTRICTION_COLUMNS = [
     "is_eligible",
     "restriction_code",
     "restriction_reason",
+    "is_test",
 ]
 REQUEST_COLUMNS = [
     "business_number",
+    "group_id",
+    "partition_date",
+    "target_date",
     "appointment_id",
     "patient_id",
     "channels",
@@ -114,6 +119,24 @@ def test_analysts_views_have_the_spec_columns_and_no_contact_details(outcome):
         "select business_number, partition_date, count(*) from restriction_reasons group by all order by all",
     )
     assert {(bn, d) for bn, d, _ in rows} == {(bn, d) for bn in MAPPINGS for d in outcome["dates"]}
+
+
+def test_coverage_shows_every_partition_run_closed_and_the_summary_says_so(outcome):
+    # The partitions are days 3 and 2 before today: every clinic's day is over, so each run closed its own.
+    con = duckdb.connect(str(outcome["data_dir"] / "analytics.duckdb"), read_only=True)
+    try:
+        states = con.execute(
+            "select business_number, partition_date, state, runs from coverage "
+            "where list_contains($numbers, business_number) and list_contains($dates, partition_date)",
+            {"numbers": list(MAPPINGS), "dates": sorted(outcome["dates"])},
+        ).fetchall()
+    finally:
+        con.close()
+    assert {(bn, d, state) for bn, d, state, _ in states} == {
+        (bn, d, "closed") for bn in MAPPINGS for d in outcome["dates"]
+    }
+    assert {runs for *_, runs in states} == {2}  # the run and the re-run
+    assert outcome["run"].stdout.count("coverage:   2 closed") == len(MAPPINGS)
 
 
 def test_every_eligible_request_reached_birdeye_exactly_once_and_test_mappings_never(outcome):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.warehouse import connect
+from pipeline.warehouse.slices import ensure_tables
 
 KEY = "sink-test-key-7f3a"
 
@@ -31,6 +32,22 @@ def eligible_rows(
         | overrides
         for i in range(start, start + n)
     ]
+
+
+def claim(warehouse: Path, rows: list[dict], status: str = "pending") -> None:
+    """Put `rows` in the ledger as the models' claims do (sql/sink/claims.sql); known rows stay as is."""
+    with connect(warehouse) as con:
+        ensure_tables(con)
+        con.executemany(
+            "insert into sink.review_request_ledger (business_number, appointment_id, partition_date, "
+            "target_date, group_id, patient_id, channels, status, updated_at) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?, current_timestamp) on conflict do nothing",
+            [
+                [r["business_number"], r["appointment_id"], r["partition_date"], r["target_date"],
+                 r["group_id"], r["patient_id"], r["channels"], status]
+                for r in rows
+            ],
+        )  # fmt: skip
 
 
 def ledger_rows(warehouse: Path) -> dict[str, dict[str, Any]]:

@@ -8,6 +8,7 @@ counts by status as JSON.
 
 import json
 import sys
+from pathlib import Path
 
 from pipeline.sink import post_review_requests
 
@@ -16,7 +17,8 @@ if __name__ == "__main__":
         job = json.load(handle)
     print("ready", flush=True)
     sys.stdin.readline()
+    options = job["options"] | {"rate_limit_dir": Path(job["options"]["rate_limit_dir"])}
     counts = post_review_requests(
-        job["warehouse"], job["rows"], api_key=job["api_key"], base_url=job["base_url"], **job["options"]
+        job["warehouse"], job["rows"], api_key=job["api_key"], base_url=job["base_url"], **options
     )
     print(json.dumps(counts), flush=True)

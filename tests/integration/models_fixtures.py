@@ -11,6 +11,7 @@ Each method inserts one row with sensible defaults, so a test states only what m
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -21,6 +22,7 @@ from pipeline.warehouse.models import build_partition, ensure_models
 
 PARTITION_DATE = date(2026, 11, 24)
 RUN_STARTED_AT = datetime(2026, 11, 26, 0, 0, tzinfo=UTC)
+CLOSE_AT = datetime(2026, 11, 25, 13, 0, tzinfo=UTC)  # Sydney's midnight ending 2026-11-24
 LOADED_AT = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
 DEFAULT_MOBILE = "0412 345 678"
 
@@ -137,6 +139,16 @@ class Warehouse:
             ],
         )
 
+    def quarantine(
+        self, business_number: str, resource: str, record_id: str, *, partition_date: date = PARTITION_DATE
+    ) -> None:
+        """A Cliniko record that failed validation, as the ingestion quarantines it."""
+        self.con.execute(
+            "insert into raw.cliniko_quarantine (business_number, partition_date, resource, record_id, "
+            "reason, record, quarantined_at) values (?, ?, ?, ?, 'email: expected text, got 5', '{}', ?)",
+            [business_number, partition_date, resource, record_id, LOADED_AT],
+        )
+
     def ledger(
         self,
         business_number: str,
@@ -178,6 +190,7 @@ class Warehouse:
         beta: bool = False,
         test: bool = False,
         run_started_at: datetime = RUN_STARTED_AT,
+        run_id: str | None = None,
     ) -> dict[str, int]:
         return build_partition(
             self.con,
@@ -189,7 +202,9 @@ class Warehouse:
             location_names=location_names,
             beta=beta,
             test=test,
+            run_id=run_id or uuid.uuid4().hex,
             run_started_at=run_started_at,
+            close_at=CLOSE_AT,
         )
 
     def outcomes(self, business_number: str, partition_date: date = PARTITION_DATE) -> dict[str, str]:
@@ -201,6 +216,13 @@ class Warehouse:
             [business_number, partition_date],
         ).fetchall()
         return dict(rows)
+
+    def claims(self) -> dict[tuple[str, str], str]:
+        """(business number, appointment id) -> status of every ledger row."""
+        rows = self.con.execute(
+            "select business_number, appointment_id, status from sink.review_request_ledger order by all"
+        ).fetchall()
+        return {(bn, appointment): status for bn, appointment, status in rows}
 
     def rows(self, business_number: str, partition_date: date = PARTITION_DATE) -> dict[str, dict]:
         """appointment_id -> the whole mart row as a dict."""

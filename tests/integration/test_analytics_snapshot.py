@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -79,7 +78,7 @@ def test_open_reader_neither_blocks_nor_breaks_on_refresh(tmp_path: Path) -> Non
     assert (first["restriction_reasons"], second["restriction_reasons"]) == (5, 6)
     with duckdb.connect(str(analytics_path), read_only=True) as fresh:
         assert fresh.execute("select count(*) from restriction_reasons").fetchall() == [(6,)]
-        assert fresh.execute("select count(*) from restriction_codes").fetchall() == [(7,)]
+        assert fresh.execute("select count(*) from restriction_codes").fetchall() == [(8,)]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "analytics.duckdb",
         "stop",
@@ -90,26 +89,31 @@ def test_open_reader_neither_blocks_nor_breaks_on_refresh(tmp_path: Path) -> Non
 
 def test_snapshot_has_the_spec_columns_and_no_contact_details(tmp_path: Path) -> None:
     warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
-    build(warehouse_path, "1001", 1)
+    build(warehouse_path, "1001", 1)  # claims a0; the sink then sends it
     with connect(warehouse_path) as con:
-        Warehouse(con).ledger("1001", "a0", patient_id="p0", target_date=date(2026, 11, 24), group_id=7)
+        con.execute("update sink.review_request_ledger set status = 'sent'")
     refresh_analytics(warehouse_path, analytics_path)
     with duckdb.connect(str(analytics_path), read_only=True) as con:
         columns = {
             table: [c[0] for c in con.execute(f"describe {table}").fetchall()]
-            for table in ("restriction_reasons", "review_requests", "restriction_codes")
+            for table in ("restriction_reasons", "review_requests", "restriction_codes", "coverage", "alerts")
         }
         assert con.execute("select status from review_requests").fetchall() == [("sent",)]
     assert columns["restriction_reasons"] == [
-        "business_number", "partition_date", "target_date", "appointment_id", "patient_id",
+        "business_number", "group_id", "partition_date", "target_date", "appointment_id", "patient_id",
         "cliniko_business_id", "location_name", "appointment_ends_at", "is_eligible", "restriction_code",
-        "restriction_reason",
+        "restriction_reason", "is_test",
     ]  # fmt: skip
     assert columns["review_requests"] == [
-        "business_number", "appointment_id", "patient_id", "channels", "status", "attempts", "error_code",
-        "error_message", "birdeye_customer_id", "first_attempt_at", "sent_at",
+        "business_number", "group_id", "partition_date", "target_date", "appointment_id", "patient_id",
+        "channels", "status", "attempts", "error_code", "error_message", "birdeye_customer_id",
+        "first_attempt_at", "sent_at",
     ]  # fmt: skip
     assert columns["restriction_codes"] == ["restriction_code", "restriction_reason", "precedence"]
+    assert columns["coverage"] == [
+        "business_number", "group_id", "partition_date", "target_date", "close_at", "state", "runs",
+        "last_run_id", "last_run_at", "closed_at", "candidates", "eligible",
+    ]  # fmt: skip
 
 
 def test_refresh_of_an_unbuilt_warehouse_says_what_to_do(tmp_path: Path) -> None:

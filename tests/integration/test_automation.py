@@ -1,22 +1,25 @@
-"""The registry-driven sensors and the daily schedule, with built contexts on a real test instance."""
+"""The registry-driven sensors with built contexts on a real test instance, a real registry and warehouse.
 
-from datetime import UTC, date, datetime, timedelta
+The calendar's arithmetic has its own unit tests; these check the sensor's bookkeeping: run keys and tags,
+when `nextRunTime` advances, retries, alerts, and that one bad mapping never stops the others. The daemon over
+simulated days is `tests/end_to_end/test_calendar_daemon.py`.
+"""
+
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
-from pipeline.automation.sensors import (
-    daily_review_requests_schedule,
-    due_mappings_sensor,
-    mapping_partitions_sensor,
-)
-from pipeline.definitions import defs
+from pipeline.automation.sensors import DUE_TAG, calendar_sensor, mapping_partitions_sensor
+from pipeline.leases import Lease
 from pipeline.registry import Registry
 from pipeline.registry.model import Frequency
 from pipeline.registry.store import MappingInput, MappingPatch, PropertyInput, RegistryStore, TriggerInput
 from pipeline.settings import load_settings
+from pipeline.warehouse import connect
+from pipeline.warehouse.slices import ensure_tables
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -25,28 +28,43 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 def store(tmp_path, monkeypatch) -> RegistryStore:
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     monkeypatch.delenv("REGISTRY_SECRET_KEY", raising=False)
+    monkeypatch.delenv("ALERT_WEBHOOK_URL", raising=False)
     store = RegistryStore.open(load_settings())
     group, _ = store.create_group(
         "100",
         118,
-        [PropertyInput("cliniko.api.key", "sandbox-key-abcdef-au4", True, "p0")],
+        [
+            PropertyInput("cliniko.api.key", "sandbox-key-abcdef-au4", True, "p0"),
+            PropertyInput("birdeye.api.key", "birdeye-key-0001", True, "p1"),
+        ],
         [TriggerInput(129, 1, None, "t0")],
     )
     store.group_id = group["groupId"]
     return store
 
 
-def add_mapping(store: RegistryStore, number: str, *, next_run: datetime, unit="days", value=1, active=True):
+def add_mapping(
+    store: RegistryStore, number: str, *, next_run: datetime, unit="days", value=1, active=True, props=()
+):
+    """A mapping of location 'Clinic', whose Cliniko business was fetched once and is in UTC: its partition
+    D closes at D+1 00:00 UTC."""
     store.create_mapping(
         MappingInput(
             number,
             store.group_id,
-            [PropertyInput("cliniko.location.name", "Clinic", False, "p")],
+            [PropertyInput("cliniko.location.name", "Clinic", False, "p"), *props],
             active=active,
             frequency=Frequency(value, unit),
             next_run_time=next_run,
         )
     )
+    with connect(load_settings().warehouse_path) as con:
+        ensure_tables(con)
+        con.execute(
+            "insert into raw.cliniko_businesses (business_number, cliniko_business_id, business_name, "
+            "time_zone_identifier, loaded_at) values (?, '1', 'Clinic', 'UTC', now())",
+            [number],
+        )
 
 
 @pytest.fixture
@@ -56,20 +74,41 @@ def instance():
 
 
 def tick(instance: dg.DagsterInstance) -> dg.SensorResult:
-    return due_mappings_sensor(dg.build_sensor_context(instance=instance))
+    return calendar_sensor(dg.build_sensor_context(instance=instance))
 
 
-def launched(instance: dg.DagsterInstance, request: dg.RunRequest) -> None:
+def requested(result: dg.SensorResult) -> list[tuple[str, str]]:
+    return [(r.run_key, str(r.partition_key)) for r in result.run_requests or []]
+
+
+def launched(instance: dg.DagsterInstance, request: dg.RunRequest, status=dg.DagsterRunStatus.STARTING):
     """What the daemon does with a run request: a run carrying the request's tags and partition."""
-    create_run_for_test(
+    return create_run_for_test(
         instance,
         job_name="review_requests_job",
+        status=status,
         tags={
             **request.tags,
             "dagster/partition": str(request.partition_key),
             "dagster/run_key": request.run_key,
         },
     )
+
+
+def record_run(number: str, day, status: str, finished_at: datetime, *, run_id: str, partial=False):
+    with connect(load_settings().warehouse_path) as con:
+        con.execute(
+            "insert into calendar.partition_runs (run_id, business_number, partition_date, run_started_at, "
+            "close_at, is_partial, status, finished_at) values (?, ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, number, day, finished_at, finished_at, partial, status, finished_at],
+        )
+
+
+def open_alerts() -> dict[str, str]:
+    with connect(load_settings().warehouse_path) as con:
+        return dict(
+            con.execute("select alert_key, message from calendar.alerts where resolved_at is null").fetchall()
+        )
 
 
 def test_partitions_sensor_follows_the_registry_inactive_included(store, instance):
@@ -85,93 +124,128 @@ def test_partitions_sensor_follows_the_registry_inactive_included(store, instanc
     assert [list(r.partition_keys) for r in deletes] == [["999"]]
 
 
-def test_due_daily_mapping_runs_yesterday_and_not_due_or_inactive_ones_do_not(store, instance):
+def test_a_due_time_requests_its_partition_and_advances_once_the_run_exists(store, instance):
     due_at = NOW - timedelta(minutes=5)
     add_mapping(store, "301", next_run=due_at)
     add_mapping(store, "302", next_run=NOW + timedelta(hours=2))
     add_mapping(store, "303", next_run=due_at, active=False)
     instance.add_dynamic_partitions(MAPPING_DIMENSION, ["301", "302", "303"])
+    registry = Registry.open(load_settings())
+    yesterday = MappingDay("301", due_at.date() - timedelta(days=1))
+
+    first = tick(instance)
+    assert requested(first) == [(f"{yesterday}@{due_at.isoformat()}", str(yesterday))]
+    assert first.run_requests[0].tags[DUE_TAG] == f"301@{due_at.isoformat()}"
+    # The daemon dies before launching: the next tick asks for the same run key, and nothing advanced.
+    assert requested(tick(instance)) == requested(first)
+    assert registry.mapping("301").next_run_time == due_at
+
+    launched(instance, first.run_requests[0])
+    after = tick(instance)
+    assert requested(after) == []  # in flight: not asked again
+    assert registry.mapping("301").next_run_time == due_at + timedelta(days=1)
+
+
+def test_a_daemon_stopped_for_days_catches_up_once_within_the_horizon(store, instance):
+    first_due = NOW - timedelta(days=12, minutes=5)
+    add_mapping(store, "401", next_run=first_due)
+    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["401"])
+    result = tick(instance)
+    latest_due = first_due + timedelta(days=12)
+    # Partition D is runnable from D+1 00:00 UTC; the horizon keeps those with latest_due - R(D) < 1 + 7 days.
+    expected_dates = [latest_due.date() - timedelta(days=k) for k in range(8, 0, -1)]
+    assert [str(r.partition_key) for r in result.run_requests] == [
+        str(MappingDay("401", d)) for d in expected_dates
+    ]
+    assert {r.run_key.rsplit("@", 1)[1] for r in result.run_requests} == {latest_due.isoformat()}
+    for request in result.run_requests:
+        launched(instance, request, status=dg.DagsterRunStatus.SUCCESS)
+    assert requested(tick(instance)) == []
+    assert Registry.open(load_settings()).mapping("401").next_run_time == latest_due + timedelta(days=1)
+
+
+def test_a_failed_partition_is_retried_after_its_backoff_and_alerts_after_three(store, instance):
+    now = datetime.now(UTC)  # the backoff is counted in minutes from the sensor's own clock
+    add_mapping(store, "501", next_run=now + timedelta(hours=3))
+    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["501"])
+    day = now.date() - timedelta(days=1)
+    record_run("501", day, "failed", now - timedelta(minutes=9), run_id="r1")
+    assert requested(tick(instance)) == []  # the first retry waits 10 minutes
+    with connect(load_settings().warehouse_path) as con:
+        con.execute("update calendar.partition_runs set finished_at = finished_at - interval 2 minute")
+    assert requested(tick(instance)) == [(f"{MappingDay('501', day)}#retry1", str(MappingDay("501", day)))]
+    assert open_alerts() == {}
+    with connect(load_settings().warehouse_path) as con:  # the first failure was longer ago, then two more
+        con.execute("update calendar.partition_runs set finished_at = finished_at - interval 3 hour")
+        con.execute("update calendar.partition_runs set run_started_at = finished_at")
+    record_run("501", day, "failed", now - timedelta(hours=1), run_id="r2")
+    record_run("501", day, "failed", now - timedelta(minutes=41), run_id="r3")  # 3rd in a row: 40 min
+    assert requested(tick(instance)) == [(f"{MappingDay('501', day)}#retry3", str(MappingDay("501", day)))]
+    assert list(open_alerts()) == [f"partition_failing|501|{day}"]
+    record_run("501", day, "succeeded", now, run_id="r4")
+    assert requested(tick(instance)) == [] and open_alerts() == {}  # closed: the alert is resolved
+
+
+def test_one_bad_mapping_never_stops_the_others(store, instance):
+    due_at = NOW - timedelta(minutes=5)
+    add_mapping(store, "601", next_run=due_at)
+    add_mapping(store, "602", next_run=due_at)
+    store.update_mapping("602", MappingPatch(next_run_time=datetime(2020, 1, 1, tzinfo=UTC)))  # the dashboard
+    add_mapping(store, "604", next_run=due_at)
+    store.update_mapping(  # its location no longer matches what Cliniko returned
+        "604", MappingPatch(properties=[PropertyInput("cliniko.location.name", "Gone Clinic", False, "p")])
+    )
+    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["601", "602", "604"])
 
     result = tick(instance)
 
-    assert [(r.run_key, str(r.partition_key)) for r in result.run_requests] == [
-        (f"301@{due_at.isoformat()}", f"{due_at.date() - timedelta(days=1)}|301")
-    ]
-
-
-def test_restart_between_ticks_neither_skips_nor_doubles(store, instance):
-    due_at = NOW - timedelta(minutes=1)
-    add_mapping(store, "401", next_run=due_at)
-    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["401"])
-    registry = Registry.open(load_settings())
-
-    first = tick(instance)
-    # The daemon dies before submitting: the next tick (a fresh context) asks for the same run key again,
-    # and nextRunTime has not moved, so the due time is not skipped.
-    again = tick(instance)
-    assert [r.run_key for r in first.run_requests] == [r.run_key for r in again.run_requests]
-    assert registry.mapping("401").next_run_time == due_at
-
-    launched(instance, first.run_requests[0])
-    after = tick(instance)  # the run exists: advance, and the next due time is tomorrow
-    assert after.run_requests in (None, [])
-    assert registry.mapping("401").next_run_time == due_at + timedelta(days=1)
-    assert tick(instance).run_requests in (None, [])
-
-
-def test_hourly_mapping_catches_up_each_missed_hour_once(store, instance):
-    first_due = NOW - timedelta(hours=2, minutes=30)
-    add_mapping(store, "501", next_run=first_due, unit="hours")
-    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["501"])
-    seen = []
-    for _ in range(6):
-        requests = tick(instance).run_requests or []
-        for request in requests:
-            seen.append(request.run_key)
-            launched(instance, request)
-    expected = [f"501@{(first_due + timedelta(hours=h)).isoformat()}" for h in range(3)]
-    assert seen == expected
-    assert Registry.open(load_settings()).mapping("501").next_run_time == first_due + timedelta(hours=3)
-
-
-def test_hourly_due_time_runs_the_day_it_closes():
-    from pipeline.automation.scheduling import partition_date_for
-
-    class Hourly:
-        frequency_unit = "hours"
-
-    midnight = datetime(2026, 11, 25, tzinfo=UTC)
-    assert partition_date_for(Hourly, midnight) == date(2026, 11, 24)
-    assert partition_date_for(Hourly, midnight + timedelta(hours=9)) == date(2026, 11, 25)
-
-
-def schedule_at(instance, when: datetime):
-    context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+    by_mapping: dict[str, list[str]] = {}
+    for request in result.run_requests:
+        dims = request.partition_key.keys_by_dimension
+        by_mapping.setdefault(dims["mapping"], []).append(dims["date"])
+    assert by_mapping["601"] == [str(due_at.date() - timedelta(days=1))]
+    # 2020-01-01 + k days: its latest due time is today's, and only the horizon's partitions run.
+    assert 1 <= len(by_mapping["602"]) <= 8
+    assert min(by_mapping["602"]) >= str(NOW.date() - timedelta(days=9))
+    assert "604" not in by_mapping
+    alerts = open_alerts()
+    assert (
+        list(alerts) == ["mapping_unschedulable|604"] and "Gone Clinic" in alerts["mapping_unschedulable|604"]
     )
-    return daily_review_requests_schedule(context)
 
 
-def test_schedule_and_sensor_never_run_one_daily_partition_twice(store, instance):
-    due_at = NOW - timedelta(minutes=1)
-    add_mapping(store, "601", next_run=due_at)
-    add_mapping(store, "602", next_run=NOW + timedelta(days=3), unit="hours", value=6)
-    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["601", "602"])
+def test_a_mapping_without_a_birdeye_key_is_skipped_with_an_alert(store, instance):
+    due_at = NOW - timedelta(minutes=5)
+    group, _ = store.create_group(
+        "300",
+        118,
+        [PropertyInput("cliniko.api.key", "sandbox-key-abcdef-au4", True, "p0")],
+        [TriggerInput(129, 1, None, "t0")],
+    )
+    store.group_id = group["groupId"]
+    add_mapping(store, "701", next_run=due_at)
+    add_mapping(store, "702", next_run=due_at)
+    store.update_mapping("702", MappingPatch(test=True))  # a test mapping posts nothing: it needs no key
+    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["701", "702"])
+    result = tick(instance)
+    assert {r.partition_key.keys_by_dimension["mapping"] for r in result.run_requests} == {"702"}
+    assert "birdeye.api.key" in open_alerts()["mapping_unschedulable|701"]
+    store.update_mapping(
+        "701", MappingPatch(properties=[PropertyInput("birdeye.api.key", "birdeye-key-0002", True, "p")])
+    )
+    assert "701" in {r.partition_key.keys_by_dimension["mapping"] for r in tick(instance).run_requests}
+    assert open_alerts() == {}
 
-    requests = schedule_at(instance, due_at)
-    yesterday = MappingDay("601", due_at.date() - timedelta(days=1))
-    assert [str(r.partition_key) for r in requests] == [str(yesterday)]  # 602 has its own cadence
-    launched(instance, requests[0])
 
-    assert isinstance(schedule_at(instance, due_at), dg.SkipReason)
-    # The sensor's due time for 601 runs the same partition: it counts as done and only advances.
-    assert tick(instance).run_requests in (None, [])
-    assert Registry.open(load_settings()).mapping("601").next_run_time == due_at + timedelta(days=1)
-
-
-def test_deactivated_mapping_is_not_scheduled(store, instance):
-    add_mapping(store, "701", next_run=NOW - timedelta(minutes=1))
-    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["701"])
-    store.update_mapping("701", MappingPatch(active=False))
-    assert tick(instance).run_requests in (None, [])
-    assert isinstance(schedule_at(instance, NOW), dg.SkipReason)
+def test_a_run_whose_process_died_is_failed_and_its_partition_retried(store, instance):
+    add_mapping(store, "801", next_run=NOW - timedelta(minutes=5))
+    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["801"])
+    request = tick(instance).run_requests[0]
+    run = launched(instance, request, status=dg.DagsterRunStatus.STARTED)
+    lease_dir = load_settings().run_lease_dir
+    with Lease(lease_dir, run.run_id):  # its process holds the lease: in flight, nothing is asked
+        assert requested(tick(instance)) == []
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+    (lease_dir / f"{run.run_id}.lock").touch()  # the lease file of a process that is gone: nobody holds it
+    tick(instance)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE

@@ -20,7 +20,7 @@ import pytest
 from ingest_support import INGEST_ASSETS, cliniko_sandbox, event_log_text
 
 from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses
-from pipeline.cliniko.rate_limit import SharedRateLimiter
+from pipeline.ratelimit import SharedRateLimiter
 from pipeline.sandbox.cliniko_emulator import FaultConfig
 from pipeline.sandbox.generator import NULL, Account, generate_account
 from pipeline.settings import load_settings

@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 import duckdb
 
 from pipeline.assets.ingest import stored_businesses
-from pipeline.cliniko.windows import local_day_window
+from pipeline.calendar.rules import local_day_window
 from pipeline.warehouse.slices import ensure_tables
 
 

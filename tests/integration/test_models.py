@@ -15,6 +15,7 @@ from pipeline.warehouse.models import CHECKS, build_partition, run_check
 ALL_CODES = [
     "integration_beta",
     "customer_inactive",
+    "invalid_record",
     "did_not_arrive",
     "opted_out",
     "no_contact",
@@ -48,6 +49,8 @@ def test_every_code_once_with_counts_texts_and_channels(wh: Warehouse) -> None:
     wh.patient("1001", "p-archived", archived=True)
     wh.appointment("1001", "a-archived", patient_id="p-archived", ends_at="2026-11-24 10:00")
     wh.appointment("1001", "a-unknown-patient", patient_id="p-never-fetched", ends_at="2026-11-24 10:00")
+    wh.quarantine("1001", "patients", "p-broken")  # Cliniko returned it, but it failed validation
+    wh.appointment("1001", "a-broken", patient_id="p-broken", ends_at="2026-11-24 10:00")
     wh.patient("1001", "p-dna")
     wh.appointment("1001", "a-dna", patient_id="p-dna", ends_at="2026-11-24 10:00", did_not_arrive=True)
     wh.patient("1001", "p-none", reminder_type="None")
@@ -66,6 +69,7 @@ def test_every_code_once_with_counts_texts_and_channels(wh: Warehouse) -> None:
     assert wh.outcomes("1001") == {
         "a-archived": "customer_inactive",
         "a-asked": "cooled_off",
+        "a-broken": "invalid_record",
         "a-dna": "did_not_arrive",
         "a-nocontact": "no_contact",
         "a-none": "opted_out",
@@ -75,10 +79,11 @@ def test_every_code_once_with_counts_texts_and_channels(wh: Warehouse) -> None:
         "a-unknown-patient": "customer_inactive",
     }
     assert counts == {
-        "candidates": 9,
+        "candidates": 10,
         "eligible": 2,
         "integration_beta": 0,
         "customer_inactive": 2,
+        "invalid_record": 1,
         "did_not_arrive": 1,
         "opted_out": 1,
         "no_contact": 1,
@@ -364,11 +369,13 @@ def test_re_run_after_the_sink_keeps_the_sent_appointment_selected(wh: Warehouse
     wh.patient("1001", "p1")
     wh.appointment("1001", "a-first", patient_id="p1", ends_at="2026-11-24 15:00")
     wh.build("1001", cooloff_days=30)
-    wh.ledger("1001", "a-first", patient_id="p1", target_date=PARTITION_DATE, group_id=7, status="sent")
+    assert wh.claims() == {("1001", "a-first"): "pending"}  # the build claimed it; the sink posts it
+    wh.con.execute("update sink.review_request_ledger set status = 'sent'")
     # Cliniko later reports a later appointment of the same patient on that day; the partition is re-run.
     wh.appointment("1001", "a-later", patient_id="p1", ends_at="2026-11-24 18:00")
     wh.build("1001", cooloff_days=30)
     assert wh.outcomes("1001") == {"a-first": "eligible", "a-later": "duplicate_patient"}
+    assert wh.claims() == {("1001", "a-first"): "sent"}
 
 
 @pytest.mark.parametrize(
@@ -435,10 +442,11 @@ def test_cool_off_between_two_mappings_built_in_turn(wh: Warehouse) -> None:
         "1002", "a2", patient_id="p1", ends_at="2026-11-24 10:00", partition_date=date(2026, 11, 26)
     )
     wh.build("1001", cooloff_days=3)
-    wh.ledger("1001", "a1", patient_id="p1", target_date=PARTITION_DATE, group_id=7, status="sending")
     wh.build("1002", partition_date=date(2026, 11, 26), fetch_delay_days=2, cooloff_days=3)
     assert wh.outcomes("1001") == {"a1": "eligible"}
     assert wh.outcomes("1002", date(2026, 11, 26)) == {"a2": "cooled_off"}
+    # The first build's claim (pending, not yet posted) is what cooled the second one off.
+    assert wh.claims() == {("1001", "a1"): "pending"}
 
 
 def test_test_mapping_is_evaluated_and_marked(wh: Warehouse) -> None:
@@ -518,6 +526,14 @@ BROKEN_ROWS = {
     "restriction_reason = null, is_eligible = true where appointment_id = 'a-dup'",
     "counts_reconcile": "update marts.appointment_eligibility set restriction_code = null "
     "where appointment_id = 'a-dna'",
+    # 60 eligible candidates the day before, then 25 more opted out today: opted_out jumps from 0 % to 89 %.
+    "restriction_shares_stable": "insert into marts.appointment_eligibility "
+    "select e.* replace (partition_date - 1 as partition_date, appointment_id || r.range as appointment_id) "
+    "from marts.appointment_eligibility as e, range(60) as r where appointment_id = 'a-ok'; "
+    "insert into marts.appointment_eligibility "
+    "select e.* replace (appointment_id || r.range as appointment_id, "
+    "'opted_out' as restriction_code, 'The customer opted out of email and SMS' as restriction_reason) "
+    "from marts.appointment_eligibility as e, range(25) as r where appointment_id = 'a-dna'",
 }
 
 
@@ -553,6 +569,8 @@ def test_build_partition_accepts_an_iso_date_string(wh: Warehouse) -> None:
         location_names=("Main Street Clinic",),
         beta=False,
         test=False,
+        run_id="run-1",
         run_started_at=datetime(2026, 11, 26, tzinfo=UTC),
+        close_at=datetime(2026, 11, 25, 13, tzinfo=UTC),
     )
     assert counts["eligible"] == 1

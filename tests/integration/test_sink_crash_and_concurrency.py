@@ -11,9 +11,10 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
-from birdeye_sink_support import KEY, delivered_counts, eligible_rows, ledger_rows
+from birdeye_sink_support import KEY, claim, delivered_counts, eligible_rows, ledger_rows
 
 from pipeline.sandbox.birdeye_emulator import BirdeyeEmulatorConfig, running_birdeye
 from pipeline.sink import post_review_requests
@@ -24,8 +25,11 @@ FAST = {"backoff_base_seconds": 0.01, "backoff_cap_seconds": 0.05, "rate_per_sec
 
 
 def start_worker(tmp_path: Path, name: str, warehouse: Path, base_url: str, rows: list[dict], **options):
+    """A posting run in its own process for `rows`, which the models have claimed."""
+    claim(warehouse, rows)
     job = tmp_path / f"{name}.json"
     options = FAST | {"concurrency": 4, "batch_size": BATCH, "max_attempts": 4} | options
+    options["rate_limit_dir"] = str(tmp_path / "rate_limits")
     spec = {
         "warehouse": str(warehouse),
         "base_url": base_url,
@@ -108,7 +112,9 @@ def test_sigkill_at_random_points_never_posts_twice_and_loses_nothing(tmp_path):
             worker.communicate()
             killed_mid_flight += not finished and received_for(birdeye, bid) > 0
 
-            post_review_requests(warehouse, rows, api_key=KEY, base_url=birdeye.base_url, **FAST)
+            post_review_requests(
+                warehouse, rows, api_key=KEY, base_url=birdeye.base_url, rate_limit_dir=tmp_path, **FAST
+            )
 
             ledger = assert_at_most_once_and_nothing_lost(birdeye, warehouse, rows)
             assert ledger["1005"]["status"] == "failed" and ledger["1005"]["attempts"] == 0
@@ -147,9 +153,11 @@ def test_two_concurrent_runs_of_one_partition_post_each_appointment_once(tmp_pat
 def test_a_429_storm_ends_sent_within_the_retry_bound(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     config = BirdeyeEmulatorConfig(keys={KEY: None}, rate_per_second=80.0, burst=1)
+    rows = eligible_rows(24)
+    claim(warehouse, rows)
     with running_birdeye(config) as birdeye:
         counts = post_review_requests(
-            warehouse, eligible_rows(24), api_key=KEY, base_url=birdeye.base_url, concurrency=8,
+            warehouse, rows, api_key=KEY, base_url=birdeye.base_url, concurrency=8, rate_limit_dir=tmp_path,
             max_attempts=30, **(FAST | {"backoff_base_seconds": 0.02, "backoff_cap_seconds": 0.3}),
         )  # fmt: skip
         statuses = [r.status for r in birdeye.records()]
@@ -161,9 +169,17 @@ def test_a_429_storm_ends_sent_within_the_retry_bound(tmp_path):
 def test_a_5xx_burst_ends_sent_or_failed_with_the_reason(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     config = BirdeyeEmulatorConfig(keys={KEY: None}, server_error_rate=0.6, server_error_first=20, seed=3)
+    rows = eligible_rows(40)
+    claim(warehouse, rows)
     with running_birdeye(config) as birdeye:
         counts = post_review_requests(
-            warehouse, eligible_rows(40), api_key=KEY, base_url=birdeye.base_url, max_attempts=4, **FAST
+            warehouse,
+            rows,
+            api_key=KEY,
+            base_url=birdeye.base_url,
+            max_attempts=4,
+            rate_limit_dir=tmp_path,
+            **FAST,
         )
         delivered = delivered_counts(birdeye.records())
     assert counts["sent"] + counts["failed"] == 40 and counts["sent"] >= 20 and counts["failed"] >= 1
@@ -173,3 +189,31 @@ def test_a_5xx_burst_ends_sent_or_failed_with_the_reason(tmp_path):
             assert row["error_message"].startswith("gave up after 4 attempts: HTTP 503")
         else:
             assert row["attempts"] <= 4 and delivered[(row["business_number"], appointment)] == 1
+
+
+def test_two_processes_posting_with_one_key_share_its_rate(tmp_path):
+    """The Birdeye rate per key holds across processes: two runs of different mappings with one key, at
+    20/s each alone, reach Birdeye at 20/s together (and Birdeye, limiting at 25/s, never answers 429)."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    config = BirdeyeEmulatorConfig(keys={KEY: None}, rate_per_second=25.0, burst=2)
+    with running_birdeye(config) as birdeye:
+        workers = [
+            start_worker(
+                tmp_path,
+                name,
+                warehouse,
+                birdeye.base_url,
+                eligible_rows(20, business_number=bid),
+                rate_per_second=20.0,
+                burst=1,
+            )  # fmt: skip
+            for name, bid in (("one", "9200000000001"), ("two", "9200000000002"))
+        ]
+        for worker in workers:
+            go(worker)
+        outputs = [worker.communicate(timeout=60) for worker in workers]
+        assert [w.returncode for w in workers] == [0, 0], outputs
+        records = birdeye.records()
+    assert [r.status for r in records] == [200] * 40
+    received = sorted(datetime.fromisoformat(r.received_at) for r in records)
+    assert (received[-1] - received[0]).total_seconds() >= 39 / 20.0 * 0.95

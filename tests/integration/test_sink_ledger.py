@@ -6,13 +6,14 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from birdeye_sink_support import KEY, delivered_counts, eligible_rows, ledger_rows
+from birdeye_sink_support import KEY, claim, delivered_counts, eligible_rows, ledger_rows
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.leases import Lease
 from pipeline.sandbox.birdeye_emulator import BirdeyeEmulatorConfig, running_birdeye
-from pipeline.sink import ledger, post_review_requests, reap_dead_runs, requeue
-from pipeline.sink.leases import RunLease
+from pipeline.sink import BirdeyeKeyRefused, ledger, post_review_requests, reap_dead_runs, requeue
+from pipeline.sink.post import lease_dir
 from pipeline.warehouse import connect
 
 FAST = {"backoff_base_seconds": 0.01, "backoff_cap_seconds": 0.05, "rate_per_second": 500.0, "burst": 8}
@@ -23,7 +24,16 @@ def emulator(**overrides) -> BirdeyeEmulatorConfig:
 
 
 def post(warehouse, birdeye, rows, **options):
-    return post_review_requests(warehouse, rows, api_key=KEY, base_url=birdeye.base_url, **(FAST | options))
+    """What a run does: the models claimed `rows`, the sink posts them."""
+    claim(warehouse, rows)
+    return post_review_requests(
+        warehouse,
+        rows,
+        api_key=KEY,
+        base_url=birdeye.base_url,
+        rate_limit_dir=warehouse.parent / "rate_limits",
+        **(FAST | options),
+    )
 
 
 def test_pending_to_sent_and_a_rerun_posts_nothing(tmp_path):
@@ -95,17 +105,11 @@ def test_unknown_outcome_is_uncertain_and_never_reposted(tmp_path):
 
 
 def claim_as(warehouse, run_id: str, rows, n: int) -> None:
+    """`rows` claimed, and `n` of them taken for posting by run `run_id`."""
+    claim(warehouse, rows)
     keys = [(r["business_number"], r["appointment_id"]) for r in rows]
     with connect(warehouse) as con:
-        ledger.ensure_ledger(con)
-        now = datetime.now(UTC)
-        new = [
-            ledger.NewRow(r["business_number"], r["appointment_id"], datetime(2026, 11, 24).date(),
-                          datetime(2026, 11, 24).date(), 7, r["patient_id"], r["channels"], "pending")
-            for r in rows
-        ]  # fmt: skip
-        ledger.insert_new(con, new, now)
-        assert len(ledger.claim(con, keys, run_id, n, now)) == n
+        assert len(ledger.claim(con, keys, run_id, n, datetime.now(UTC))) == n
 
 
 def test_sending_rows_of_a_dead_run_become_uncertain_and_are_not_posted(tmp_path):
@@ -123,8 +127,8 @@ def test_a_live_runs_sending_rows_are_neither_posted_nor_marked_uncertain(tmp_pa
     warehouse = tmp_path / "warehouse.duckdb"
     rows = eligible_rows(5)
     with running_birdeye(emulator()) as birdeye:
-        with RunLease(warehouse) as other_run:
-            claim_as(warehouse, other_run.run_id, rows, 2)
+        with Lease(lease_dir(warehouse)) as other_run:
+            claim_as(warehouse, other_run.name, rows, 2)
             counts = post(warehouse, birdeye, rows)
             assert (counts["sending"], counts["sent"], counts["uncertain"]) == (2, 3, 0)
             assert reap_dead_runs(warehouse) == 0
@@ -132,13 +136,48 @@ def test_a_live_runs_sending_rows_are_neither_posted_nor_marked_uncertain(tmp_pa
     assert reap_dead_runs(warehouse) == 2  # that run ended without recording them
 
 
-def test_test_mappings_write_dry_run_rows_that_stay_settled(tmp_path):
+def test_test_mappings_dry_run_claims_are_never_posted(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     rows = eligible_rows(3)
+    claim(warehouse, rows, status="dry_run")  # what the models claim for a test mapping
     with running_birdeye(emulator()) as birdeye:
-        assert post_review_requests(warehouse, rows, api_key=None, dry_run=True)["dry_run"] == 3
+        counts = post_review_requests(warehouse, rows, api_key=None, rate_limit_dir=tmp_path)
+        assert counts["dry_run"] == 3
         assert post(warehouse, birdeye, rows)["dry_run"] == 3
         assert birdeye.records() == []
+
+
+def test_rows_the_models_did_not_claim_are_never_posted(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    rows = eligible_rows(4)
+    claim(warehouse, rows[:2])
+    with running_birdeye(emulator()) as birdeye:
+        counts = post_review_requests(
+            warehouse, rows, api_key=KEY, base_url=birdeye.base_url, rate_limit_dir=tmp_path, **FAST
+        )
+        assert counts["sent"] == 2 and sum(counts.values()) == 2
+        assert sorted(r.appointment_id for r in birdeye.records()) == ["1000", "1001"]
+
+
+def test_a_refused_key_stops_posting_and_leaves_the_rows_pending(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    rows = eligible_rows(20)
+    with running_birdeye(emulator()) as birdeye:
+        claim(warehouse, rows)
+        with pytest.raises(BirdeyeKeyRefused, match="refused the API key …0000") as refused:
+            post_review_requests(
+                warehouse, rows, api_key="wrong-key-0000", base_url=birdeye.base_url,
+                rate_limit_dir=tmp_path, concurrency=4, batch_size=4, **FAST,
+            )  # fmt: skip
+        assert "wrong-key" not in str(refused.value) and "20 request(s) stay pending" in str(refused.value)
+        assert len(birdeye.records()) == 4  # one batch, then it stopped
+        ledger = ledger_rows(warehouse)
+        assert {r["status"] for r in ledger.values()} == {"pending"}
+        assert {r["attempts"] for r in ledger.values()} == {0}
+        assert ledger["1000"]["error_code"] == "1161"
+        # Once the key is fixed, the next run posts every one of them, once.
+        assert post(warehouse, birdeye, rows)["sent"] == 20
+        assert set(delivered_counts(birdeye.records()).values()) == {1}
 
 
 def test_overlapping_batches_post_each_appointment_once(tmp_path):
@@ -199,7 +238,7 @@ def test_requeue_command_lists_without_yes_and_never_prints_contacts(tmp_path, m
     assert ledger_rows(tmp_path / "warehouse.duckdb")["1001"]["status"] == "pending"
 
 
-def test_the_client_side_token_bucket_keeps_under_birdeyes_limit(tmp_path):
+def test_the_client_side_rate_keeps_under_birdeyes_limit(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     with running_birdeye(emulator(rate_per_second=25.0, burst=2)) as birdeye:
         started = time.monotonic()

@@ -6,7 +6,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from pipeline.cliniko import SharedRateLimiter
+from pipeline.ratelimit import SharedRateLimiter
 
 KEY = "MS0xMjM0NTY3ODkwMTIzNDU2Nzg5LWFiY2RlZmdoaWprbG1ub3Bx-au2"
 

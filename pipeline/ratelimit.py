@@ -1,22 +1,24 @@
 """A request budget per API key, shared by every process on this machine that uses the key.
 
-Cliniko allows 200 requests per minute per user and answers 429 beyond that. Several Dagster runs (one per
-mapping-day partition) may use one key at once, so the budget cannot live in one process. It lives in a small
-file under `settings.rate_limit_dir`, named by a hash of the key, and holds a *sliding-window log*: the times
-of the last `capacity` grants in a ring buffer. A request may go when the oldest of those is more than a
-window old, so no window of that length ever holds more than `capacity` grants, whichever process made them.
-Every read-modify-write of the ring happens under an exclusive `fcntl.flock`, which the kernel releases if a
-process dies, so a crashed run cannot wedge the others.
+Cliniko allows 200 requests per minute per user and answers 429 beyond that; Birdeye limits each key too (it
+publishes no number: the product paces itself at `BIRDEYE_RATE_LIMIT_PER_SECOND`). Several Dagster runs (one
+per mapping-day partition) may use one key at once, so the budget cannot live in one process. It lives in a
+small file under `settings.rate_limit_dir`, named by the service and a hash of the key, and holds a
+*sliding-window log*: the times of the last `limit` grants in a ring buffer. A request may go when the oldest
+of those is more than a window old, so no window of that length ever holds more than `limit` grants, whichever
+process made them. Every read-modify-write of the ring happens under an exclusive `fcntl.flock`, which the
+kernel releases if a process dies, so a crashed run cannot wedge the others.
 
 Why not a token bucket: a full bucket of N plus N refilled tokens lets 2N requests through in one window,
 which is exactly what Cliniko counts. Why not pyrate-limiter's SQLite bucket: it does the same sliding count
 but keeps one SQLite row per request and does not report how long callers waited, and its API changed in each
 major release; this is one small file, O(1) per request, and easy to test with several processes.
 
-The window is taken 1 % longer than Cliniko's (0.6 s of 60 s): a grant is recorded when it is given, and
-Cliniko counts the request when it arrives, so the margin absorbs differences in that delay (latency jitter)
-that could otherwise put `limit + 1` arrivals in one of Cliniko's windows. The full `limit` is granted: a
-count margin would only slow every backfill by the same fraction (the rate-limit benchmark measures this).
+`window_margin` takes the window that much longer than the service's (Cliniko: 1 %, 0.6 s of 60 s): a grant is
+recorded when it is given, and the service counts the request when it arrives, so the margin absorbs
+differences in that delay (latency jitter) that could otherwise put `limit + 1` arrivals in one of its
+windows. The full `limit` is granted: a count margin would only slow every backfill by the same fraction (the
+rate-limit benchmark measures this).
 """
 
 from __future__ import annotations
@@ -45,7 +47,16 @@ class SharedRateLimiter:
     every process using the key, e.g. until Cliniko's `X-RateLimit-Reset` after an unexpected 429.
     """
 
-    def __init__(self, api_key: str, directory: Path, limit: int = 200, window_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        directory: Path,
+        limit: int = 200,
+        window_seconds: float = 60.0,
+        *,
+        service: str = "cliniko",
+        window_margin: float = 0.01,
+    ) -> None:
         if limit < 1 or window_seconds <= 0:
             raise ValueError(
                 f"rate limit needs limit >= 1 and window_seconds > 0, got {limit}/{window_seconds}s"
@@ -53,9 +64,9 @@ class SharedRateLimiter:
         self.limit = limit
         self.window_seconds = float(window_seconds)
         self.capacity = limit
-        self.effective_window = self.window_seconds * 1.01
+        self.effective_window = self.window_seconds * (1 + window_margin)
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"cliniko-{key_fingerprint(api_key)}.ratelimit"
+        self.path = directory / f"{service}-{key_fingerprint(api_key)}.ratelimit"
         self.waited_seconds = 0.0
         self.grants = 0
 

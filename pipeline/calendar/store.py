@@ -1,0 +1,257 @@
+"""The calendar's bookkeeping in the warehouse: runs of partitions and alerts (`sql/calendar/`).
+
+Callers pass an open connection from `pipeline.warehouse.connect` (with `ensure_tables` run) and close it
+right after; every function is one short statement or transaction.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import duckdb
+
+from pipeline.calendar.planner import History
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A condition SPEC §8 asks people to hear about. `key` names the condition: one open alert per key."""
+
+    kind: str
+    key: str
+    message: str
+    business_number: str | None = None
+    group_id: int | None = None
+    partition_date: date | None = None
+
+    def payload(self, raised_at: datetime) -> dict[str, object]:
+        """The JSON posted to `ALERT_WEBHOOK_URL` (no secrets: alerts never carry a key)."""
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "message": self.message,
+            "business_number": self.business_number,
+            "group_id": self.group_id,
+            "partition_date": self.partition_date.isoformat() if self.partition_date else None,
+            "raised_at": raised_at.isoformat(),
+        }
+
+
+def record_failure(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    business_number: str,
+    partition_date: date,
+    group_id: int | None,
+    run_started_at: datetime,
+    error: str,
+    now: datetime,
+) -> None:
+    """The run failed: its row (its build, or a new one) becomes `failed` with the error's first line."""
+    first_line = (error.strip().splitlines() or ["(no message)"])[0][:1000]
+    con.execute(
+        """
+        insert into calendar.partition_runs
+            (run_id, business_number, partition_date, group_id, run_started_at, status, error, finished_at)
+        values ($run_id, $business_number, $partition_date, $group_id, $run_started_at, 'failed', $error,
+                $now)
+        on conflict (run_id) do update
+            set status = 'failed', error = excluded.error, finished_at = excluded.finished_at
+        """,
+        {
+            "run_id": run_id,
+            "business_number": business_number,
+            "partition_date": partition_date,
+            "group_id": group_id,
+            "run_started_at": run_started_at,
+            "error": first_line,
+            "now": now,
+        },
+    )
+
+
+def record_success(con: duckdb.DuckDBPyConnection, run_id: str, now: datetime) -> bool | None:
+    """The run built its partition and posted its requests: `succeeded`. Returns whether that closed the
+    partition (the run was not partial), or None when this run did not build it (nothing recorded)."""
+    row = con.execute(
+        """
+        update calendar.partition_runs set status = 'succeeded', finished_at = $now
+        where run_id = $run_id and status = 'built'
+        returning not is_partial
+        """,
+        {"run_id": run_id, "now": now},
+    ).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def unfinished_runs(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Runs that built a partition and have not recorded how they ended (running, or gone)."""
+    return [
+        r[0]
+        for r in con.execute("select run_id from calendar.partition_runs where status = 'built'").fetchall()
+    ]
+
+
+def mark_run_ended(con: duckdb.DuckDBPyConnection, run_id: str, reason: str, now: datetime) -> None:
+    """A run that built its partition is gone without saying how it ended (killed, lost): `failed`."""
+    con.execute(
+        "update calendar.partition_runs set status = 'failed', error = $reason, finished_at = $now "
+        "where run_id = $run_id and status = 'built'",
+        {"run_id": run_id, "reason": reason, "now": now},
+    )
+
+
+def history(con: duckdb.DuckDBPyConnection, since: date) -> dict[str, dict[date, History]]:
+    """business number -> partition date -> the runs of that partition, for partitions dated `since` or later.
+
+    A run still `built` counts as neither success nor failure (it may be running); `failures_in_a_row` counts
+    the failed runs after the last run that did not fail.
+    """
+    rows = con.execute(
+        """
+        select business_number, partition_date, status, is_partial, finished_at
+        from calendar.partition_runs
+        where partition_date >= $since
+        order by business_number, partition_date, run_started_at, run_id
+        """,
+        {"since": since},
+    ).fetchall()
+    runs: dict[tuple[str, date], list[tuple]] = defaultdict(list)
+    for business_number, partition_date, *rest in rows:
+        runs[(business_number, partition_date)].append(tuple(rest))
+    result: dict[str, dict[date, History]] = defaultdict(dict)
+    for (business_number, partition_date), attempts in runs.items():
+        closed = [finished for status, partial, finished in attempts if status == "succeeded" and not partial]
+        failures = 0
+        for status, _, _ in reversed(attempts):
+            if status != "failed":
+                break
+            failures += 1
+        last_failed = [finished for status, _, finished in attempts if status == "failed"]
+        result[business_number][partition_date] = History(
+            runs=len(attempts),
+            closed_at=min(closed) if closed else None,
+            failures_in_a_row=failures,
+            last_failed_at=last_failed[-1] if last_failed else None,
+        )
+    return dict(result)
+
+
+def stored_time_zones(
+    con: duckdb.DuckDBPyConnection, location_names: Mapping[str, Sequence[str]]
+) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """business number -> (time zones of its matched Cliniko businesses, location names matching none), from
+    the businesses last fetched for it; a mapping whose businesses were never fetched is left out.
+
+    Names match as the models match them (`location_key` of `staging.stg_cliniko__businesses`).
+    """
+    if not location_names:
+        return {}
+    numbers = list(location_names)
+    rows = con.execute(
+        """
+        with wanted as (
+            select unnest($numbers) as business_number, unnest($names) as location_name
+        ),
+        names as (
+            select business_number, location_name, lower(trim(location_name)) as location_key
+            from (select business_number, unnest(location_name) as location_name from wanted)
+        ),
+        fetched as (
+            select distinct business_number from raw.cliniko_businesses
+        )
+        select
+            names.business_number,
+            list(distinct businesses.time_zone) filter (where businesses.time_zone is not null),
+            list(distinct names.location_name) filter (where businesses.location_key is null)
+        from names
+        join fetched using (business_number)
+        left join staging.stg_cliniko__businesses as businesses
+            on businesses.business_number = names.business_number
+            and businesses.location_key = names.location_key
+        group by names.business_number
+        """,
+        {"numbers": numbers, "names": [list(location_names[n]) for n in numbers]},
+    ).fetchall()
+    return {bn: (tuple(sorted(zones or ())), tuple(sorted(unknown or ()))) for bn, zones, unknown in rows}
+
+
+def raise_alerts(con: duckdb.DuckDBPyConnection, alerts: Iterable[Alert], now: datetime) -> list[Alert]:
+    """Record the alerts that are not open yet; returns those (to notify). Open ones are left as they are."""
+    alerts = list(alerts)
+    if not alerts:
+        return []
+    open_keys = {
+        r[0]
+        for r in con.execute(
+            "select alert_key from calendar.alerts "
+            "where resolved_at is null and list_contains($keys, alert_key)",
+            {"keys": [a.key for a in alerts]},
+        ).fetchall()
+    }
+    new = [a for a in {a.key: a for a in alerts}.values() if a.key not in open_keys]
+    for alert in new:
+        con.execute(
+            """
+            insert into calendar.alerts
+                (alert_key, kind, business_number, group_id, partition_date, message, raised_at)
+            values ($key, $kind, $business_number, $group_id, $partition_date, $message, $now)
+            """,
+            {
+                "key": alert.key,
+                "kind": alert.kind,
+                "business_number": alert.business_number,
+                "group_id": alert.group_id,
+                "partition_date": alert.partition_date,
+                "message": alert.message,
+                "now": now,
+            },
+        )
+    return new
+
+
+def resolve_alerts(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    kinds: Sequence[str],
+    business_numbers: Sequence[str],
+    keep: Iterable[str],
+    now: datetime,
+) -> int:
+    """Close the open alerts of `kinds` about `business_numbers` whose key is not in `keep` (their condition
+    is gone); returns how many."""
+    rows = con.execute(
+        """
+        update calendar.alerts set resolved_at = $now
+        where resolved_at is null and list_contains($kinds, kind)
+          and list_contains($business_numbers, business_number) and not list_contains($keep, alert_key)
+        returning alert_key
+        """,
+        {"kinds": list(kinds), "business_numbers": list(business_numbers), "keep": list(keep), "now": now},
+    ).fetchall()
+    return len(rows)
+
+
+def record_notification(
+    con: duckdb.DuckDBPyConnection, alert: Alert, *, notified_at: datetime | None, error: str | None
+) -> None:
+    """What the webhook answered for the open alert `alert`."""
+    con.execute(
+        "update calendar.alerts set notified_at = $at, notify_error = $error "
+        "where alert_key = $key and resolved_at is null",
+        {"at": notified_at, "error": error, "key": alert.key},
+    )
+
+
+def open_alerts(con: duckdb.DuckDBPyConnection) -> list[dict[str, object]]:
+    """Every open alert, oldest first."""
+    cursor = con.execute(
+        "select alert_key, kind, business_number, group_id, partition_date, message, raised_at, notified_at, "
+        "notify_error from calendar.alerts where resolved_at is null order by raised_at, alert_key"
+    )
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

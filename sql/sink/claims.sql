@@ -1,0 +1,22 @@
+-- Claims (SPEC §5, §8): the partition's eligible candidates become ledger rows in the same transaction that
+-- decided them, `pending` (`dry_run` for a test mapping). A decision and its claim are one step under the
+-- warehouse lock, so a run of the same integration group that decides next reads these rows first: two runs can
+-- never both ask one patient inside the cool-off window, nor twice in one partition. A row the ledger already
+-- holds (a re-run) is left exactly as it is.
+insert into sink.review_request_ledger
+    (business_number, appointment_id, partition_date, target_date, group_id, patient_id, channels, status, updated_at)
+select
+    business_number,
+    appointment_id,
+    partition_date,
+    target_date,
+    group_id,
+    patient_id,
+    channels,
+    case when is_test then 'dry_run' else 'pending' end,
+    current_timestamp
+from marts.appointment_eligibility
+where business_number = $business_number
+  and partition_date = cast($partition_date as date)
+  and is_eligible
+on conflict do nothing;

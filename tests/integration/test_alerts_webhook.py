@@ -1,0 +1,121 @@
+"""Alerts are recorded once per condition and posted as JSON to ALERT_WEBHOOK_URL (a real receiver here)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pipeline.calendar.alerts import raise_alerts, resolve_alerts
+from pipeline.calendar.store import Alert
+from pipeline.warehouse import connect
+
+TOKEN = "T0000-secret-webhook-token"
+
+
+class Receiver:
+    """A webhook receiver on a free loopback port that answers `status` and keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.status = 200
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append({"path": self.path, "json": json.loads(body)})
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/{TOKEN}"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    receiver.server.shutdown()
+
+
+def failing(day: str = "2026-11-05") -> Alert:
+    return Alert(
+        "partition_failing",
+        f"partition_failing|123|{day}",
+        f"Partition {day}|123 failed 3 times in a row",
+        "123",
+        7,
+        date.fromisoformat(day),
+    )
+
+
+def rows(warehouse) -> list[tuple]:
+    with connect(warehouse) as con:
+        return con.execute(
+            "select alert_key, resolved_at is null, notified_at is not null, notify_error "
+            "from calendar.alerts order by raised_at, alert_key"
+        ).fetchall()
+
+
+def test_an_alert_is_posted_once_while_open_and_again_after_it_resolved(tmp_path, receiver):
+    warehouse = tmp_path / "warehouse.duckdb"
+    assert raise_alerts(warehouse, receiver.url, [failing()]) == [failing()]
+    assert raise_alerts(warehouse, receiver.url, [failing()]) == []  # still open: not again
+    assert [r["json"]["key"] for r in receiver.received] == ["partition_failing|123|2026-11-05"]
+    payload = receiver.received[0]["json"]
+    assert payload["kind"] == "partition_failing" and payload["business_number"] == "123"
+    assert payload["partition_date"] == "2026-11-05" and payload["group_id"] == 7 and payload["raised_at"]
+    assert rows(warehouse) == [("partition_failing|123|2026-11-05", True, True, None)]
+
+    assert resolve_alerts(warehouse, kinds=["partition_failing"], business_numbers=["123"]) == 1
+    raise_alerts(warehouse, receiver.url, [failing()])  # the condition is back: a new alert
+    assert len(receiver.received) == 2
+    assert [open_ for _, open_, _, _ in rows(warehouse)] == [False, True]
+
+
+def test_resolving_keeps_the_conditions_still_present(tmp_path, receiver):
+    warehouse = tmp_path / "warehouse.duckdb"
+    raise_alerts(warehouse, receiver.url, [failing("2026-11-05"), failing("2026-11-06")])
+    resolved = resolve_alerts(
+        warehouse, kinds=["partition_failing"], business_numbers=["123"], keep=[failing("2026-11-06").key]
+    )
+    assert resolved == 1
+    assert [(key, open_) for key, open_, _, _ in rows(warehouse)] == [
+        ("partition_failing|123|2026-11-05", False),
+        ("partition_failing|123|2026-11-06", True),
+    ]
+
+
+def test_a_failing_receiver_is_noted_on_the_alert_without_its_token(tmp_path, receiver):
+    warehouse = tmp_path / "warehouse.duckdb"
+    receiver.status = 500
+    assert raise_alerts(warehouse, receiver.url, [failing()]) == [failing()]
+    assert len(receiver.received) == 3  # tried a few times
+    [(_, open_, notified, error)] = rows(warehouse)
+    assert open_ and not notified
+    assert error == f"127.0.0.1:{receiver.server.server_address[1]} answered HTTP 500"
+    assert TOKEN not in error
+
+
+def test_an_unreachable_receiver_never_fails_the_caller(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    assert raise_alerts(warehouse, f"http://127.0.0.1:9/hooks/{TOKEN}", [failing()]) == [failing()]
+    [(_, _, notified, error)] = rows(warehouse)
+    assert not notified and error.startswith("could not reach 127.0.0.1:9") and TOKEN not in error
+
+
+def test_without_a_webhook_alerts_are_only_recorded(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    raise_alerts(warehouse, None, [failing()])
+    assert rows(warehouse) == [("partition_failing|123|2026-11-05", True, False, None)]
