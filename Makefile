@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: install browser demo test ui bench lint admin sandbox
+.PHONY: install browser faketime demo test ui bench lint admin sandbox
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -20,7 +20,13 @@ browser:
 	@test -x /usr/bin/chromium || { apt-get update -qq >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: install browser
+# The fake-clock tests (tests/fakeclock.py) preload Debian's libfaketime and compile a small C shim with gcc.
+FAKETIME_LIB = /usr/lib/$(shell gcc -print-multiarch 2>/dev/null)/faketime/libfaketime.so.1
+faketime:
+	@test -e $(FAKETIME_LIB) && command -v gcc >/dev/null || { apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime gcc libc6-dev >/dev/null; }
+
+test: install browser faketime
 	$(UV) run --frozen pytest
 
 ui: install

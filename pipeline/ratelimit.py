@@ -99,13 +99,22 @@ class SharedRateLimiter:
             capacity, head, blocked_until = self._read_header(fd)
             now = time.time()
             (oldest,) = _SLOT.unpack(os.pread(fd, _SLOT.size, _HEADER.size + head * _SLOT.size))
-            # min() guards against a wall clock that stepped backwards leaving a slot "in the future".
-            wait = max(blocked_until - now, min(oldest + self.effective_window - now, self.effective_window))
+            if oldest > now:
+                oldest = self._restamp_future_grants(fd, capacity, now)
+            wait = max(blocked_until - now, oldest + self.effective_window - now)
             if wait > 0:
                 return wait
             os.pwrite(fd, _SLOT.pack(now), _HEADER.size + head * _SLOT.size)
             os.pwrite(fd, _HEADER.pack(_MAGIC, capacity, (head + 1) % capacity, blocked_until), 0)
             return 0.0
+
+    def _restamp_future_grants(self, fd: int, capacity: int, now: float) -> float:
+        """Grants stamped after `now`: the wall clock stepped back (NTP) since. Count them as given now, or
+        every caller would wait until the clock caught up again. Returns the new stamp."""
+        ring = os.pread(fd, capacity * _SLOT.size, _HEADER.size)
+        stamps = [min(stamp, now) for (stamp,) in _SLOT.iter_unpack(ring)]
+        os.pwrite(fd, b"".join(map(_SLOT.pack, stamps)), _HEADER.size)
+        return now
 
     def _read_header(self, fd: int) -> tuple[int, int, float]:
         raw = os.pread(fd, _HEADER.size, 0)

@@ -2,6 +2,7 @@
 claims of the eligible ones in the ledger."""
 
 import json
+from datetime import UTC, datetime
 
 import dagster as dg
 import duckdb
@@ -11,7 +12,7 @@ from pipeline.assets.resources import PipelineResource
 from pipeline.assets.runs import record_failed_run, started_at
 from pipeline.automation.partitions import mapping_day_partitions
 from pipeline.calendar import rules, store
-from pipeline.calendar.alerts import raise_alerts, resolve_alerts
+from pipeline.calendar.alerts import raise_alerts
 from pipeline.calendar.store import Alert
 from pipeline.warehouse import connect
 from pipeline.warehouse.models import CHECKS, build_partition, ensure_models, run_check
@@ -82,8 +83,16 @@ def appointment_eligibility(
                 raise
             raise dg.Failure(str(error).removeprefix("Invalid Input Error: ")) from None
         findings = {name: run_check(con, name, params) for name in CHECKS}
-    partial = run_started_at < params["close_at"]
-    shares = findings[SHARE_CHECK]
+        partial = run_started_at < params["close_at"]
+        shares = findings[SHARE_CHECK]
+        if not shares and not partial:  # a whole day with ordinary shares: a jump alert is over
+            store.resolve_alerts(
+                con,
+                kinds=["restriction_share_jump"],
+                business_numbers=[day.business_number],
+                keep=(),
+                now=datetime.now(UTC),
+            )
     if shares:
         codes = ", ".join(
             f"{r['restriction_code']} {r['share_before']:.0%} -> {r['share_now']:.0%}" for r in shares
@@ -102,12 +111,6 @@ def appointment_eligibility(
                     partition_date=day.partition_date,
                 )
             ],
-        )
-    elif not partial:
-        resolve_alerts(
-            pipeline.settings.warehouse_path,
-            kinds=["restriction_share_jump"],
-            business_numbers=[day.business_number],
         )
     check_results = [
         dg.AssetCheckResult(

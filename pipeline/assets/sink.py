@@ -9,7 +9,7 @@ from pipeline.assets.resources import PipelineResource
 from pipeline.assets.runs import record_failed_run
 from pipeline.automation.partitions import PARTITIONS_START_DATE, mapping_day_partitions
 from pipeline.calendar import coverage, store
-from pipeline.calendar.alerts import raise_alerts, resolve_alerts
+from pipeline.calendar.alerts import raise_alerts
 from pipeline.calendar.store import Alert
 from pipeline.sink import BirdeyeKeyRefused, post_review_requests
 from pipeline.warehouse import connect
@@ -97,10 +97,13 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
             ],
         )
         raise dg.Failure(str(refused)) from None
-    resolve_alerts(settings.warehouse_path, kinds=["birdeye_auth"], business_numbers=[day.business_number])
     with connect(settings.warehouse_path) as con:
         doubles = con.execute(DOUBLE_SENT).fetchall()
-        closed = store.record_success(con, context.run.run_id, datetime.now(UTC))
+        now = datetime.now(UTC)
+        closed = store.record_success(con, context.run.run_id, now)
+        store.resolve_alerts(
+            con, kinds=["birdeye_auth"], business_numbers=[day.business_number], keep=(), now=now
+        )
     return dg.MaterializeResult(
         metadata={
             "eligible": len(rows),

@@ -16,13 +16,8 @@ import duckdb
 from pipeline.calendar import rules, store
 from pipeline.calendar.planner import Schedule
 from pipeline.registry import MappingConfig
+from pipeline.registry.model import Frequency
 from pipeline.warehouse.snapshot import refresh_analytics
-
-
-def frequency(mapping: MappingConfig) -> timedelta:
-    if mapping.frequency_unit == "hours":
-        return timedelta(hours=mapping.frequency_value)
-    return timedelta(days=mapping.frequency_value)
 
 
 def schedule(mapping: MappingConfig, time_zones: tuple[str, ...] | None) -> Schedule:
@@ -31,7 +26,7 @@ def schedule(mapping: MappingConfig, time_zones: tuple[str, ...] | None) -> Sche
         group_id=mapping.group_id,
         next_run_time=mapping.next_run_time,
         first_run_time=mapping.first_run_time,
-        frequency=frequency(mapping),
+        frequency=Frequency(mapping.frequency_value, mapping.frequency_unit).as_timedelta(),
         hourly=mapping.frequency_unit == "hours",
         fetch_delay_days=mapping.fetch_delay_days,
         catchup_days=mapping.catchup_days,

@@ -68,7 +68,7 @@ class Request:
 class Plan:
     due_at: datetime | None
     requests: list[Request] = field(default_factory=list)
-    advance_to: datetime | None = None  # the new nextRunTime once the due time is handled
+    advance_to: datetime | None = None  # the new nextRunTime, once the due time is handled
     failing: list[date] = field(
         default_factory=list
     )  # unclosed, failed FAILURES_BEFORE_ALERT+ times in a row
@@ -136,7 +136,13 @@ def plan(
             overdue = True
 
     result.requests = [requests[day] for day in sorted(requests)]
-    if due_at is not None and not any(r.reason == "due" for r in result.requests):
+    # The due time is handled once nothing is left to request for it and its own runs are over: a run may
+    # have taught the calendar the clinics' zones, so the due time is planned once more with them first.
+    if (
+        due_at is not None
+        and not any(r.reason == "due" for r in result.requests)
+        and not requested_for_due & in_flight
+    ):
         result.advance_to = due_at + schedule.frequency
     result.stalled = (
         overdue

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from webhook_receiver import Receiver, webhook_receiver
 
 from pipeline.calendar.alerts import raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
@@ -17,36 +15,10 @@ from pipeline.warehouse import connect
 TOKEN = "T0000-secret-webhook-token"
 
 
-class Receiver:
-    """A webhook receiver on a free loopback port that answers `status` and keeps what it was sent."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        self.status = 200
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append({"path": self.path, "json": json.loads(body)})
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/{TOKEN}"
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
-    thread.start()
-    yield receiver
-    receiver.server.shutdown()
+    with webhook_receiver(f"/hooks/{TOKEN}") as receiver:
+        yield receiver
 
 
 def failing(day: str = "2026-11-05") -> Alert:

@@ -145,8 +145,9 @@ def test_two_day_frequency_requests_both_unclosed_partitions_oldest_first():
 
 
 def _simulate(sched: Schedule, history: dict[date, History], due_times: int) -> list[list[date]]:
-    """Run the sensor's loop: at each due time request, let the runs close 30 min later, tick again a minute
-    after the due time with those requests recorded, and move nextRunTime to `advance_to`."""
+    """Run the sensor's loop: at each due time request; tick again a minute later while the runs are in
+    flight (nothing new, no advance); let the runs close 30 min later, tick again with those requests
+    recorded, and move nextRunTime to `advance_to`."""
     batches = []
     for _ in range(due_times):
         at = sched.next_run_time
@@ -155,10 +156,12 @@ def _simulate(sched: Schedule, history: dict[date, History], due_times: int) -> 
         batch = [r.partition_date for r in first.requests]
         assert all(r.reason == "due" and not r.partial for r in first.requests)
         batches.append(batch)
-        second = plan(sched, at + MINUTE, history, set(batch), set(batch), EARLY)
-        assert second.requests == [] and second.advance_to == at + sched.frequency
+        running = plan(sched, at + MINUTE, history, set(batch), set(batch), EARLY)
+        assert running.requests == [] and (running.advance_to is None) == bool(batch)
         for day in batch:
             history[day] = History(runs=1, closed_at=at + 30 * MINUTE)
+        second = plan(sched, at + 31 * MINUTE, history, set(), set(batch), EARLY)
+        assert second.requests == [] and second.advance_to == at + sched.frequency
         sched = dataclasses.replace(sched, next_run_time=second.advance_to)
     return batches
 
@@ -272,8 +275,13 @@ def test_partitions_already_requested_for_the_due_time_are_not_requested_again()
     result = tick(sched, "2026-01-16 06:01", history, requested={d("2026-01-13")})
     assert result.requests == due(d("2026-01-14"))
     assert result.advance_to is None
-    # Both requested: nothing new, nextRunTime moves to due_at + frequency.
-    result = tick(sched, "2026-01-16 06:01", history, requested={d("2026-01-13"), d("2026-01-14")})
+    # Both requested and both still running: nothing new, and the due time waits for its runs (they may
+    # have learnt the clinics' zones, so it is planned once more when they are over).
+    requested = {d("2026-01-13"), d("2026-01-14")}
+    result = tick(sched, "2026-01-16 06:01", history, requested=requested, in_flight=requested)
+    assert result.requests == [] and result.advance_to is None
+    # Both requested and over (failed, say: retries are not the due time's business): nextRunTime moves on.
+    result = tick(sched, "2026-01-16 06:01", history, requested=requested)
     assert result.due_at == utc("2026-01-16 06:00")
     assert result.requests == []
     assert result.advance_to == utc("2026-01-18 06:00")
@@ -613,3 +621,19 @@ def test_candidate_dates_use_the_utc_day_of_now():
     sched = schedule(next_run="2026-01-16 06:00")
     now = datetime(2026, 1, 16, 9, 0, tzinfo=ZoneInfo(SYDNEY))
     assert candidate_dates(sched, now) == days("2026-01-03", "2026-01-15")
+
+
+def test_a_due_time_is_planned_again_once_its_first_run_learnt_the_zones():
+    # A new Sydney mapping, first due 01-16 15:00 UTC, businesses never fetched: only 01-15 is surely over
+    # (unknown zones close at 01-16 12:00 UTC), so only it is requested.
+    unknown = schedule(next_run="2026-01-16 15:00", first_run="2026-01-16 15:00", zones=None)
+    first = tick(unknown, "2026-01-16 15:00")
+    assert first.requests == due(d("2026-01-15")) and first.advance_to is None
+    # While that run is in flight nothing is decided: the due time waits for it.
+    running = tick(unknown, "2026-01-16 15:01", requested={d("2026-01-15")}, in_flight={d("2026-01-15")})
+    assert running.requests == [] and running.advance_to is None
+    # It fetched the businesses: Sydney's 01-16 closed at 01-16 13:00 UTC, so the same due time wants it too.
+    known = dataclasses.replace(unknown, time_zones=(SYDNEY,))
+    history = {d("2026-01-15"): History(runs=1, closed_at=utc("2026-01-16 15:02"))}
+    again = tick(known, "2026-01-16 15:03", history, requested={d("2026-01-15")})
+    assert again.requests == due(d("2026-01-16")) and again.advance_to is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import struct
 import time
 from pathlib import Path
 
@@ -80,3 +81,18 @@ def test_a_changed_limit_keeps_the_newest_grants(tmp_path: Path) -> None:
         wide.acquire()
     narrow = SharedRateLimiter(KEY, tmp_path, limit=4, window_seconds=0.6)
     assert narrow.acquire() > 0.3  # the budget is already spent by the grants made under the wider limit
+
+
+def test_a_wall_clock_that_stepped_back_does_not_block_the_key(tmp_path: Path) -> None:
+    limiter = SharedRateLimiter(KEY, tmp_path, limit=2, window_seconds=1.0)
+    limiter.acquire()
+    limiter.acquire()
+    # The grants were stamped an hour ahead of the clock now (NTP stepped it back since): rewrite the ring.
+    ahead = struct.pack("<d", time.time() + 3600)
+    with open(limiter.path, "r+b") as ring:
+        for slot in range(limiter.capacity):
+            ring.seek(24 + 8 * slot)
+            ring.write(ahead)
+    started = time.monotonic()
+    limiter.acquire()  # counted as given now: one window's wait at most, not an hour
+    assert time.monotonic() - started <= 1.2
