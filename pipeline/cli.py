@@ -64,7 +64,7 @@ def run(start, end, mappings: tuple[str, ...], workers: int) -> None:
         return
     group_of = {m.business_number: m.group_id for m in registry.mappings(active_only=True)}
     with dg.DagsterInstance.get() as instance:
-        busy = busy_partitions(instance, days)
+        busy = busy_partitions(instance, settings, days)
         if busy:
             raise click.UsageError(
                 f"Partition(s) {', '.join(busy)} are being run already; wait for those runs (or cancel them "

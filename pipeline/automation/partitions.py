@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
+
+from pipeline.leases import holder_alive
 
 MAPPING_DIMENSION = "mapping"
 DATE_DIMENSION = "date"
@@ -45,6 +48,8 @@ def mapping_day(partition_key: str | dg.MultiPartitionKey) -> MappingDay:
     return MappingDay(dims[MAPPING_DIMENSION], date.fromisoformat(dims[DATE_DIMENSION]))
 
 
+# A started run takes its lease in its first step; one without a lease this long after it started is gone.
+LEASE_GRACE = timedelta(minutes=10)
 # A run in one of these states holds its partition: it may still write it.
 IN_FLIGHT = (
     dg.DagsterRunStatus.QUEUED,
@@ -55,13 +60,28 @@ IN_FLIGHT = (
 )
 
 
-def runs_in_flight(instance: dg.DagsterInstance) -> list[tuple[MappingDay, dg.RunRecord]]:
-    """The queued and running runs of mapping-day partitions, with their partitions."""
+def runs_in_flight(
+    instance: dg.DagsterInstance, lease_dir: Path, now: datetime
+) -> list[tuple[MappingDay, dg.RunRecord]]:
+    """The queued and running runs of mapping-day partitions, with their partitions.
+
+    A run Dagster still calls STARTED whose process is gone (its lease is free, or it never took one long
+    after it started: killed, machine restarted) is reported failed here and left out, so its partition can
+    run again. Dagster's own run monitoring cannot tell with the default run launcher, which has no health
+    check. (A run takes its lease in its first step: `PipelineResource.partition`.)
+    """
     found = []
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_FLIGHT))):
-        key = record.dagster_run.tags.get("dagster/partition")
+        run = record.dagster_run
         try:
-            found.append((mapping_day(key), record))
+            day = mapping_day(run.tags.get("dagster/partition"))
         except Exception:  # no partition, or a partition of another job
             continue
+        if run.status == dg.DagsterRunStatus.STARTED:
+            alive = holder_alive(lease_dir, run.run_id)
+            started = datetime.fromtimestamp(record.start_time or now.timestamp(), UTC)
+            if alive is False or (alive is None and now - started > LEASE_GRACE):
+                instance.report_run_failed(run, "the run's process is gone (killed, or its machine stopped)")
+                continue
+        found.append((day, record))
     return found

@@ -6,7 +6,7 @@ import multiprocessing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -68,14 +68,13 @@ def select_partitions(
     return [MappingDay(bn, d) for d in dates for bn in chosen]
 
 
-def busy_partitions(instance: dg.DagsterInstance, days: Sequence[MappingDay]) -> list[str]:
+def busy_partitions(
+    instance: dg.DagsterInstance, settings: Settings, days: Sequence[MappingDay]
+) -> list[str]:
     """The partitions among `days` that a queued or running run holds (the scheduler's, a UI backfill's)."""
     wanted = set(days)
-    return sorted(
-        f"{day} (run {record.dagster_run.run_id})"
-        for day, record in runs_in_flight(instance)
-        if day in wanted
-    )
+    held = runs_in_flight(instance, settings.run_lease_dir, datetime.now(UTC))
+    return sorted(f"{day} (run {record.dagster_run.run_id})" for day, record in held if day in wanted)
 
 
 def run_partitions(

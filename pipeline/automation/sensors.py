@@ -43,7 +43,6 @@ from pipeline.automation.partitions import (
 from pipeline.calendar import coverage, planner, rules, store
 from pipeline.calendar.alerts import raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
-from pipeline.leases import holder_alive
 from pipeline.registry import MappingConfig, Registry
 from pipeline.settings import Settings, load_settings
 from pipeline.warehouse import WarehouseBusy, connect
@@ -57,8 +56,6 @@ SENSOR_ALERTS = ("partition_failing", "mapping_stalled", "mapping_unschedulable"
 # A tick waits this long for the warehouse, then tries again next minute (a sensor tick has 60 s in all).
 WAREHOUSE_WAIT_SECONDS = 20
 HISTORY_DAYS = 100  # covers the largest horizon (90 days) and a frequency of a few days
-# A started run takes its lease in its first step; one without a lease this long after it started is gone.
-LEASE_GRACE = timedelta(minutes=10)
 
 review_requests_job = dg.define_asset_job(
     "review_requests_job",
@@ -92,24 +89,12 @@ def mapping_partitions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorR
 def partitions_in_flight(
     instance: dg.DagsterInstance, lease_dir: Path, now: datetime
 ) -> tuple[dict[str, set[date]], set[str]]:
-    """Partitions (business number -> dates) with a queued or running run, and those runs' ids.
-
-    A run Dagster still calls STARTED whose process is gone (its lease is free, or it never took one long
-    after it started: killed, machine restarted) is reported failed here, so its partition is retried.
-    Dagster's own run monitoring cannot tell with the default run launcher, which has no health check.
-    """
+    """Partitions (business number -> dates) with a queued or running run, and those runs' ids."""
     dates: dict[str, set[date]] = defaultdict(set)
     run_ids = set()
-    for day, record in runs_in_flight(instance):
-        run = record.dagster_run
-        if run.status == dg.DagsterRunStatus.STARTED:
-            alive = holder_alive(lease_dir, run.run_id)
-            started = datetime.fromtimestamp(record.start_time or now.timestamp(), UTC)
-            if alive is False or (alive is None and now - started > LEASE_GRACE):
-                instance.report_run_failed(run, "the run's process is gone (killed, or its machine stopped)")
-                continue
+    for day, record in runs_in_flight(instance, lease_dir, now):
         dates[day.business_number].add(day.partition_date)
-        run_ids.add(run.run_id)
+        run_ids.add(record.dagster_run.run_id)
     return dates, run_ids
 
 

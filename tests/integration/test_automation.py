@@ -12,6 +12,7 @@ import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
+from pipeline.automation.runner import busy_partitions
 from pipeline.automation.sensors import DUE_TAG, calendar_sensor, mapping_partitions_sensor
 from pipeline.leases import Lease
 from pipeline.registry import Registry
@@ -250,4 +251,20 @@ def test_a_run_whose_process_died_is_failed_and_its_partition_retried(store, ins
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
     (lease_dir / f"{run.run_id}.lock").touch()  # the lease file of a process that is gone: nobody holds it
     tick(instance)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+
+
+def test_the_run_command_waits_for_a_live_run_of_its_partition_not_for_a_dead_one(store, instance):
+    settings = load_settings()
+    day = MappingDay("902", NOW.date() - timedelta(days=1))
+    run = create_run_for_test(
+        instance,
+        job_name="review_requests_job",
+        status=dg.DagsterRunStatus.STARTED,
+        tags={"dagster/partition": str(day)},
+    )
+    with Lease(settings.run_lease_dir, run.run_id):  # its process works on the partition
+        assert busy_partitions(instance, settings, [day]) == [f"{day} (run {run.run_id})"]
+    (settings.run_lease_dir / f"{run.run_id}.lock").touch()  # killed: a lease file nobody holds
+    assert busy_partitions(instance, settings, [day]) == []
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
