@@ -50,7 +50,7 @@ SHOTS: list[tuple[str, str, str, Callable[[Page], None] | None]] = [
     ("dagster-partitions.png", "/assets/appointment_eligibility?view=partitions", "Materialized", None),
     ("dagster-plots.png", "/assets/appointment_eligibility", "Plots", _show_plots),
     ("dagster-checks.png", "/assets/appointment_eligibility?view=checks", "counts_reconcile", None),
-    ("dagster-automation.png", "/automation", "due_mappings_sensor", None),
+    ("dagster-automation.png", "/automation", "calendar_sensor", None),
 ]
 
 
@@ -104,6 +104,10 @@ def shoot(page: Page, url: str, ready_text: str, action: Callable[[Page], None] 
     if action is not None:
         action(page)
     page.wait_for_timeout(3_000)  # the UI fills in counts and plots after its first paint
+    skip = page.get_by_role("button", name="Skip")
+    if skip.is_visible():  # the community prompt can open after the page is ready
+        skip.click()
+        page.wait_for_timeout(500)
     page.screenshot(path=str(path))
     print(f"saved {path.relative_to(PROJECT_ROOT)} ({path.stat().st_size // 1024} KB)")
 
@@ -112,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="A DATA_DIR with a demo-like state.")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--only", action="append", metavar="FILE", help="only this screenshot (repeatable)")
     args = parser.parse_args()
     data_dir = args.data_dir.resolve()
     if not (data_dir / "dagster_home").is_dir():
@@ -126,7 +131,8 @@ def main() -> None:
             skip = page.get_by_role("button", name="Skip")
             page.add_locator_handler(skip, lambda button: button.click())
             for name, path, ready_text, action in SHOTS:
-                shoot(page, url + path, ready_text, action, args.out / name)
+                if not args.only or name in args.only:
+                    shoot(page, url + path, ready_text, action, args.out / name)
         finally:
             browser.close()
 
