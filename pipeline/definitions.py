@@ -5,7 +5,7 @@ import dagster as dg
 from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses, cliniko_patients
 from pipeline.assets.models import appointment_eligibility
 from pipeline.assets.resources import PipelineResource
-from pipeline.assets.sink import analytics_database, review_requests
+from pipeline.assets.sink import analytics_database, calendar_alerts, review_requests
 from pipeline.automation.sensors import calendar_sensor, mapping_partitions_sensor, review_requests_job
 
 defs = dg.Definitions(
@@ -17,6 +17,7 @@ defs = dg.Definitions(
         review_requests,
         analytics_database,
     ],
+    asset_checks=[calendar_alerts],
     jobs=[review_requests_job],
     sensors=[mapping_partitions_sensor, calendar_sensor],
     resources={"pipeline": PipelineResource()},

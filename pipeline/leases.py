@@ -28,14 +28,16 @@ class Lease:
         self._fd: int | None = None
 
     def acquire(self) -> Lease:
+        # The file appears under its name already locked (made and locked under a private name, then
+        # renamed): a reader can never find it unlocked while its holder is alive, nor take it in between.
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RuntimeError(f"lease {self.name} is held by another live process") from None
+        if holder_alive(self.path.parent, self.name):
+            raise RuntimeError(f"lease {self.name} is held by another live process")
+        private = self.path.with_name(f".{self.name}.{os.getpid()}.{uuid.uuid4().hex}")
+        fd = os.open(private, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(fd, f"{os.getpid()}\n".encode())
+        os.replace(private, self.path)
         self._fd = fd
         return self
 
@@ -52,6 +54,15 @@ class Lease:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def sweep(directory: Path | str) -> int:
+    """Remove the lease files whose holders are gone (a holder the process exit released never unlinks
+    its file); returns how many. Files of live holders are locked and stay."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    return sum(holder_alive(directory, path.stem) is False for path in directory.glob("*.lock"))
 
 
 def holder_alive(directory: Path | str, name: str) -> bool | None:

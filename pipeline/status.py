@@ -16,8 +16,6 @@ import duckdb
 
 from pipeline.registry import MappingConfig
 
-OPEN_STATES = ("failed", "partial", "pending", "skipped")
-
 
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
@@ -49,24 +47,25 @@ def render_status(analytics_path: Path, mappings: Sequence[MappingConfig], *, re
         for mapping in mappings:
             bn = {"bn": mapping.business_number}
             lines.append(f"Mapping {mapping.business_number} (group {mapping.group_id}): {_cadence(mapping)}")
-            lines.append(f"  next due: {_when(mapping.next_run_time)}")
+            next_due = _when(mapping.next_run_time) if mapping.active else "none while inactive"
+            lines.append(f"  next due: {next_due}")
             closed = con.execute(
-                "select max(partition_date), max(closed_at) from coverage "
-                "where business_number = $bn and state = 'closed'",
+                "select partition_date, closed_at from coverage "
+                "where business_number = $bn and state = 'closed' order by partition_date desc limit 1",
                 bn,
             ).fetchone()
             lines.append(
                 f"  last closed partition: {closed[0]} (closed {_when(closed[1])})"
-                if closed[0]
+                if closed
                 else "  last closed partition: none yet"
             )
             open_rows = _query(
                 con,
                 """
-                select c.partition_date, c.state, c.close_at, c.runs, c.last_run_at,
-                       (select error from partition_runs r where r.run_id = c.last_run_id) as last_error,
+                select c.partition_date, c.state, c.close_at, c.runs, c.last_run_at, s.last_error,
                        c.partition_date >= current_date - cast($days as integer) as recent
                 from coverage c
+                left join partition_states s using (business_number, partition_date)
                 where c.business_number = $bn and c.state <> 'closed'
                 order by c.partition_date
                 """,

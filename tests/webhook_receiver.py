@@ -1,10 +1,11 @@
-"""A webhook receiver on a free loopback port, for the alert tests: it answers `status` and keeps every JSON
-body it was sent (`received`, with the request path)."""
+"""A webhook receiver on a free loopback port, for the alert tests: it answers `status` (after `delay`
+seconds) and keeps every JSON body it was sent (`received`, with the request path)."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,11 +15,13 @@ class Receiver:
     def __init__(self, path: str = "/hooks/alerts") -> None:
         self.received: list[dict] = []
         self.status = 200
+        self.delay = 0.0  # seconds before answering (a slow receiver)
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(receiver.delay)
                 receiver.received.append({"path": self.path, "json": json.loads(body)})
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")

@@ -97,12 +97,12 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
     """All Cliniko businesses of the mapping's account, archived included (full refresh).
 
     Fails the partition, listing the names that do exist, when a `cliniko.location.name` of the mapping
-    matches no Cliniko business.
+    matches no Cliniko business. The businesses are stored first either way: the calendar sensor reads their
+    time zones, and holds the mapping back while its names match none of the latest fetch.
     """
     day, mapping = pipeline.partition(context)
     with _client(pipeline, mapping) as client:
         records = client.businesses()
-    matched = matched_businesses(records, mapping.location_names)
     stored, quarantined = store_records(
         pipeline.settings.warehouse_path,
         day.business_number,
@@ -112,6 +112,7 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
         records,
         whole_mapping=True,
     )
+    matched = matched_businesses(records, mapping.location_names)
     return dg.MaterializeResult(
         metadata={
             "rows": stored,

@@ -72,9 +72,8 @@ def appointment_eligibility(
     with connect(pipeline.settings.warehouse_path) as con:
         ensure_tables(con)
         ensure_models(con)
-        zones, _ = store.stored_time_zones(con, {day.business_number: mapping.location_names}).get(
-            day.business_number, (None, ())
-        )
+        fetched = store.stored_businesses(con, {day.business_number: mapping.location_names})
+        zones = fetched[day.business_number].time_zones if day.business_number in fetched else None
         params["close_at"] = rules.close_time(target, zones)
         try:
             counts = build_partition(con, **params)

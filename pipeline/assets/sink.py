@@ -8,8 +8,9 @@ from pipeline.assets.models import appointment_eligibility
 from pipeline.assets.resources import PipelineResource
 from pipeline.assets.runs import record_failed_run
 from pipeline.automation.partitions import PARTITIONS_START_DATE, mapping_day_partitions
+from pipeline.automation.sensors import CALENDAR_ALERTS_CHECK, calendar_alerts_result
 from pipeline.calendar import coverage, store
-from pipeline.calendar.alerts import raise_alerts
+from pipeline.calendar.alerts import open_alerts, raise_alerts
 from pipeline.calendar.store import Alert
 from pipeline.sink import BirdeyeKeyRefused, post_review_requests
 from pipeline.warehouse import connect
@@ -142,3 +143,16 @@ def analytics_database(context: dg.AssetExecutionContext, pipeline: PipelineReso
         PARTITIONS_START_DATE,
     )
     return dg.MaterializeResult(metadata={"path": str(settings.analytics_path), **(counts or {})})
+
+
+@dg.asset_check(
+    asset=analytics_database,
+    name=CALENDAR_ALERTS_CHECK,
+    description="Warns while the calendar has open alerts (SPEC §8): partitions failing 3 times in a row, "
+    "mappings that closed nothing for two due times or cannot be scheduled, Birdeye refusing a key, a jump "
+    "in a restriction code's share. The calendar sensor re-evaluates it whenever an alert opens or closes; "
+    "the metadata lists them (all: `cliniko-reviews status`, or `alerts` in the analysts' database).",
+)
+def calendar_alerts(pipeline: PipelineResource) -> dg.AssetCheckResult:
+    passed, metadata = calendar_alerts_result(open_alerts(pipeline.settings.warehouse_path))
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)

@@ -17,8 +17,9 @@ from pipeline.settings import Settings
 # Two runs of one partition never overlap (a schedule's run and a UI backfill, say): the second waits in the
 # queue. Runs of one integration group may overlap: their decisions and claims are one warehouse transaction
 # (sql/sink/claims.sql), so the cool-off and duplicate rules hold whatever runs side by side.
-# Run monitoring turns a run whose worker died (killed, machine lost) into a failure, which the calendar
-# sensor then retries; without it such a run would stay STARTED and its partition in flight forever.
+# Run monitoring fails a run that never got past STARTING (its worker never came up). A run whose worker
+# died once STARTED the default run launcher cannot see (it has no health check): the calendar sensor finds
+# those by their free lease (pipeline/automation/partitions.py: runs_in_flight) and fails them itself.
 DAGSTER_YAML = """\
 # Written by cliniko-reviews (pipeline/automation/instance.py); edit freely, it is not overwritten.
 run_queue:

@@ -60,17 +60,21 @@ IN_FLIGHT = (
 )
 
 
-def runs_in_flight(
-    instance: dg.DagsterInstance, lease_dir: Path, now: datetime
-) -> list[tuple[MappingDay, dg.RunRecord]]:
+@dataclass(frozen=True)
+class RunsInFlight:
+    held: list[tuple[MappingDay, dg.RunRecord]]  # queued or running: they hold their partitions
+    gone: list[tuple[MappingDay, dg.RunRecord]]  # STARTED in Dagster, but their process is gone
+
+
+def runs_in_flight(instance: dg.DagsterInstance, lease_dir: Path, now: datetime) -> RunsInFlight:
     """The queued and running runs of mapping-day partitions, with their partitions.
 
     A run Dagster still calls STARTED whose process is gone (its lease is free, or it never took one long
-    after it started: killed, machine restarted) is reported failed here and left out, so its partition can
-    run again. Dagster's own run monitoring cannot tell with the default run launcher, which has no health
-    check. (A run takes its lease in its first step: `PipelineResource.partition`.)
+    after it started: killed, machine restarted) is reported failed here and listed as `gone`, so its
+    partition can run again. Dagster's own run monitoring cannot tell with the default run launcher, which
+    has no health check. (A run takes its lease in its first step: `PipelineResource.partition`.)
     """
-    found = []
+    result = RunsInFlight([], [])
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_FLIGHT))):
         run = record.dagster_run
         try:
@@ -82,6 +86,7 @@ def runs_in_flight(
             started = datetime.fromtimestamp(record.start_time or now.timestamp(), UTC)
             if alive is False or (alive is None and now - started > LEASE_GRACE):
                 instance.report_run_failed(run, "the run's process is gone (killed, or its machine stopped)")
+                result.gone.append((day, record))
                 continue
-        found.append((day, record))
-    return found
+        result.held.append((day, record))
+    return result

@@ -41,8 +41,9 @@ from pipeline.automation.partitions import (
     runs_in_flight,
 )
 from pipeline.calendar import coverage, planner, rules, store
-from pipeline.calendar.alerts import raise_alerts, resolve_alerts
+from pipeline.calendar.alerts import notify, open_alerts, raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
+from pipeline.leases import sweep
 from pipeline.registry import MappingConfig, Registry
 from pipeline.settings import Settings, load_settings
 from pipeline.warehouse import WarehouseBusy, connect
@@ -52,10 +53,14 @@ from pipeline.warehouse.slices import ensure_tables
 DUE_TAG = "cliniko-reviews/due"
 REASON_TAG = "cliniko-reviews/reason"
 GROUP_TAG = "cliniko-reviews/group"
+# Where the Dagster UI shows the open alerts: a check of the analysts' database (see assets/sink.py).
+CALENDAR_ALERTS_ASSET, CALENDAR_ALERTS_CHECK = "analytics_database", "calendar_alerts"
 SENSOR_ALERTS = ("partition_failing", "mapping_stalled", "mapping_unschedulable")
 # A tick waits this long for the warehouse, then tries again next minute (a sensor tick has 60 s in all).
 WAREHOUSE_WAIT_SECONDS = 20
 HISTORY_DAYS = 100  # covers the largest horizon (90 days) and a frequency of a few days
+# A tick posts the alerts not delivered yet for at most this long; the rest wait for the next tick.
+NOTIFY_BUDGET_SECONDS = 15.0
 
 review_requests_job = dg.define_asset_job(
     "review_requests_job",
@@ -86,29 +91,25 @@ def mapping_partitions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorR
     return dg.SensorResult(dynamic_partitions_requests=requests)
 
 
-def partitions_in_flight(
-    instance: dg.DagsterInstance, lease_dir: Path, now: datetime
-) -> tuple[dict[str, set[date]], set[str]]:
-    """Partitions (business number -> dates) with a queued or running run, and those runs' ids."""
-    dates: dict[str, set[date]] = defaultdict(set)
-    run_ids = set()
-    for day, record in runs_in_flight(instance, lease_dir, now):
-        dates[day.business_number].add(day.partition_date)
-        run_ids.add(record.dagster_run.run_id)
-    return dates, run_ids
-
-
-def _ended_without_outcome(instance: dg.DagsterInstance, run_ids: list[str]) -> list[str]:
-    """Of runs that built a partition and are not running, those Dagster knows as failed or canceled (a
-    SIGKILL, a lost run worker) or no longer knows at all."""
+def _ended(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str, str]:
+    """Of runs that built a partition and hold none now, those Dagster knows as finished (or no longer
+    knows at all): run id -> why their build never got an outcome."""
     if not run_ids:
-        return []
+        return {}
     statuses = {
         r.dagster_run.run_id: r.dagster_run.status
         for r in instance.get_run_records(filters=dg.RunsFilter(run_ids=run_ids))
     }
-    ended = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-    return [run_id for run_id in run_ids if statuses.get(run_id, dg.DagsterRunStatus.FAILURE) in ended]
+    ended = {}
+    for run_id in run_ids:
+        status = statuses.get(run_id, dg.DagsterRunStatus.FAILURE)
+        if status == dg.DagsterRunStatus.SUCCESS:
+            ended[run_id] = (
+                "the run built the partition but never posted its requests (it ran part of the graph)"
+            )
+        elif status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            ended[run_id] = "the run ended without recording its outcome (killed, or lost with its machine)"
+    return ended
 
 
 def _due_key(business_number: str, due_at: datetime) -> str:
@@ -138,42 +139,63 @@ def _unschedulable(mapping: MappingConfig, unknown_names: tuple[str, ...]) -> st
     return None
 
 
-def _request(mapping: MappingConfig, request: planner.Request, due_at: datetime | None, failures: int):
+def _request(
+    mapping: MappingConfig, request: planner.Request, due_at: datetime | None, past: planner.History
+) -> dg.RunRequest:
     day = MappingDay(mapping.business_number, request.partition_date)
     tags = {REASON_TAG: "partial" if request.partial else request.reason, GROUP_TAG: str(mapping.group_id)}
     if request.reason == "due":
         tags[DUE_TAG] = _due_key(mapping.business_number, due_at)
         run_key = f"{day}@{due_at.isoformat()}"
-    else:
-        run_key = f"{day}#retry{failures}"
+    else:  # one retry per failure: the key names the failure it answers
+        run_key = f"{day}#retry-after-{past.last_failed_at.isoformat()}"
     return dg.RunRequest(run_key=run_key, partition_key=day.key, tags=tags)
 
 
 def schedule_tick(
     instance: dg.DagsterInstance, settings: Settings, registry: Registry, now: datetime
-) -> tuple[list[dg.RunRequest], list[str]]:
-    """One tick of the calendar: run requests, and lines saying what happened per mapping."""
+) -> tuple[list[dg.RunRequest], list[str], bool]:
+    """One tick of the calendar: run requests, lines saying what happened per mapping, and whether the open
+    alerts changed."""
     mappings = registry.mappings(active_only=True)
     known = set(instance.get_dynamic_partitions(MAPPING_DIMENSION))
-    in_flight, running_ids = partitions_in_flight(instance, settings.run_lease_dir, now)
-    with connect(settings.warehouse_path, wait_seconds=WAREHOUSE_WAIT_SECONDS) as con:
+    flight = runs_in_flight(instance, settings.run_lease_dir, now)
+    sweep(settings.run_lease_dir)  # the leases of runs that ended
+    in_flight: dict[str, set[date]] = defaultdict(set)
+    for day, _ in flight.held:
+        in_flight[day.business_number].add(day.partition_date)
+    running = {record.dagster_run.run_id for _, record in flight.held}
+    wait = WAREHOUSE_WAIT_SECONDS
+    with connect(settings.warehouse_path, wait_seconds=wait) as con:
         ensure_tables(con)
         ensure_models(con)
-        unfinished = [r for r in store.unfinished_runs(con) if r not in running_ids]
-        ended = _ended_without_outcome(instance, unfinished)
-        for run_id in ended:
-            store.mark_run_ended(con, run_id, "the run ended without recording its outcome", now)
+        for day, record in flight.gone:  # recorded even when the run died before it built anything
+            store.record_failure(
+                con,
+                run_id=record.dagster_run.run_id,
+                business_number=day.business_number,
+                partition_date=day.partition_date,
+                group_id=None,
+                run_started_at=datetime.fromtimestamp(record.start_time or now.timestamp(), UTC),
+                error="the run's process is gone (killed, or its machine stopped)",
+                now=now,
+            )
+        ended = _ended(instance, [r for r in store.unfinished_runs(con) if r not in running])
+        for run_id, reason in ended.items():
+            store.mark_run_ended(con, run_id, reason, now)
         schedules, unknown_names = coverage.schedules(con, mappings)
         history = store.history(con, now.date() - timedelta(days=HISTORY_DAYS))
 
     requests: list[dg.RunRequest] = []
-    alerts: list[Alert] = []
+    alerts: list[Alert] = []  # conditions that hold now: raised if not open yet
+    ongoing: list[str] = []  # keys of open alerts whose condition goes on (kept open, not raised anew)
     notes: list[str] = []
     evaluated: list[str] = []
     for mapping, schedule in zip(mappings, schedules, strict=True):
         bn = mapping.business_number
         if bn not in known:
             continue  # mapping_partitions_sensor adds it first
+        evaluated.append(bn)
         try:
             problem = _unschedulable(mapping, unknown_names.get(bn, ()))
             if problem:
@@ -182,7 +204,6 @@ def schedule_tick(
                         "mapping_unschedulable", f"mapping_unschedulable|{bn}", problem, bn, mapping.group_id
                     )
                 )
-                evaluated.append(bn)
                 notes.append(f"{bn}: skipped, {problem}")
                 continue
             due_at = rules.latest_due(schedule.next_run_time, schedule.frequency, now)
@@ -191,27 +212,41 @@ def schedule_tick(
             plan = planner.plan(
                 schedule, now, past, in_flight.get(bn, set()), requested, PARTITIONS_START_DATE
             )
-            for request in plan.requests:
-                failures = past.get(request.partition_date, planner.History()).failures_in_a_row
-                requests.append(_request(mapping, request, plan.due_at, failures))
+            requests.extend(
+                _request(mapping, r, plan.due_at, past.get(r.partition_date, planner.History()))
+                for r in plan.requests
+            )
             alerts.extend(_plan_alerts(mapping, plan, past))
-            evaluated.append(bn)
+            if plan.stall_ongoing:
+                ongoing.append(f"mapping_stalled|{bn}")
             if plan.advance_to is not None:
                 registry.advance_next_run_time(bn, schedule.next_run_time, plan.advance_to)
             if plan.requests:
-                dates = ", ".join(f"{r.partition_date} ({r.reason})" for r in plan.requests)
-                notes.append(f"{bn}: {dates}")
+                notes.append(f"{bn}: " + ", ".join(f"{r.partition_date} ({r.reason})" for r in plan.requests))
         except Exception as error:  # one mapping's trouble never stops the others' tick
             message = f"Mapping {bn} could not be scheduled: {type(error).__name__}: {error}"
             alerts.append(
                 Alert("mapping_unschedulable", f"mapping_unschedulable|{bn}", message, bn, mapping.group_id)
             )
-            evaluated.append(bn)
             notes.append(f"{bn}: {message}")
 
-    new = raise_alerts(settings.warehouse_path, settings.alert_webhook_url, alerts, now)
-    resolved = _resolve(settings, registry, evaluated, alerts)
-    if new or resolved or ended:  # what the analysts' `coverage` and `alerts` show changed
+    inactive = [m.business_number for m in registry.mappings(active_only=False) if not m.active]
+    new = raise_alerts(settings.warehouse_path, None, alerts, now, wait_seconds=wait)
+    resolved = resolve_alerts(
+        settings.warehouse_path,
+        kinds=SENSOR_ALERTS,
+        business_numbers=[*evaluated, *inactive],
+        keep=[*(a.key for a in alerts), *ongoing],
+        wait_seconds=wait,
+    )
+    notify(
+        settings.warehouse_path,
+        settings.alert_webhook_url,
+        budget_seconds=NOTIFY_BUDGET_SECONDS,
+        wait_seconds=wait,
+    )
+    changed = bool(new or resolved or ended or flight.gone)
+    if changed:  # what the analysts' `coverage` and `alerts` show changed
         with contextlib.suppress(RuntimeError):  # no partition built yet: no analysts' database to refresh
             coverage.refresh(
                 settings.warehouse_path,
@@ -220,7 +255,7 @@ def schedule_tick(
                 PARTITIONS_START_DATE,
                 now,
             )
-    return requests, notes
+    return requests, notes, bool(new or resolved)
 
 
 def _plan_alerts(mapping: MappingConfig, plan: planner.Plan, past) -> list[Alert]:
@@ -229,8 +264,9 @@ def _plan_alerts(mapping: MappingConfig, plan: planner.Plan, past) -> list[Alert
         Alert(
             "partition_failing",
             f"partition_failing|{bn}|{day}",
-            f"Partition {day}|{bn} failed {past[day].failures_in_a_row} times in a row; the scheduler keeps "
-            "retrying it with backoff until it succeeds or leaves the catch-up horizon.",
+            f"Partition {day}|{bn} failed {past[day].failures_in_a_row} times in a row (last: "
+            f"{past[day].last_error or 'no error recorded'}); the scheduler retries it with backoff until it "
+            "succeeds or leaves the catch-up horizon.",
             bn,
             group,
             day,
@@ -258,14 +294,26 @@ def _plan_alerts(mapping: MappingConfig, plan: planner.Plan, past) -> list[Alert
     return alerts
 
 
-def _resolve(settings: Settings, registry: Registry, evaluated: list[str], current: list[Alert]) -> int:
-    """Close the sensor's alerts whose condition is gone: of evaluated mappings, and of inactive ones."""
-    inactive = [m.business_number for m in registry.mappings(active_only=False) if not m.active]
-    return resolve_alerts(
-        settings.warehouse_path,
-        kinds=SENSOR_ALERTS,
-        business_numbers=[*evaluated, *inactive],
-        keep=[a.key for a in current],
+def calendar_alerts_result(alerts: list[dict]) -> tuple[bool, dict]:
+    """The `calendar_alerts` check's verdict on the open alerts: (passed, metadata)."""
+    shown = [
+        {
+            k: str(a[k]) if a[k] is not None else None
+            for k in ("kind", "business_number", "partition_date", "message")
+        }
+        for a in alerts[:20]
+    ]
+    return not alerts, {"open_alerts": len(alerts), "alerts": dg.MetadataValue.json(shown)}
+
+
+def calendar_alerts_evaluation(warehouse_path: Path) -> dg.AssetCheckEvaluation:
+    passed, metadata = calendar_alerts_result(open_alerts(warehouse_path, WAREHOUSE_WAIT_SECONDS))
+    return dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey(CALENDAR_ALERTS_ASSET),
+        check_name=CALENDAR_ALERTS_CHECK,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
     )
 
 
@@ -282,13 +330,16 @@ def calendar_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """
     settings = load_settings()
     try:
-        requests, notes = schedule_tick(
+        requests, notes, alerts_changed = schedule_tick(
             context.instance, settings, Registry.open(settings), datetime.now(UTC)
         )
     except WarehouseBusy as busy:
         return dg.SensorResult(skip_reason=f"the warehouse was busy, trying again next tick: {busy}")
     for note in notes:
         context.log.info(note)
+    # The UI shows the calendar's alerts as the `calendar_alerts` check of `analytics_database`.
+    events = [calendar_alerts_evaluation(settings.warehouse_path)] if alerts_changed else []
     if not requests:
-        return dg.SensorResult(skip_reason="nothing is due" + (f": {'; '.join(notes)}" if notes else ""))
-    return dg.SensorResult(run_requests=requests)
+        reason = "nothing is due" + (f": {'; '.join(notes)}" if notes else "")
+        return dg.SensorResult(skip_reason=reason, asset_events=events)
+    return dg.SensorResult(run_requests=requests, asset_events=events)

@@ -1,8 +1,10 @@
 """Raising alerts: recorded in `calendar.alerts`, then posted as JSON to `ALERT_WEBHOOK_URL` when it is set.
 
-The webhook is best effort: an alert is recorded first, a failed POST is retried a few times and then only
-noted on the alert (`notify_error`); it never fails the run or the sensor tick that raised it. The URL can
-carry a token (Slack and Teams webhooks do), so errors name its host only.
+The alerts table is the outbox: an alert is recorded first; `notify` posts the open alerts nobody was told of
+yet, oldest first, within a time budget, and notes each answer on the alert (`notified_at`, `notify_error`).
+What is not delivered is tried again at the next call (the calendar sensor calls it every tick), so a slow or
+broken receiver never holds up a run or a tick and never loses an alert. The URL can carry a token (Slack and
+Teams webhooks do): errors name its host only.
 """
 
 from __future__ import annotations
@@ -19,56 +21,96 @@ import httpx
 from pipeline.calendar import store
 from pipeline.calendar.store import Alert
 from pipeline.warehouse import connect
+from pipeline.warehouse.connection import DEFAULT_WAIT_SECONDS
 from pipeline.warehouse.slices import ensure_tables
 
 log = logging.getLogger(__name__)
-ATTEMPTS = 3
+POST_TIMEOUT_SECONDS = 5.0
 
 
-def post_alert(webhook_url: str, payload: dict[str, object]) -> str | None:
-    """POST one alert; None when the receiver answered 2xx, else what went wrong (without the URL's path)."""
-    host = urlsplit(webhook_url).netloc or "the webhook"
-    problem = None
-    for attempt in range(ATTEMPTS):
-        try:
-            response = httpx.post(webhook_url, json=payload, timeout=5.0)
-            if response.is_success:
-                return None
-            problem = f"{host} answered HTTP {response.status_code}"
-            if response.status_code < 500 and response.status_code != 429:
-                return problem
-        except httpx.HTTPError as error:
-            problem = f"could not reach {host}: {type(error).__name__}"
-        time.sleep(0.5 * 2**attempt)
-    return problem
+def post_alert(
+    webhook_url: str, payload: dict[str, object], timeout: float = POST_TIMEOUT_SECONDS
+) -> str | None:
+    """POST one alert; None when the receiver answered 2xx, else what went wrong (naming the host only)."""
+    try:
+        parts = urlsplit(webhook_url)
+        host = (f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname) or "the webhook"
+    except ValueError:
+        host = "the webhook (its URL does not parse)"
+    try:
+        response = httpx.post(webhook_url, json=payload, timeout=timeout)
+    except httpx.HTTPError as error:
+        return f"could not reach {host}: {type(error).__name__}"
+    except Exception as error:  # a malformed ALERT_WEBHOOK_URL, say: noted on the alert, never raised
+        return f"could not post to {host}: {type(error).__name__}"
+    return None if response.is_success else f"{host} answered HTTP {response.status_code}"
+
+
+def notify(
+    warehouse_path: Path,
+    webhook_url: str | None,
+    *,
+    budget_seconds: float = 15.0,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+) -> int:
+    """Post the open alerts not delivered yet, oldest first, for at most about `budget_seconds`; returns
+    how many were delivered. Without a webhook, does nothing."""
+    if not webhook_url:
+        return 0
+    with connect(warehouse_path, wait_seconds=wait_seconds) as con:
+        ensure_tables(con)
+        outbox = store.undelivered_alerts(con)
+    deadline = time.monotonic() + budget_seconds
+    answers = []
+    for alert, raised_at in outbox:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        answers.append((alert, raised_at, post_alert(webhook_url, alert.payload(raised_at), min(left, 5.0))))
+    if answers:
+        with connect(warehouse_path, wait_seconds=wait_seconds) as con:
+            for alert, raised_at, problem in answers:
+                notified_at = None if problem else datetime.now(UTC)
+                store.record_notification(con, alert.key, raised_at, notified_at=notified_at, error=problem)
+    return sum(problem is None for *_, problem in answers)
 
 
 def raise_alerts(
-    warehouse_path: Path, webhook_url: str | None, alerts: Iterable[Alert], now: datetime | None = None
+    warehouse_path: Path,
+    webhook_url: str | None,
+    alerts: Iterable[Alert],
+    now: datetime | None = None,
+    *,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> list[Alert]:
-    """Record the alerts not open yet and post each to the webhook; returns the new ones."""
-    now = now or datetime.now(UTC)
-    with connect(warehouse_path) as con:
+    """Record the alerts not open yet and post what is undelivered; returns the new ones."""
+    with connect(warehouse_path, wait_seconds=wait_seconds) as con:
         ensure_tables(con)
-        new = store.raise_alerts(con, alerts, now)
+        new = store.raise_alerts(con, alerts, now or datetime.now(UTC))
     for alert in new:
         log.warning("alert %s: %s", alert.kind, alert.message)
-    if not webhook_url or not new:
-        return new
-    outcomes = [(alert, post_alert(webhook_url, alert.payload(now))) for alert in new]
-    with connect(warehouse_path) as con:
-        for alert, problem in outcomes:
-            notified = None if problem else datetime.now(UTC)
-            store.record_notification(con, alert, notified_at=notified, error=problem)
+    notify(warehouse_path, webhook_url, wait_seconds=wait_seconds)
     return new
 
 
 def resolve_alerts(
-    warehouse_path: Path, *, kinds: Sequence[str], business_numbers: Sequence[str], keep: Iterable[str] = ()
+    warehouse_path: Path,
+    *,
+    kinds: Sequence[str],
+    business_numbers: Sequence[str],
+    keep: Iterable[str] = (),
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> int:
     """Close the open alerts of `kinds` about `business_numbers` that are not in `keep`."""
-    with connect(warehouse_path) as con:
+    with connect(warehouse_path, wait_seconds=wait_seconds) as con:
         ensure_tables(con)
         return store.resolve_alerts(
             con, kinds=kinds, business_numbers=business_numbers, keep=keep, now=datetime.now(UTC)
         )
+
+
+def open_alerts(warehouse_path: Path, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> list[dict[str, object]]:
+    """Every open alert (kind, key, business number, partition date, message, raised at), oldest first."""
+    with connect(warehouse_path, wait_seconds=wait_seconds) as con:
+        ensure_tables(con)
+        return store.open_alerts(con)

@@ -18,6 +18,7 @@ from pipeline.calendar.planner import Schedule
 from pipeline.registry import MappingConfig
 from pipeline.registry.model import Frequency
 from pipeline.warehouse.snapshot import refresh_analytics
+from pipeline.warehouse.sql_files import run_sql_file
 
 
 def schedule(mapping: MappingConfig, time_zones: tuple[str, ...] | None) -> Schedule:
@@ -38,15 +39,16 @@ def schedules(
     con: duckdb.DuckDBPyConnection, mappings: Sequence[MappingConfig]
 ) -> tuple[list[Schedule], dict[str, tuple[str, ...]]]:
     """Each mapping's schedule (zones from its businesses as last fetched, None if never), and the location
-    names of each mapping that matched no Cliniko business in that fetch."""
-    fetched = store.stored_time_zones(con, {m.business_number: m.location_names for m in mappings})
+    names of each mapping that match none of the businesses fetched since its set-up last changed (a fetch
+    older than the change may predate the business the new name means: that mapping is run, to fetch)."""
+    fetched = store.stored_businesses(con, {m.business_number: m.location_names for m in mappings})
     result = []
     unknown: dict[str, tuple[str, ...]] = {}
     for mapping in mappings:
-        zones, unmatched = fetched.get(mapping.business_number, (None, ()))
-        result.append(schedule(mapping, zones))
-        if unmatched:
-            unknown[mapping.business_number] = unmatched
+        last = fetched.get(mapping.business_number)
+        result.append(schedule(mapping, last.time_zones if last else None))
+        if last and last.unmatched_names and last.fetched_at > mapping.updated_at:
+            unknown[mapping.business_number] = last.unmatched_names
     return result, unknown
 
 
@@ -83,6 +85,39 @@ def partition_calendar(
     return rows
 
 
+# `partition_calendar` in the analysts' database: the dates the scheduler answers for (from the registry,
+# not stored in the warehouse), which `coverage` (sql/analytics/coverage.sql) is a view over.
+CALENDAR_COLUMNS = {
+    "business_number": "varchar",
+    "group_id": "bigint",
+    "partition_date": "date",
+    "target_date": "date",
+    "close_at": "timestamptz",
+    "horizon_ends_at": "timestamptz",
+}
+
+
+def add_coverage(
+    con: duckdb.DuckDBPyConnection, alias: str, rows: Sequence[dict[str, object]]
+) -> dict[str, int]:
+    """Create `partition_calendar` with `rows` and the `coverage` view in the database attached as `alias`."""
+    columns = ", ".join(f"{name} {kind}" for name, kind in CALENDAR_COLUMNS.items())
+    con.execute(f"create table {alias}.partition_calendar ({columns})")
+    if rows:
+        unnested = ", ".join(f"unnest(${name})::{kind}" for name, kind in CALENDAR_COLUMNS.items())
+        con.execute(
+            f"insert into {alias}.partition_calendar select {unnested}",
+            {name: [row[name] for row in rows] for name in CALENDAR_COLUMNS},
+        )
+    warehouse = con.execute("select current_database()").fetchone()[0]
+    con.execute(f"use {alias}")  # the view's table names bind inside the analysts' database
+    try:
+        run_sql_file(con, "analytics/coverage.sql")
+    finally:
+        con.execute(f'use "{warehouse}"')
+    return {"partition_calendar": len(rows)}
+
+
 def refresh(
     warehouse_path: Path,
     analytics_path: Path,
@@ -93,8 +128,10 @@ def refresh(
     """Rebuild the analysts' database, `coverage` included. Returns the row count of each table."""
     today = (now or datetime.now(UTC)).astimezone(UTC).date()
 
-    def calendar_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, object]]:
+    def addition(con: duckdb.DuckDBPyConnection, alias: str) -> dict[str, int]:
         known, _ = schedules(con, mappings)
-        return partition_calendar(known, first_run_dates(con), today, partitions_start)
+        return add_coverage(
+            con, alias, partition_calendar(known, first_run_dates(con), today, partitions_start)
+        )
 
-    return refresh_analytics(warehouse_path, analytics_path, calendar_rows)
+    return refresh_analytics(warehouse_path, analytics_path, addition)

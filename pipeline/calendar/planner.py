@@ -45,12 +45,13 @@ class Schedule:
 
 @dataclass(frozen=True)
 class History:
-    """The runs of one partition as the warehouse recorded them (`calendar.partition_runs`)."""
+    """Where one partition stands, from its runs (`calendar.partition_states`)."""
 
     runs: int = 0
     closed_at: datetime | None = None
     failures_in_a_row: int = 0
     last_failed_at: datetime | None = None
+    last_error: str | None = None
 
     @property
     def closed(self) -> bool:
@@ -72,7 +73,11 @@ class Plan:
     failing: list[date] = field(
         default_factory=list
     )  # unclosed, failed FAILURES_BEFORE_ALERT+ times in a row
-    stalled: bool = False  # a partition was due at two due times and nothing of the mapping closed since
+    # A partition was due at two due times and nothing of the mapping closed since: `stall_ongoing`. The
+    # alert is raised (`stalled`) once nothing of the mapping is running or about to, and stays open while
+    # the stall goes on, retries included.
+    stall_ongoing: bool = False
+    stalled: bool = False
     before_partitions_start: list[date] = field(default_factory=list)
 
 
@@ -144,12 +149,11 @@ def plan(
         and not requested_for_due & in_flight
     ):
         result.advance_to = due_at + schedule.frequency
-    result.stalled = (
+    result.stall_ongoing = (
         overdue
         and earlier_due >= schedule.first_run_time
         and last_due <= now
-        and not in_flight
-        and not result.requests
         and (last_closed is None or last_closed < earlier_due)
     )
+    result.stalled = result.stall_ongoing and not in_flight and not result.requests
     return result

@@ -106,46 +106,35 @@ def mark_run_ended(con: duckdb.DuckDBPyConnection, run_id: str, reason: str, now
 
 
 def history(con: duckdb.DuckDBPyConnection, since: date) -> dict[str, dict[date, History]]:
-    """business number -> partition date -> the runs of that partition, for partitions dated `since` or later.
-
-    A run still `built` counts as neither success nor failure (it may be running); `failures_in_a_row` counts
-    the failed runs after the last run that did not fail.
-    """
+    """business number -> partition date -> where the partition stands (`calendar.partition_states`), for
+    partitions dated `since` or later."""
     rows = con.execute(
         """
-        select business_number, partition_date, status, is_partial, finished_at
-        from calendar.partition_runs
+        select business_number, partition_date, runs, closed_at, failures_in_a_row, last_failed_at, last_error
+        from calendar.partition_states
         where partition_date >= $since
-        order by business_number, partition_date, run_started_at, run_id
         """,
         {"since": since},
     ).fetchall()
-    runs: dict[tuple[str, date], list[tuple]] = defaultdict(list)
-    for business_number, partition_date, *rest in rows:
-        runs[(business_number, partition_date)].append(tuple(rest))
     result: dict[str, dict[date, History]] = defaultdict(dict)
-    for (business_number, partition_date), attempts in runs.items():
-        closed = [finished for status, partial, finished in attempts if status == "succeeded" and not partial]
-        failures = 0
-        for status, _, _ in reversed(attempts):
-            if status != "failed":
-                break
-            failures += 1
-        last_failed = [finished for status, _, finished in attempts if status == "failed"]
-        result[business_number][partition_date] = History(
-            runs=len(attempts),
-            closed_at=min(closed) if closed else None,
-            failures_in_a_row=failures,
-            last_failed_at=last_failed[-1] if last_failed else None,
-        )
+    for business_number, partition_date, *state in rows:
+        result[business_number][partition_date] = History(*state)
     return dict(result)
 
 
-def stored_time_zones(
+@dataclass(frozen=True)
+class Fetched:
+    """What the last fetch of a mapping's Cliniko businesses says about its location names."""
+
+    time_zones: tuple[str, ...]  # of the businesses its names match
+    unmatched_names: tuple[str, ...]  # names that match none of them
+    fetched_at: datetime
+
+
+def stored_businesses(
     con: duckdb.DuckDBPyConnection, location_names: Mapping[str, Sequence[str]]
-) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-    """business number -> (time zones of its matched Cliniko businesses, location names matching none), from
-    the businesses last fetched for it; a mapping whose businesses were never fetched is left out.
+) -> dict[str, Fetched]:
+    """business number -> what its businesses as last fetched say; mappings never fetched are left out.
 
     Names match as the models match them (`location_key` of `staging.stg_cliniko__businesses`).
     """
@@ -162,12 +151,15 @@ def stored_time_zones(
             from (select business_number, unnest(location_name) as location_name from wanted)
         ),
         fetched as (
-            select distinct business_number from raw.cliniko_businesses
+            select business_number, max(loaded_at) as fetched_at
+            from raw.cliniko_businesses
+            group by business_number
         )
         select
             names.business_number,
             list(distinct businesses.time_zone) filter (where businesses.time_zone is not null),
-            list(distinct names.location_name) filter (where businesses.location_key is null)
+            list(distinct names.location_name) filter (where businesses.location_key is null),
+            any_value(fetched.fetched_at)
         from names
         join fetched using (business_number)
         left join staging.stg_cliniko__businesses as businesses
@@ -177,7 +169,10 @@ def stored_time_zones(
         """,
         {"numbers": numbers, "names": [list(location_names[n]) for n in numbers]},
     ).fetchall()
-    return {bn: (tuple(sorted(zones or ())), tuple(sorted(unknown or ()))) for bn, zones, unknown in rows}
+    return {
+        bn: Fetched(tuple(sorted(zones or ())), tuple(sorted(unknown or ())), fetched_at)
+        for bn, zones, unknown, fetched_at in rows
+    }
 
 
 def raise_alerts(con: duckdb.DuckDBPyConnection, alerts: Iterable[Alert], now: datetime) -> list[Alert]:
@@ -236,14 +231,28 @@ def resolve_alerts(
     return len(rows)
 
 
+def undelivered_alerts(con: duckdb.DuckDBPyConnection) -> list[tuple[Alert, datetime]]:
+    """The open alerts no webhook has accepted yet, oldest first, with when each was raised."""
+    rows = con.execute(
+        "select kind, alert_key, message, business_number, group_id, partition_date, raised_at "
+        "from calendar.alerts where resolved_at is null and notified_at is null order by raised_at, alert_key"
+    ).fetchall()
+    return [(Alert(*row[:6]), row[6]) for row in rows]
+
+
 def record_notification(
-    con: duckdb.DuckDBPyConnection, alert: Alert, *, notified_at: datetime | None, error: str | None
+    con: duckdb.DuckDBPyConnection,
+    alert_key: str,
+    raised_at: datetime,
+    *,
+    notified_at: datetime | None,
+    error: str | None,
 ) -> None:
-    """What the webhook answered for the open alert `alert`."""
+    """What the webhook answered for the alert raised as `alert_key` at `raised_at`."""
     con.execute(
         "update calendar.alerts set notified_at = $at, notify_error = $error "
-        "where alert_key = $key and resolved_at is null",
-        {"at": notified_at, "error": error, "key": alert.key},
+        "where alert_key = $key and raised_at = $raised_at",
+        {"at": notified_at, "error": error, "key": alert_key, "raised_at": raised_at},
     )
 
 

@@ -49,6 +49,7 @@ class MappingConfig:
     next_run_time: datetime
     # The first due time: the scheduler is responsible for partitions from the day before it (SPEC §8).
     first_run_time: datetime
+    updated_at: datetime  # the mapping's own last change (its properties, flags or schedule)
     cliniko_api_key: Secret | None
     birdeye_api_key: Secret | None
     fetch_delay_days: int
@@ -72,6 +73,7 @@ def _config(row: dict, group: dict[str, str | Secret], own: dict[str, str | Secr
         frequency_unit=row["frequency_unit"],
         next_run_time=parse_run_time(row["next_run_time"], "nextRunTime"),
         first_run_time=parse_run_time(row["first_run_time"], "firstRunTime"),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
         cliniko_api_key=resolved.get(CLINIKO_API_KEY),  # type: ignore[arg-type]
         birdeye_api_key=resolved.get(BIRDEYE_API_KEY),  # type: ignore[arg-type]
         fetch_delay_days=int(resolved.get(FETCH_DELAY, "0")),  # type: ignore[arg-type]

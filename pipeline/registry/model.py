@@ -47,6 +47,7 @@ LOCATION_NAME = "cliniko.location.name"
 COOLOFF_DAYS = "customer.cooloff.days"
 CATCHUP_DAYS = "customer.catchup.days"
 DEFAULT_CATCHUP_DAYS = 7
+MAX_CATCHUP_DAYS = 90
 
 GROUP_KEYS = (CLINIKO_API_KEY, BIRDEYE_API_KEY, FETCH_DELAY, COOLOFF_DAYS, CATCHUP_DAYS)
 MAPPING_KEYS = (CLINIKO_API_KEY, BIRDEYE_API_KEY, FETCH_DELAY, LOCATION_NAME, COOLOFF_DAYS, CATCHUP_DAYS)
@@ -171,7 +172,7 @@ def normalize_property(key: str, value: str, *, level: str, field: str) -> str:
     if key == COOLOFF_DAYS:
         return _integer(value, value_field, 0, 3650)
     if key == CATCHUP_DAYS:
-        return _integer(value, value_field, 0, 90)
+        return _integer(value, value_field, 0, MAX_CATCHUP_DAYS)
     names = location_names(value)
     if any(not name for name in names):
         raise RegistryError(

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pipeline.registry.model import (
@@ -28,6 +28,7 @@ from pipeline.registry.model import (
     DEFAULT_FREQUENCY,
     KNOWN_KEYS,
     LOCATION_NAME,
+    MAX_CATCHUP_DAYS,
     SOURCES,
     TRIGGERS,
     Frequency,
@@ -649,6 +650,7 @@ class RegistryStore:
             now = _now()
             frequency = request.frequency or Frequency(*DEFAULT_FREQUENCY)
             next_run = request.next_run_time or default_next_run_time(now)
+            first_run = max(next_run, now - timedelta(days=MAX_CATCHUP_DAYS))
             con.execute(
                 """INSERT INTO integration_mapping (business_number, group_id, active, test, beta,
                        frequency_value, frequency_unit, next_run_time, first_run_time, created_at, updated_at)
@@ -662,7 +664,7 @@ class RegistryStore:
                     frequency.value,
                     frequency.unit,
                     format_run_time(next_run),
-                    format_run_time(next_run),
+                    format_run_time(first_run),
                     _stamp(now),
                     _stamp(now),
                 ),
@@ -719,9 +721,12 @@ class RegistryStore:
             first_run = row["first_run_time"]
             if patch.next_run_time is not None:
                 next_run = format_run_time(patch.next_run_time)
-                # Before its first due time a mapping has not started: moving it moves the start. Afterwards
-                # only an earlier time moves the start back (the operator asked for older partitions).
-                first_run = next_run if first_run > format_run_time(_now()) else min(first_run, next_run)
+                # Before its first due time a mapping has not started: moving it moves the start (never more
+                # than the longest catch-up back). Once started, its start stays: older partitions are run
+                # on purpose (`cliniko-reviews run`), not by moving nextRunTime back.
+                if first_run > format_run_time(_now()):
+                    earliest = _now() - timedelta(days=MAX_CATCHUP_DAYS)
+                    first_run = format_run_time(max(patch.next_run_time, earliest))
             con.execute(
                 """UPDATE integration_mapping SET active = ?, test = ?, beta = ?, frequency_value = ?,
                        frequency_unit = ?, next_run_time = ?, first_run_time = ?, updated_at = ?
@@ -774,12 +779,15 @@ class RegistryStore:
             return [self._mapping_view(con, number) for number in numbers]
 
     def advance_next_run_time(self, business_number: str, expected: datetime, new: datetime) -> bool:
-        """Compare-and-set of a mapping's next run time: True only if it still was `expected`."""
+        """Compare-and-set of a mapping's next run time: True only if it still was `expected`.
+
+        The scheduler moving its own clock is not a change to the mapping: `updated_at` stays (it tells when
+        a person last changed the set-up, which the calendar compares with the last fetch of businesses)."""
         with self._transaction(write=True) as con:
             cursor = con.execute(
-                """UPDATE integration_mapping SET next_run_time = ?, updated_at = ?
+                """UPDATE integration_mapping SET next_run_time = ?
                    WHERE business_number = ? AND next_run_time = ?""",
-                (format_run_time(new), _stamp(_now()), business_number, format_run_time(expected)),
+                (format_run_time(new), business_number, format_run_time(expected)),
             )
             return cursor.rowcount == 1
 

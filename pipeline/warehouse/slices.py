@@ -9,7 +9,8 @@ import duckdb
 
 from pipeline.warehouse.sql_files import run_sql_file
 
-# The tables that hold state: Cliniko's raw rows, the ledger, the calendar's runs and alerts.
+# The tables that hold state (Cliniko's raw rows, the ledger, the calendar's runs and alerts), and the view
+# that reads the calendar's runs.
 TABLE_DDL = (
     "raw/cliniko_businesses.sql",
     "raw/cliniko_appointments.sql",
@@ -17,6 +18,7 @@ TABLE_DDL = (
     "raw/cliniko_quarantine.sql",
     "sink/review_request_ledger.sql",
     "calendar/partition_runs.sql",
+    "calendar/partition_states.sql",
     "calendar/alerts.sql",
 )
 

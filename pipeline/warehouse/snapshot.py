@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
 from pipeline.warehouse.connection import connect
-from pipeline.warehouse.sql_files import run_sql_file
 
 # Table in analytics.duckdb -> what it copies from the warehouse, and the order that keeps analysts' usual
 # filters (by day, by mapping) cheap through DuckDB's zonemaps.
@@ -30,17 +28,12 @@ SNAPSHOT_TABLES = {
     "review_requests": ("analytics.review_requests", "business_number, appointment_id"),
     "restriction_codes": ("seeds.restriction_codes", "precedence"),
     "partition_runs": ("calendar.partition_runs", "partition_date, business_number, run_started_at"),
+    "partition_states": ("calendar.partition_states", "partition_date, business_number"),
     "alerts": ("calendar.alerts", "raised_at, alert_key"),
 }
-# The scheduler's calendar (computed from the registry, not stored in the warehouse) and the view over it.
-CALENDAR_COLUMNS = {
-    "business_number": "varchar",
-    "group_id": "bigint",
-    "partition_date": "date",
-    "target_date": "date",
-    "close_at": "timestamptz",
-    "horizon_ends_at": "timestamptz",
-}
+# What a caller adds to the new file before it is swapped in: given the connection and the new file's alias,
+# it creates its tables and views there and returns their row counts.
+Addition = Callable[[duckdb.DuckDBPyConnection, str], Mapping[str, int]]
 _ALIAS = "analytics_snapshot"
 
 
@@ -55,13 +48,10 @@ def _remove_quietly(path: Path) -> None:
 
 
 def write_snapshot(
-    con: duckdb.DuckDBPyConnection,
-    analytics_path: Path | str,
-    partition_calendar: Sequence[Mapping[str, Any]] = (),
+    con: duckdb.DuckDBPyConnection, analytics_path: Path | str, addition: Addition | None = None
 ) -> dict[str, int]:
-    """Copy the analytics tables from the warehouse open on `con` into a new file, add `partition_calendar`
-    (rows with the keys of `CALENDAR_COLUMNS`) and the `coverage` view over it, and swap the file onto
-    `analytics_path`. Returns the row count of each table.
+    """Copy the analytics tables from the warehouse open on `con` into a new file, let `addition` add its
+    own, and swap the file onto `analytics_path`. Returns the row count of each table.
 
     For a caller that already holds a warehouse connection from `pipeline.warehouse.connect` (read-only is
     enough): the warehouse lock it holds is what keeps the copy consistent.
@@ -76,21 +66,8 @@ def write_snapshot(
             for table, (source, order_by) in SNAPSHOT_TABLES.items():
                 con.execute(f"create table {_ALIAS}.{table} as select * from {source} order by {order_by}")
                 counts[table] = con.execute(f"select count(*) from {_ALIAS}.{table}").fetchall()[0][0]
-            columns = ", ".join(f"{name} {kind}" for name, kind in CALENDAR_COLUMNS.items())
-            con.execute(f"create table {_ALIAS}.partition_calendar ({columns})")
-            if partition_calendar:
-                unnested = ", ".join(f"unnest(${name})::{kind}" for name, kind in CALENDAR_COLUMNS.items())
-                con.execute(
-                    f"insert into {_ALIAS}.partition_calendar select {unnested}",
-                    {name: [row[name] for row in partition_calendar] for name in CALENDAR_COLUMNS},
-                )
-            counts["partition_calendar"] = len(partition_calendar)
-            warehouse = con.execute("select current_database()").fetchone()[0]
-            con.execute(f"use {_ALIAS}")  # the view's table names bind inside analytics.duckdb
-            try:
-                run_sql_file(con, "analytics/coverage.sql")
-            finally:
-                con.execute(f'use "{warehouse}"')
+            if addition is not None:
+                counts.update(addition(con, _ALIAS))
             con.execute(
                 f"create table {_ALIAS}.snapshot_info as select current_timestamp as refreshed_at, "
                 "$counts::json as row_counts",
@@ -106,13 +83,10 @@ def write_snapshot(
 
 
 def refresh_analytics(
-    warehouse_path: Path | str,
-    analytics_path: Path | str,
-    partition_calendar: Callable[[duckdb.DuckDBPyConnection], Sequence[Mapping[str, Any]]] | None = None,
+    warehouse_path: Path | str, analytics_path: Path | str, addition: Addition | None = None
 ) -> dict[str, int]:
     """Rebuild `analytics_path` (`$DATA_DIR/analytics.duckdb`) from the warehouse at `warehouse_path`, with
-    the rows `partition_calendar(con)` computes from the same connection for the `coverage` view (see
-    `write_snapshot`).
+    `addition`'s tables (see `write_snapshot`).
 
     Opens the warehouse read-only through the pipeline's lock, so it waits for a running build instead of
     failing, and never writes the warehouse. Call it outside any other `connect` to the same warehouse in this
@@ -133,4 +107,4 @@ def refresh_analytics(
                 f"{warehouse_path} has no {', '.join(missing)} yet: build at least one partition of the "
                 "models (pipeline.warehouse.models.build_partition) before refreshing the analysts' database"
             )
-        return write_snapshot(con, analytics_path, partition_calendar(con) if partition_calendar else ())
+        return write_snapshot(con, analytics_path, addition)

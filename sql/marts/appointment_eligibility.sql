@@ -59,6 +59,16 @@ quarantined_patients as (
       and resource = 'patients'
 ),
 
+-- This partition's requests that may have reached Birdeye: their appointments keep that outcome, whatever a
+-- re-run finds in Cliniko now (SPEC §8: an appointment that has an outcome keeps it).
+posted_requests as (
+    select appointment_id
+    from sink.review_request_ledger
+    where business_number = $business_number
+      and partition_date = cast($partition_date as date)
+      and status in ('sending', 'sent', 'uncertain')
+),
+
 -- This partition's own live requests (a re-run after the sink ran): their appointments stay the selected ones.
 partition_requests as (
     select appointment_id
@@ -88,7 +98,9 @@ screened as (
         patient_channels.channels,
         patient_channels.sms_phone,
         patient_channels.email,
+        candidates.appointment_id in (select appointment_id from posted_requests) as is_posted,
         case
+            when candidates.appointment_id in (select appointment_id from posted_requests) then null
             when cast($beta as boolean) then 'integration_beta'
             when patients.is_inactive
                 or (patients.patient_id is null and quarantined_patients.patient_id is null)
@@ -113,6 +125,7 @@ deduplicated as (
     select
         *,
         case
+            when is_posted then null
             when screening_code is not null then screening_code
             when row_number() over (
                 partition by patient_id, screening_code is null
@@ -126,6 +139,7 @@ cooled as (
     select
         *,
         case
+            when is_posted then null
             when deduplicated_code is not null then deduplicated_code
             when exists (
                 select 1

@@ -40,6 +40,7 @@ CHECKS = {
     "appointment_eligibility:restriction_codes_known",
     "appointment_eligibility:restriction_shares_stable",
     "review_requests:no_appointment_sent_twice",
+    "analytics_database:calendar_alerts",
 }
 SENSORS = {"mapping_partitions_sensor", "calendar_sensor"}
 JOB = "review_requests_job"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import date
 
 import pytest
 from webhook_receiver import Receiver, webhook_receiver
 
-from pipeline.calendar.alerts import raise_alerts, resolve_alerts
+from pipeline.calendar.alerts import notify, raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
 from pipeline.warehouse import connect
 
@@ -69,22 +70,45 @@ def test_resolving_keeps_the_conditions_still_present(tmp_path, receiver):
     ]
 
 
-def test_a_failing_receiver_is_noted_on_the_alert_without_its_token(tmp_path, receiver):
+def test_a_failing_receiver_is_noted_and_the_alert_delivered_once_it_answers(tmp_path, receiver):
     warehouse = tmp_path / "warehouse.duckdb"
     receiver.status = 500
     assert raise_alerts(warehouse, receiver.url, [failing()]) == [failing()]
-    assert len(receiver.received) == 3  # tried a few times
     [(_, open_, notified, error)] = rows(warehouse)
     assert open_ and not notified
     assert error == f"127.0.0.1:{receiver.server.server_address[1]} answered HTTP 500"
     assert TOKEN not in error
+    receiver.status = 200
+    assert notify(warehouse, receiver.url) == 1  # the outbox: what was not delivered is tried again
+    assert notify(warehouse, receiver.url) == 0  # and only once it is
+    assert [r["json"]["key"] for r in receiver.received] == [failing().key] * 2
+    [(_, open_, notified, error)] = rows(warehouse)
+    assert open_ and notified
 
 
-def test_an_unreachable_receiver_never_fails_the_caller(tmp_path):
+def test_an_unreachable_or_malformed_webhook_never_fails_the_caller(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
-    assert raise_alerts(warehouse, f"http://127.0.0.1:9/hooks/{TOKEN}", [failing()]) == [failing()]
+    assert raise_alerts(warehouse, f"http://user:{TOKEN}@127.0.0.1:9/hooks", [failing()]) == [failing()]
     [(_, _, notified, error)] = rows(warehouse)
     assert not notified and error.startswith("could not reach 127.0.0.1:9") and TOKEN not in error
+    assert notify(warehouse, f"http://[::1/hooks/{TOKEN}") == 0  # not even a URL
+    [(_, _, notified, error)] = rows(warehouse)
+    assert not notified and error.startswith("could not post to") and TOKEN not in error
+
+
+def test_a_slow_receiver_gets_the_budget_and_the_rest_waits(tmp_path, receiver):
+    warehouse = tmp_path / "warehouse.duckdb"
+    raise_alerts(warehouse, None, [failing(f"2026-11-0{day}") for day in range(1, 6)])
+    receiver.delay = 1.5
+    started = time.monotonic()
+    delivered = notify(warehouse, receiver.url, budget_seconds=2.0)
+    assert time.monotonic() - started < 4.5
+    assert 1 <= delivered < 5
+    receiver.delay = 0
+    assert notify(warehouse, receiver.url) == 5 - delivered
+    assert sorted(r["json"]["key"] for r in receiver.received) == sorted(
+        failing(f"2026-11-0{day}").key for day in range(1, 6)
+    )
 
 
 def test_without_a_webhook_alerts_are_only_recorded(tmp_path):

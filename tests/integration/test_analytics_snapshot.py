@@ -13,6 +13,7 @@ import duckdb
 import pytest
 from models_fixtures import Warehouse
 
+from pipeline.calendar.coverage import add_coverage
 from pipeline.warehouse import connect
 from pipeline.warehouse.snapshot import refresh_analytics
 
@@ -92,7 +93,7 @@ def test_snapshot_has_the_spec_columns_and_no_contact_details(tmp_path: Path) ->
     build(warehouse_path, "1001", 1)  # claims a0; the sink then sends it
     with connect(warehouse_path) as con:
         con.execute("update sink.review_request_ledger set status = 'sent'")
-    refresh_analytics(warehouse_path, analytics_path)
+    refresh_analytics(warehouse_path, analytics_path, lambda con, alias: add_coverage(con, alias, []))
     with duckdb.connect(str(analytics_path), read_only=True) as con:
         columns = {
             table: [c[0] for c in con.execute(f"describe {table}").fetchall()]

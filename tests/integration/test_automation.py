@@ -176,16 +176,24 @@ def test_a_failed_partition_is_retried_after_its_backoff_and_alerts_after_three(
     assert requested(tick(instance)) == []  # the first retry waits 10 minutes
     with connect(load_settings().warehouse_path) as con:
         con.execute("update calendar.partition_runs set finished_at = finished_at - interval 2 minute")
-    assert requested(tick(instance)) == [(f"{MappingDay('501', day)}#retry1", str(MappingDay("501", day)))]
+    partition = str(MappingDay("501", day))
+    first_failure = now - timedelta(minutes=11)  # one run key per failure: the key names it
+    assert requested(tick(instance)) == [(f"{partition}#retry-after-{first_failure.isoformat()}", partition)]
     assert open_alerts() == {}
     with connect(load_settings().warehouse_path) as con:  # the first failure was longer ago, then two more
         con.execute("update calendar.partition_runs set finished_at = finished_at - interval 3 hour")
         con.execute("update calendar.partition_runs set run_started_at = finished_at")
     record_run("501", day, "failed", now - timedelta(hours=1), run_id="r2")
     record_run("501", day, "failed", now - timedelta(minutes=41), run_id="r3")  # 3rd in a row: 40 min
-    assert requested(tick(instance)) == [(f"{MappingDay('501', day)}#retry3", str(MappingDay("501", day)))]
-    assert list(open_alerts()) == [f"partition_failing|501|{day}"]
-    record_run("501", day, "succeeded", now, run_id="r4")
+    third_failure = now - timedelta(minutes=41)
+    assert requested(tick(instance)) == [(f"{partition}#retry-after-{third_failure.isoformat()}", partition)]
+    assert list(open_alerts()) == [f"partition_failing|{partition.split('|')[1]}|{day}"]
+    # The retry is under way (it has built the partition): the alert stays open, it is not raised again.
+    record_run("501", day, "built", now - timedelta(minutes=1), run_id="r4")
+    assert requested(tick(instance)) == [] and list(open_alerts()) == [f"partition_failing|501|{day}"]
+    with connect(load_settings().warehouse_path) as con:
+        assert con.execute("select count(*) from calendar.alerts").fetchone()[0] == 1
+        con.execute("update calendar.partition_runs set status = 'succeeded' where run_id = 'r4'")
     assert requested(tick(instance)) == [] and open_alerts() == {}  # closed: the alert is resolved
 
 
@@ -194,11 +202,18 @@ def test_one_bad_mapping_never_stops_the_others(store, instance):
     add_mapping(store, "601", next_run=due_at)
     add_mapping(store, "602", next_run=due_at)
     store.update_mapping("602", MappingPatch(next_run_time=datetime(2020, 1, 1, tzinfo=UTC)))  # the dashboard
-    add_mapping(store, "604", next_run=due_at)
-    store.update_mapping(  # its location no longer matches what Cliniko returned
-        "604", MappingPatch(properties=[PropertyInput("cliniko.location.name", "Gone Clinic", False, "p")])
-    )
-    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["601", "602", "604"])
+    for number in ("604", "605"):
+        add_mapping(store, number, next_run=due_at)
+        store.update_mapping(  # support renames the location
+            number,
+            MappingPatch(properties=[PropertyInput("cliniko.location.name", "Gone Clinic", False, "p")]),
+        )
+    with connect(load_settings().warehouse_path) as con:  # 604's businesses fetched since: no such clinic
+        con.execute(
+            "update raw.cliniko_businesses set loaded_at = now() + interval 1 second "
+            "where business_number = '604'"
+        )
+    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["601", "602", "604", "605"])
 
     result = tick(instance)
 
@@ -211,10 +226,20 @@ def test_one_bad_mapping_never_stops_the_others(store, instance):
     assert 1 <= len(by_mapping["602"]) <= 8
     assert min(by_mapping["602"]) >= str(NOW.date() - timedelta(days=9))
     assert "604" not in by_mapping
+    # 605's name changed after its last fetch: it runs, and that run fetches what Cliniko has now.
+    assert by_mapping["605"] == [str(due_at.date() - timedelta(days=1))]
     alerts = open_alerts()
-    assert (
-        list(alerts) == ["mapping_unschedulable|604"] and "Gone Clinic" in alerts["mapping_unschedulable|604"]
+    assert list(alerts) == ["mapping_unschedulable|604"]
+    assert "Gone Clinic" in alerts["mapping_unschedulable|604"]
+    # The UI hears of it: the calendar_alerts check of analytics_database fails, listing the alert.
+    [check] = result.asset_events
+    assert (check.asset_key, check.check_name, check.passed) == (
+        dg.AssetKey("analytics_database"),
+        "calendar_alerts",
+        False,
     )
+    assert check.metadata["open_alerts"].value == 1
+    assert tick(instance).asset_events == []  # nothing changed since: nothing re-evaluated
 
 
 def test_a_mapping_without_a_birdeye_key_is_skipped_with_an_alert(store, instance):
@@ -252,6 +277,12 @@ def test_a_run_whose_process_died_is_failed_and_its_partition_retried(store, ins
     (lease_dir / f"{run.run_id}.lock").touch()  # the lease file of a process that is gone: nobody holds it
     tick(instance)
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    # It died during ingestion, before it built anything: it still counts as a failure of its partition, so
+    # the partition is retried with backoff (not left to the next due time) and counts towards the alert.
+    with connect(load_settings().warehouse_path) as con:
+        rows = con.execute("select run_id, status, error from calendar.partition_runs").fetchall()
+    assert rows == [(run.run_id, "failed", "the run's process is gone (killed, or its machine stopped)")]
+    assert not (lease_dir / f"{run.run_id}.lock").exists()  # swept
 
 
 def test_the_run_command_waits_for_a_live_run_of_its_partition_not_for_a_dead_one(store, instance):

@@ -168,7 +168,7 @@ def test_fetch_delay_fetches_the_local_target_day_of_each_business(
 # -- bad input -----------------------------------------------------------------------------------------------
 
 
-def test_unknown_location_name_fails_listing_the_existing_names_and_writes_nothing(
+def test_unknown_location_name_fails_listing_the_existing_names_and_fetches_nothing_more(
     account, tmp_path, monkeypatch, dagster_instance
 ):
     with cliniko_sandbox(tmp_path, monkeypatch, account) as sandbox:
@@ -180,8 +180,11 @@ def test_unknown_location_name_fails_listing_the_existing_names_and_writes_nothi
         assert "Bondi Beach Physio" in message
         for business in account.businesses:
             assert business["business_name"].strip() in message
-        for table in ("raw.cliniko_businesses", "raw.cliniko_appointments", "raw.cliniko_patients"):
+        for table in ("raw.cliniko_appointments", "raw.cliniko_patients"):
             assert sandbox.rows(table, "7001") == []
+        # The businesses Cliniko returned are kept: the calendar holds the mapping back while its names
+        # match none of them (and reads their zones).
+        assert len(sandbox.rows("raw.cliniko_businesses", "7001")) == len(account.businesses)
 
 
 def _force_group_key(sandbox, api_key: str) -> None:

@@ -574,3 +574,19 @@ def test_build_partition_accepts_an_iso_date_string(wh: Warehouse) -> None:
         close_at=datetime(2026, 11, 25, 13, tzinfo=UTC),
     )
     assert counts["eligible"] == 1
+
+
+def test_a_pending_claim_the_new_decision_no_longer_makes_is_withdrawn(wh: Warehouse) -> None:
+    wh.patient("1001", "p1")
+    wh.patient("1001", "p2")
+    wh.appointment("1001", "a1", patient_id="p1", ends_at="2026-11-24 10:00")
+    wh.appointment("1001", "a2", patient_id="p2", ends_at="2026-11-24 10:00")
+    wh.build("1001")
+    assert wh.claims() == {("1001", "a1"): "pending", ("1001", "a2"): "pending"}
+    wh.con.execute("update sink.review_request_ledger set status = 'sent' where appointment_id = 'a2'")
+    # Posting failed before anything reached Birdeye; by the re-run both patients were archived in Cliniko.
+    wh.con.execute("update raw.cliniko_patients set archived_at = now()")
+    wh.build("1001")
+    # a1 is now restricted and its claim withdrawn; a2's request went out, and that outcome stands.
+    assert wh.outcomes("1001") == {"a1": "customer_inactive", "a2": "eligible"}
+    assert wh.claims() == {("1001", "a2"): "sent"}
