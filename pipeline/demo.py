@@ -240,10 +240,11 @@ def run_demo(settings: Settings | None = None, *, days: int = 7) -> int:
         status = _run_last_days(days)
 
     click.echo(
-        "\nThe same state, three ways:\n"
+        "\nThe same state, four ways:\n"
         "  Dagster UI:   make ui   (then open http://127.0.0.1:3000: assets, partitions, checks, plots)\n"
         '  SQL:          uv run cliniko-reviews sql "from restriction_reasons limit 20"\n'
         f"  Notebook:     duckdb.connect('{settings.analytics_path}', read_only=True)\n"
+        "  Calendar:     uv run cliniko-reviews status   (each mapping's open days, next due time, alerts)\n"
         "To materialize from the UI, start the emulators first: "
         f"`uv run cliniko-reviews sandbox --seed {DEMO_SEED} --birdeye-key {DEMO_BIRDEYE_KEY}` "
         "and export CLINIKO_BASE_URL / BIRDEYE_BASE_URL as it prints."
