@@ -46,6 +46,7 @@ from fakeclock import FakeClock, require_faketime
 from webhook_receiver import webhook_receiver
 
 from pipeline.automation.instance import DAGSTER_YAML
+from pipeline.automation.partitions import IN_FLIGHT
 from pipeline.automation.sensors import REASON_TAG
 from pipeline.registry.model import Frequency
 from pipeline.registry.store import MappingInput, MappingPatch, PropertyInput, RegistryStore, TriggerInput
@@ -213,13 +214,6 @@ cursor = con.execute("select * from coverage")
 names = [d[0] for d in cursor.description]
 print(json.dumps([dict(zip(names, row)) for row in cursor.fetchall()], default=str))
 """
-IN_FLIGHT = (
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-)
 
 
 def set_up_registry(data_dir: Path, account) -> None:
