@@ -52,6 +52,7 @@ def record_failed_run(context: dg.HookContext) -> None:
             pipeline.settings.analytics_path,
             pipeline.registry().mappings(active_only=False),
             PARTITIONS_START_DATE,
+            [(day.business_number, day.partition_date)],
         )
     except RuntimeError as problem:  # no partition was ever built: there is no analysts' database yet
         context.log.info(f"analysts' database not refreshed: {problem}")

@@ -181,8 +181,9 @@ def schedule_tick(
                 now=now,
             )
         ended = _ended(instance, [r for r in store.unfinished_runs(con) if r not in running])
+        touched = [(day.business_number, day.partition_date) for day, _ in flight.gone]
         for run_id, reason in ended.items():
-            store.mark_run_ended(con, run_id, reason, now)
+            touched.append(store.mark_run_ended(con, run_id, reason, now))
         schedules, unknown_names = coverage.schedules(con, mappings)
         history = store.history(con, now.date() - timedelta(days=HISTORY_DAYS))
 
@@ -253,6 +254,7 @@ def schedule_tick(
                 settings.analytics_path,
                 registry.mappings(active_only=False),
                 PARTITIONS_START_DATE,
+                [partition for partition in touched if partition],
                 now,
             )
     return requests, notes, bool(new or resolved)

@@ -7,7 +7,10 @@ schedule with the zones of its matched Cliniko businesses as last fetched. `refr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from pipeline.calendar import rules, store
 from pipeline.calendar.planner import Schedule
 from pipeline.registry import MappingConfig
 from pipeline.registry.model import Frequency
-from pipeline.warehouse.snapshot import refresh_analytics
+from pipeline.warehouse.snapshot import Export, Exports, Partition, parquet_root, refresh_analytics
 from pipeline.warehouse.sql_files import run_sql_file
 
 
@@ -86,7 +89,10 @@ def partition_calendar(
 
 
 # `partition_calendar` in the analysts' database: the dates the scheduler answers for (from the registry,
-# not stored in the warehouse), which `coverage` (sql/analytics/coverage.sql) is a view over.
+# not stored in the warehouse), which `coverage` (sql/analytics/coverage.sql) is a view over. Exported like
+# the partitions' tables (pipeline/warehouse/snapshot.py), only for the mappings whose calendar changed, and a
+# month ahead, so that a refresh costs the mappings that changed, not every mapping's every day.
+CALENDAR_TABLE = "partition_calendar"
 CALENDAR_COLUMNS = {
     "business_number": "varchar",
     "group_id": "bigint",
@@ -95,27 +101,120 @@ CALENDAR_COLUMNS = {
     "close_at": "timestamptz",
     "horizon_ends_at": "timestamptz",
 }
+LOOKAHEAD_DAYS = 31
+# Beside the Parquet files: per mapping, what its exported calendar was computed from and the dates it spans.
+_STATE = "partition_calendar.json"
+_STATE_VERSION = hashlib.sha256(repr((CALENDAR_COLUMNS, LOOKAHEAD_DAYS)).encode()).hexdigest()[:16]
 
 
-def add_coverage(
-    con: duckdb.DuckDBPyConnection, alias: str, rows: Sequence[dict[str, object]]
-) -> dict[str, int]:
-    """Create `partition_calendar` with `rows` and the `coverage` view in the database attached as `alias`."""
-    columns = ", ".join(f"{name} {kind}" for name, kind in CALENDAR_COLUMNS.items())
-    con.execute(f"create table {alias}.partition_calendar ({columns})")
-    if rows:
-        unnested = ", ".join(f"unnest(${name})::{kind}" for name, kind in CALENDAR_COLUMNS.items())
+def _fingerprint(s: Schedule, ran_from: date | None, partitions_start: date) -> str:
+    """What a mapping's calendar rows are a function of (beside the dates they span)."""
+    key = (
+        s.group_id,
+        s.first_run_time.isoformat(),
+        s.fetch_delay_days,
+        s.frequency.total_seconds(),
+        s.catchup_days,
+        s.time_zones,
+        ran_from and ran_from.isoformat(),
+        partitions_start.isoformat(),
+    )
+    return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+
+
+def calendar_exports(
+    root: Path,
+    mappings: Sequence[MappingConfig],
+    partitions_start: date,
+    touched: Sequence[tuple[str, date]],
+    today: date,
+) -> Exports:
+    """`partition_calendar`'s export for a refresh (see `pipeline.warehouse.snapshot.Exports`): the rows of
+    the mappings whose calendar changed (their set-up, their zones, an older partition run) or ends before
+    today, up to `LOOKAHEAD_DAYS` ahead; the dates a mapping no longer answers for (or a deleted mapping's)
+    are exported empty."""
+
+    def exports(con: duckdb.DuckDBPyConnection, whole_warehouse: bool) -> dict[str, Export]:
+        path = root / _STATE
+        state = json.loads(path.read_text()) if path.exists() else {}
+        whole = whole_warehouse or state.get("version") != _STATE_VERSION
+        known: dict[str, dict] = {} if whole else state["mappings"]
+        if whole:
+            ran = first_run_dates(con)
+        else:
+            ran = {bn: date.fromisoformat(e["ran_from"]) for bn, e in known.items() if e["ran_from"]}
+            for bn, day in touched:
+                ran[bn] = min(ran.get(bn, day), day)
+        current, _ = schedules(con, mappings)
+        rows: list[dict[str, object]] = []
+        keys: list[tuple[str, date]] = []
+        entries = {}
+        for s in current:
+            bn, ran_from = s.business_number, ran.get(s.business_number)
+            old, fingerprint = known.get(bn), _fingerprint(s, ran_from, partitions_start)
+            if old and old["fingerprint"] == fingerprint and date.fromisoformat(old["until"]) >= today:
+                entries[bn] = old
+                continue
+            until = today + timedelta(days=LOOKAHEAD_DAYS)
+            new = partition_calendar([s], {bn: ran_from} if ran_from else {}, until, partitions_start)
+            days = {row["partition_date"] for row in new} | set(_span(old))
+            rows.extend(new)
+            keys.extend((bn, day) for day in sorted(days))
+            first = min((row["partition_date"] for row in new), default=until)
+            entries[bn] = {
+                "fingerprint": fingerprint,
+                "from": first.isoformat(),
+                "until": until.isoformat(),
+                "ran_from": ran_from and ran_from.isoformat(),
+            }
+        for bn in known.keys() - entries.keys():  # deleted from the registry: its dates go
+            keys.extend((bn, day) for day in _span(known[bn]))
+        if not keys and not whole:
+            return {}
+        _temp_table(con, "calendar_rows", rows)
         con.execute(
-            f"insert into {alias}.partition_calendar select {unnested}",
-            {name: [row[name] for row in rows] for name in CALENDAR_COLUMNS},
+            "create or replace temp table calendar_keys (business_number varchar, partition_date date)"
         )
+        if keys:
+            con.executemany("insert into calendar_keys values (?, ?)", keys)
+
+        def save() -> None:
+            temporary = path.with_name(f".{path.name}.tmp")
+            temporary.write_text(json.dumps({"version": _STATE_VERSION, "mappings": entries}, sort_keys=True))
+            os.replace(temporary, path)
+
+        return {CALENDAR_TABLE: Export("from calendar_rows", "from calendar_keys", whole, save)}
+
+    return exports
+
+
+def _span(entry: dict | None) -> list[date]:
+    if not entry:
+        return []
+    first, until = date.fromisoformat(entry["from"]), date.fromisoformat(entry["until"])
+    return [first + timedelta(days=k) for k in range((until - first).days + 1)]
+
+
+def _temp_table(con: duckdb.DuckDBPyConnection, name: str, rows: Sequence[dict[str, object]]) -> None:
+    columns = ", ".join(f"{column} {kind}" for column, kind in CALENDAR_COLUMNS.items())
+    con.execute(f"create or replace temp table {name} ({columns})")
+    if rows:
+        unnested = ", ".join(f"unnest(${column})::{kind}" for column, kind in CALENDAR_COLUMNS.items())
+        con.execute(
+            f"insert into {name} select {unnested}",
+            {column: [row[column] for row in rows] for column in CALENDAR_COLUMNS},
+        )
+
+
+def add_coverage(con: duckdb.DuckDBPyConnection, alias: str) -> dict[str, int]:
+    """Create the `coverage` view in the analysts' database attached as `alias`."""
     warehouse = con.execute("select current_database()").fetchone()[0]
     con.execute(f"use {alias}")  # the view's table names bind inside the analysts' database
     try:
         run_sql_file(con, "analytics/coverage.sql")
     finally:
         con.execute(f'use "{warehouse}"')
-    return {"partition_calendar": len(rows)}
+    return {}
 
 
 def refresh(
@@ -123,15 +222,13 @@ def refresh(
     analytics_path: Path,
     mappings: Sequence[MappingConfig],
     partitions_start: date,
+    partitions: Iterable[Partition],
     now: datetime | None = None,
 ) -> dict[str, int]:
-    """Rebuild the analysts' database, `coverage` included. Returns the row count of each table."""
+    """Export `partitions` (business number, partition date) into the analysts' database, with the calendars
+    that changed, and rebuild its small tables and views, `coverage` included. Returns the rows exported and
+    the small tables' counts."""
     today = (now or datetime.now(UTC)).astimezone(UTC).date()
-
-    def addition(con: duckdb.DuckDBPyConnection, alias: str) -> dict[str, int]:
-        known, _ = schedules(con, mappings)
-        return add_coverage(
-            con, alias, partition_calendar(known, first_run_dates(con), today, partitions_start)
-        )
-
-    return refresh_analytics(warehouse_path, analytics_path, addition)
+    partitions = list(partitions)
+    exports = calendar_exports(parquet_root(analytics_path), mappings, partitions_start, partitions, today)
+    return refresh_analytics(warehouse_path, analytics_path, partitions, add_coverage, exports)

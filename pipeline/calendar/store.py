@@ -96,13 +96,17 @@ def unfinished_runs(con: duckdb.DuckDBPyConnection) -> list[str]:
     ]
 
 
-def mark_run_ended(con: duckdb.DuckDBPyConnection, run_id: str, reason: str, now: datetime) -> None:
-    """A run that built its partition is gone without saying how it ended (killed, lost): `failed`."""
-    con.execute(
+def mark_run_ended(
+    con: duckdb.DuckDBPyConnection, run_id: str, reason: str, now: datetime
+) -> tuple[str, date] | None:
+    """A run that built its partition is gone without saying how it ended (killed, lost): `failed`. Returns
+    its partition (business number, partition date), or None if the run had recorded its end meanwhile."""
+    row = con.execute(
         "update calendar.partition_runs set status = 'failed', error = $reason, finished_at = $now "
-        "where run_id = $run_id and status = 'built'",
+        "where run_id = $run_id and status = 'built' returning business_number, partition_date",
         {"run_id": run_id, "reason": reason, "now": now},
-    )
+    ).fetchone()
+    return (row[0], row[1]) if row else None
 
 
 def history(con: duckdb.DuckDBPyConnection, since: date) -> dict[str, dict[date, History]]:

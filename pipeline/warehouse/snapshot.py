@@ -1,110 +1,421 @@
-"""The analysts' database: a fresh copy of the analytics tables, swapped in atomically after each run.
+"""The analysts' database: `analytics.duckdb`, a small file of views over Parquet files that grow by changes.
 
 DuckDB lets only one process open a file, and a reader blocks a writer. Analysts therefore never open the
-warehouse. They open `analytics.duckdb`, which the pipeline never writes in place: each refresh builds a new
-file next to it and `os.replace`s it over the old name. An analyst who keeps the old file open (read-only)
-goes on querying the old inode undisturbed and never holds a lock on the new one; the next connection they
-open sees the new data.
+warehouse, and the pipeline never writes a file an analyst may be reading:
+
+- The history lives in Parquet under `analytics/` beside `analytics.duckdb`, one directory per table kept
+  per mapping-day (`restriction_reasons`, `review_requests`, `partition_runs`). A refresh exports only the
+  partitions a run touched, as one new *delta* file per table, so it costs what the run changed, not what
+  the history holds. Each exported partition also gets a *marker* row: it says "this is the partition as of
+  export `_exported_at`", and stands for the partition even when it has no rows left. The views keep, per
+  partition, the rows of the file with its newest marker.
+- Once `COMPACT_AFTER` deltas pile up, a refresh first merges them into one *base* file per partition month.
+  Files are written under a temporary name and renamed into place, and never changed after: DuckDB reads a
+  file's footer when a query starts and its row groups later, so a file changed in between breaks the query.
+- `analytics.duckdb` holds the views, which name their files one by one, and the small tables
+  (`restriction_codes`, `alerts`, and what a caller adds, e.g. `partition_calendar` for `coverage`). Each
+  refresh builds it anew and `os.replace`s it over the old name. A connection an analyst keeps open goes on
+  reading the files its views name, undisturbed; a new connection sees the new exports. A file a compaction
+  superseded is deleted `GRACE_SECONDS` later (a day), by which time no new connection names it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 import secrets
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import duckdb
 
 from pipeline.warehouse.connection import connect
+from pipeline.warehouse.sql_files import run_sql_file
 
-# Table in analytics.duckdb -> what it copies from the warehouse, and the order that keeps analysts' usual
-# filters (by day, by mapping) cheap through DuckDB's zonemaps.
-SNAPSHOT_TABLES = {
-    "restriction_reasons": (
-        "analytics.restriction_reasons",
-        "partition_date, business_number, appointment_id",
-    ),
-    "review_requests": ("analytics.review_requests", "business_number, appointment_id"),
+# Analysts' table -> its source in the warehouse: rows of one mapping-day each, exported per partition.
+PARTITIONED = {
+    "restriction_reasons": "analytics.restriction_reasons",
+    "review_requests": "analytics.review_requests",
+    "partition_runs": "calendar.partition_runs",
+}
+# Analysts' table -> its source and order: small tables, copied whole into analytics.duckdb by every refresh.
+COPIED = {
     "restriction_codes": ("seeds.restriction_codes", "precedence"),
-    "partition_runs": ("calendar.partition_runs", "partition_date, business_number, run_started_at"),
-    "partition_states": ("calendar.partition_states", "partition_date, business_number"),
     "alerts": ("calendar.alerts", "raised_at, alert_key"),
 }
-# What a caller adds to the new file before it is swapped in: given the connection and the new file's alias,
-# it creates its tables and views there and returns their row counts.
+# Deltas per table that make a refresh merge them into the month files first (a few minutes of a busy day).
+COMPACT_AFTER = 200
+# How long a superseded file stays for the connections opened before the compaction (see the module's doc).
+GRACE_SECONDS = 24 * 3600.0
+# What a caller adds to the new analytics.duckdb before it is swapped in: given the connection and the new
+# file's alias, it creates its tables and views there and returns their row counts.
 Addition = Callable[[duckdb.DuckDBPyConnection, str], Mapping[str, int]]
+Partition = tuple[str, date]  # (business_number, partition_date)
+
+
+@dataclass(frozen=True)
+class Export:
+    """What a refresh exports into one table: the rows of `rows` (a query on the warehouse connection, with
+    `business_number` and `partition_date` columns) standing for the (business_number, partition_date) keys
+    of `keys` (a key without rows is exported as emptied). `whole`: these are all of the table's rows, and
+    the files exported before are superseded. `exported` is called once the files are in place."""
+
+    rows: str
+    keys: str
+    whole: bool = False
+    exported: Callable[[], None] | None = None
+
+
+# What a caller exports besides the partitions' tables: given the warehouse connection and whether this
+# refresh exports the whole warehouse, an `Export` per table of its own (e.g. `partition_calendar`), or none.
+Exports = Callable[[duckdb.DuckDBPyConnection, bool], Mapping[str, Export]]
 _ALIAS = "analytics_snapshot"
+_SUPERSEDED = "superseded.json"  # file -> when a compaction superseded it
+
+
+def parquet_root(analytics_path: Path | str) -> Path:
+    """`$DATA_DIR/analytics/`, the Parquet files the views of `$DATA_DIR/analytics.duckdb` read."""
+    return Path(analytics_path).with_suffix("")
 
 
 def _sql_string(value: str) -> str:
-    """A SQL string literal; ATTACH takes no bound parameter for its path, and this path is our own."""
+    """A SQL string literal: ATTACH and COPY take no bound parameter for a path, and these paths are ours."""
     return "'" + value.replace("'", "''") + "'"
 
 
-def _remove_quietly(path: Path) -> None:
-    for leftover in (path, path.with_name(path.name + ".wal")):
-        leftover.unlink(missing_ok=True)
+def _listed(paths: Iterable[Path]) -> str:
+    return "[" + ", ".join(_sql_string(str(p)) for p in paths) + "]"
 
 
-def write_snapshot(
-    con: duckdb.DuckDBPyConnection, analytics_path: Path | str, addition: Addition | None = None
-) -> dict[str, int]:
-    """Copy the analytics tables from the warehouse open on `con` into a new file, let `addition` add its
-    own, and swap the file onto `analytics_path`. Returns the row count of each table.
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
-    For a caller that already holds a warehouse connection from `pipeline.warehouse.connect` (read-only is
-    enough): the warehouse lock it holds is what keeps the copy consistent.
-    """
-    analytics_path = Path(analytics_path)
-    analytics_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = analytics_path.with_name(f".{analytics_path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    counts: dict[str, int] = {}
+
+def _copy_into_place(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
+    """Write `query`'s rows to the Parquet file `path`, atomically: under a temporary name, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary(path)
     try:
-        con.execute(f"attach {_sql_string(str(temporary))} as {_ALIAS} (read_write)")
-        try:
-            for table, (source, order_by) in SNAPSHOT_TABLES.items():
-                con.execute(f"create table {_ALIAS}.{table} as select * from {source} order by {order_by}")
-                counts[table] = con.execute(f"select count(*) from {_ALIAS}.{table}").fetchall()[0][0]
-            if addition is not None:
-                counts.update(addition(con, _ALIAS))
-            con.execute(
-                f"create table {_ALIAS}.snapshot_info as select current_timestamp as refreshed_at, "
-                "$counts::json as row_counts",
-                {"counts": counts},
-            )
-        finally:
-            con.execute(f"detach {_ALIAS}")
-        os.replace(temporary, analytics_path)
+        con.execute(f"copy ({query}) to {_sql_string(str(temporary))} (format parquet)")
+        os.replace(temporary, path)
     except BaseException:
-        _remove_quietly(temporary)
+        temporary.unlink(missing_ok=True)
         raise
+
+
+def _newest(files: Sequence[Path], where: str = "true") -> str:
+    """A FROM clause: the rows of `files` (markers included) that are their partition's newest export, i.e.
+    the rows of the file that holds the partition's newest marker (files that tie hold the same export)."""
+    parts = f"(select * from read_parquet({_listed(files)}, filename = true) where {where})"
+    newest = (
+        "select business_number, partition_date, arg_max(filename, _exported_at) as filename "
+        f"from {parts} where _marker group by business_number, partition_date"
+    )
+    return f"from {parts} semi join ({newest}) using (business_number, partition_date, filename)"
+
+
+def _view(files: Sequence[Path]) -> str:
+    """A table's rows: those of the month files, but for the partitions that a newer delta exported, whose
+    rows come from their newest delta. The live month files never share a partition (each month has one), so
+    only the few partitions in deltas need sorting out, not the whole history."""
+    bases = [p for p in files if p.parent.name == "base"]  # at least the schema file
+    deltas = [p for p in files if p.parent.name == "delta"] or bases[-1:]
+    in_deltas = f"(select business_number, partition_date from read_parquet({_listed(deltas)}) where _marker)"
+    return (
+        f"select * exclude (_marker, _exported_at) from read_parquet({_listed(bases)}) "
+        f"anti join {in_deltas} using (business_number, partition_date) where not _marker "
+        f"union all select * exclude (filename, _marker, _exported_at) {_newest(deltas)} where not _marker"
+    )
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """One refresh or compaction at a time per analysts' database: each lists the files the next one sees."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock, also when the process dies
+
+
+def _superseded(root: Path) -> dict[str, float]:
+    path = root / _SUPERSEDED
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_superseded(root: Path, superseded: Mapping[str, float]) -> None:
+    path = root / _SUPERSEDED
+    temporary = _temporary(path)
+    temporary.write_text(json.dumps(superseded, sort_keys=True, indent=0))
+    os.replace(temporary, path)
+
+
+def live_files(root: Path) -> dict[str, list[Path]]:
+    """Per partitioned table, the files its view reads: every base and delta file no compaction superseded."""
+    superseded = _superseded(root)
+    live = {}
+    present = [d for d in os.listdir(root) if d not in PARTITIONED and os.path.isdir(root / d / "base")]
+    for table in [*PARTITIONED, *sorted(present)]:
+        files = []
+        for kind in ("base", "delta"):
+            directory = str(root / table / kind)
+            names = os.listdir(directory) if os.path.isdir(directory) else []
+            files.extend(
+                f"{directory}/{n}" for n in names if n.endswith(".parquet") and not n.startswith(".")
+            )
+        live[table] = [Path(f) for f in sorted(files) if f not in superseded]
+    return live
+
+
+def _schema_file(con: duckdb.DuckDBPyConnection, root: Path, table: str, rows: str) -> bool:
+    """Write a file of no rows with the columns of `rows` (`<table>/base/_schema.<hash>.parquet`), so the
+    table's view binds before any export; returns True if it was new: the first export, or a release that
+    changed the table's columns. Every file of a table has the same columns, which the views rely on."""
+    query = f"select *, false as _marker, 0::bigint as _exported_at from ({rows}) limit 0"
+    columns = con.execute(f"describe {query}").fetchall()
+    digest = hashlib.sha256(repr([(c[0], c[1]) for c in columns]).encode()).hexdigest()[:16]
+    path = root / table / "base" / f"_schema.{digest}.parquet"
+    if path.exists():
+        return False
+    _copy_into_place(con, query, path)
+    return True
+
+
+def _export(con: duckdb.DuckDBPyConnection, root: Path, table: str, export: Export, name: str) -> int:
+    """One delta file of `table`: `export`'s rows and a marker row per key. Returns the rows."""
+    stamp = int(name.split("-")[0])
+    rows = f"select *, false as _marker, {stamp}::bigint as _exported_at from ({export.rows})"
+    markers = (
+        "select business_number, partition_date, true as _marker, "
+        f"{stamp}::bigint as _exported_at from ({export.keys})"
+    )
+    _copy_into_place(con, f"{rows} union all by name {markers}", root / table / "delta" / name)
+    return con.execute(f"select count(*) from ({export.rows})").fetchone()[0]
+
+
+def _export_name() -> str:
+    """A new delta file's name, its export stamp first: taken under the warehouse lock, so a later export
+    of a partition has the later stamp."""
+    return f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.parquet"
+
+
+def export_partitions(
+    con: duckdb.DuckDBPyConnection, root: Path, partitions: Iterable[Partition] | None, name: str
+) -> dict[str, int]:
+    """Export the rows of `partitions` (every partition the warehouse has, if None) from the warehouse open
+    on `con`: one new delta file per table, with a marker row per partition. Returns the rows per table."""
+    con.execute("create or replace temp table exported (business_number varchar, partition_date date)")
+    if partitions is None:
+        every = " union ".join(
+            f"select business_number, partition_date from {s}" for s in PARTITIONED.values()
+        )
+        con.execute(f"insert into exported {every}")
+    elif chosen := sorted(set(partitions)):
+        con.executemany("insert into exported values (?, ?)", chosen)
+    if not con.execute("select count(*) from exported").fetchone()[0]:
+        return dict.fromkeys(PARTITIONED, 0)
+    return {
+        table: _export(
+            con,
+            root,
+            table,
+            Export(
+                f"from {source} semi join exported using (business_number, partition_date)", "from exported"
+            ),
+            name,
+        )
+        for table, source in PARTITIONED.items()
+    }
+
+
+def _merge(root: Path, deltas: Mapping[str, list[Path]], *, older_bases: bool = True) -> list[Path]:
+    """For each table and partition month its `deltas` touch, write `base/<YYYY-MM>.<stamp>.parquet`: the
+    newest export of every partition of that month, from the deltas and (if `older_bases`) the month's live
+    base files. Returns the files the new ones supersede."""
+    stamp = time.time_ns()
+    live = live_files(root)
+    superseded: list[Path] = []
+    con = duckdb.connect()
+    try:
+        for table, files in deltas.items():
+            if not files:
+                continue
+            months = con.execute(
+                f"select distinct strftime(partition_date, '%Y-%m') from read_parquet({_listed(files)}) "
+                "where _marker"
+            ).fetchall()
+            for (month,) in months:
+                older = [
+                    p
+                    for p in live[table]
+                    if older_bases and p.parent.name == "base" and p.name.startswith(f"{month}.")
+                ]
+                where = f"strftime(partition_date, '%Y-%m') = '{month}'"
+                query = (
+                    f"select * exclude (filename) {_newest([*files, *older], where)} "
+                    "order by partition_date, business_number"
+                )
+                _copy_into_place(con, query, root / table / "base" / f"{month}.{stamp:020d}.parquet")
+                superseded.extend(older)
+            superseded.extend(files)
+    finally:
+        con.close()
+    return superseded
+
+
+def _compact(root: Path, at_least: int) -> int:
+    deltas = {
+        table: [p for p in files if p.parent.name == "delta"] for table, files in live_files(root).items()
+    }
+    due = {table: files for table, files in deltas.items() if len(files) >= at_least}
+    if not due:
+        return 0
+    superseded = _merge(root, due)
+    now = time.time()
+    _save_superseded(root, {**_superseded(root), **{str(p): now for p in superseded}})
+    return max(len(files) for files in due.values())
+
+
+def compact(root: Path, *, at_least: int = COMPACT_AFTER) -> int:
+    """Merge the live deltas into the month files once `at_least` have piled up (per table). Returns the
+    deltas merged (0: nothing to do). The views see the result from the next refresh on."""
+    with _locked(root):
+        return _compact(root, at_least)
+
+
+def _delete_expired(root: Path, grace_seconds: float) -> None:
+    """Delete the superseded files no view of a connection younger than `grace_seconds` names."""
+    superseded = _superseded(root)
+    now = time.time()
+    expired = [name for name, since in superseded.items() if now - since >= grace_seconds]
+    for name in expired:
+        Path(name).unlink(missing_ok=True)
+        del superseded[name]
+    if expired:
+        _save_superseded(root, superseded)
+
+
+def _settle_whole_export(
+    root: Path, tables: Iterable[str], name: str, before: Mapping[str, list[Path]]
+) -> None:
+    """After a whole export of `tables` (delta files `name`): the deltas merged into new month files and
+    deleted (no view named them), and the tables' files from `before` superseded."""
+    tables = list(tables)
+    deltas = {table: [root / table / "delta" / name] for table in tables}
+    present = {table: files for table, files in deltas.items() if files[0].exists()}  # none if no rows
+    for delta in _merge(root, present, older_bases=False):
+        delta.unlink()
+    now = time.time()
+    old = {str(p): now for table in tables for p in before.get(table, [])}
+    _save_superseded(root, {**_superseded(root), **old})
+
+
+def _write_catalog(
+    con: duckdb.DuckDBPyConnection, path: Path, root: Path, addition: Addition | None
+) -> dict[str, int]:
+    """Build `path`, a new analytics.duckdb: views over the live files of `root`, the small tables copied from
+    the warehouse open on `con`, `addition`'s tables. Returns the copied tables' row counts."""
+    live = live_files(root)
+    counts: dict[str, int] = {}
+    con.execute(f"attach {_sql_string(str(path))} as {_ALIAS} (read_write)")
+    warehouse = con.execute("select current_database()").fetchone()[0]
+    try:
+        for table, (source, order_by) in COPIED.items():
+            con.execute(f"create table {_ALIAS}.{table} as select * from {source} order by {order_by}")
+            counts[table] = con.execute(f"select count(*) from {_ALIAS}.{table}").fetchone()[0]
+        con.execute(f"use {_ALIAS}")  # the views' names bind inside the analysts' database
+        try:
+            for table, files in live.items():
+                con.execute(f"create view {table} as {_view(files)}")
+            con.execute("create schema calendar")  # partition_states' own rule, over the exported runs
+            con.execute("create view calendar.partition_runs as select * from main.partition_runs")
+            run_sql_file(con, "calendar/partition_states.sql")
+            con.execute("create view partition_states as select * from calendar.partition_states")
+        finally:
+            con.execute(f'use "{warehouse}"')
+        if addition is not None:
+            counts.update(addition(con, _ALIAS))
+        con.execute(
+            f"create table {_ALIAS}.snapshot_info as select current_timestamp as refreshed_at, "
+            "$counts::json as row_counts",
+            {"counts": counts},
+        )
+    finally:
+        con.execute(f"detach {_ALIAS}")
     return counts
 
 
-def refresh_analytics(
-    warehouse_path: Path | str, analytics_path: Path | str, addition: Addition | None = None
-) -> dict[str, int]:
-    """Rebuild `analytics_path` (`$DATA_DIR/analytics.duckdb`) from the warehouse at `warehouse_path`, with
-    `addition`'s tables (see `write_snapshot`).
+def _check_sources(con: duckdb.DuckDBPyConnection, warehouse_path: Path | str) -> None:
+    sources = [*PARTITIONED.values(), *(source for source, _ in COPIED.values())]
+    present = {
+        name
+        for (name,) in con.execute(
+            "select schema_name || '.' || table_name from duckdb_tables() "
+            "union all select schema_name || '.' || view_name from duckdb_views()"
+        ).fetchall()
+    }
+    missing = [source for source in sources if source not in present]
+    if missing:
+        raise RuntimeError(
+            f"{warehouse_path} has no {', '.join(missing)} yet: build at least one partition of the "
+            "models (pipeline.warehouse.models.build_partition) before refreshing the analysts' database"
+        )
 
-    Opens the warehouse read-only through the pipeline's lock, so it waits for a running build instead of
-    failing, and never writes the warehouse. Call it outside any other `connect` to the same warehouse in this
-    process. Returns the row count of each table copied.
+
+def refresh_analytics(
+    warehouse_path: Path | str,
+    analytics_path: Path | str,
+    partitions: Iterable[Partition] | None = None,
+    addition: Addition | None = None,
+    exports: Exports | None = None,
+    *,
+    compact_after: int = COMPACT_AFTER,
+    grace_seconds: float = GRACE_SECONDS,
+) -> dict[str, int]:
+    """Export `partitions` (business number, partition date; all of them the first time, or when None) and
+    what `exports` returns from the warehouse at `warehouse_path` into the analysts' database at
+    `analytics_path` (`$DATA_DIR/analytics.duckdb`), with `addition`'s tables, and swap the new catalog in.
+
+    Holds the warehouse (read-only, through the pipeline's lock) only for the export and the small tables,
+    and never writes it. Call it outside any other `connect` to the same warehouse in this process. Returns
+    the rows exported per partitioned table and the row count of each table copied.
     """
-    with connect(warehouse_path, read_only=True) as con:
-        missing = [
-            source
-            for source, _ in SNAPSHOT_TABLES.values()
-            if not con.execute(
-                "select 1 from duckdb_tables() where schema_name || '.' || table_name = $name "
-                "union all select 1 from duckdb_views() where schema_name || '.' || view_name = $name",
-                {"name": source},
-            ).fetchall()
-        ]
-        if missing:
-            raise RuntimeError(
-                f"{warehouse_path} has no {', '.join(missing)} yet: build at least one partition of the "
-                "models (pipeline.warehouse.models.build_partition) before refreshing the analysts' database"
-            )
-        return write_snapshot(con, analytics_path, addition)
+    analytics_path = Path(analytics_path)
+    root = parquet_root(analytics_path)
+    temporary = _temporary(analytics_path)
+    with _locked(root):
+        _compact(root, compact_after)
+        try:
+            with connect(warehouse_path, read_only=True) as con:
+                before = live_files(root)
+                if not before["restriction_reasons"]:
+                    _check_sources(con, warehouse_path)
+                name = _export_name()
+                # The first refresh, or a release with new columns: export every partition.
+                sources = {table: f"from {source}" for table, source in PARTITIONED.items()}
+                whole = any([_schema_file(con, root, table, rows) for table, rows in sources.items()])
+                counts = export_partitions(con, root, None if whole else partitions, name)
+                if whole:
+                    _settle_whole_export(root, PARTITIONED, name, before)
+                for table, export in (exports(con, whole) if exports else {}).items():
+                    _schema_file(con, root, table, export.rows)
+                    counts[table] = _export(con, root, table, export, name)
+                    if export.whole:
+                        _settle_whole_export(root, [table], name, before)
+                    if export.exported:
+                        export.exported()
+                counts.update(_write_catalog(con, temporary, root, addition))
+            os.replace(temporary, analytics_path)
+        finally:
+            for leftover in (temporary, temporary.with_name(temporary.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        _delete_expired(root, grace_seconds)
+    return counts

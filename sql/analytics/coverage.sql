@@ -1,8 +1,9 @@
 -- The analysts' `coverage` view (SPEC §8): one row per mapping x partition date from the mapping's first due
 -- time to today, with the partition's state. Created inside analytics.duckdb over its own tables:
 -- `partition_calendar` (the dates and close times the scheduler answers for), `partition_states` (what the
--- runs came to: sql/calendar/partition_states.sql) and `restriction_reasons`. `skipped` is judged against the
--- time of the query, so a partition that leaves the catch-up horizon shows it without a refresh.
+-- runs came to: sql/calendar/partition_states.sql) and `restriction_reasons`. `skipped`, and which dates are
+-- up to today (UTC; the calendar is exported a month ahead), are judged at the time of the query, so a
+-- partition that leaves the catch-up horizon, or a new day, shows without a refresh.
 create or replace view coverage as
 with
 outcomes as (
@@ -42,6 +43,7 @@ final as (
     left join outcomes
         on calendar.business_number = outcomes.business_number
         and calendar.partition_date = outcomes.partition_date
+    where calendar.partition_date <= cast(current_timestamp at time zone 'UTC' as date)
 )
 
 select * from final;

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from unittest.mock import ANY
 
 import duckdb
 import pytest
-from models_fixtures import Warehouse
+from models_fixtures import PARTITION_DATE, Warehouse
 
-from pipeline.calendar.coverage import add_coverage
+from pipeline.calendar import coverage
+from pipeline.registry import MappingConfig
 from pipeline.warehouse import connect
-from pipeline.warehouse.snapshot import refresh_analytics
+from pipeline.warehouse.snapshot import compact, parquet_root, refresh_analytics
 
 # Opens analytics.duckdb read-only, says "ready", then queries in a loop until the stop file appears, and
 # reports every count it saw and every error it met.
@@ -38,14 +42,34 @@ READER = textwrap.dedent(
 )
 
 
-def build(warehouse_path: Path, business_number: str, appointments: int) -> None:
+def build(warehouse_path: Path, business_number: str, appointments: int, day: date = PARTITION_DATE) -> None:
     with connect(warehouse_path) as con:
         wh = Warehouse(con)
+        for raw in (
+            "cliniko_businesses",
+            "cliniko_patients",
+            "cliniko_appointments",
+        ):  # a rebuild starts over
+            con.execute(f"delete from raw.{raw} where business_number = ?", [business_number])
         wh.business(business_number, "b1", "Main Street Clinic")
         for i in range(appointments):
-            wh.patient(business_number, f"p{i}")
-            wh.appointment(business_number, f"a{i}", patient_id=f"p{i}", ends_at="2026-11-24 10:00")
-        wh.build(business_number)
+            wh.patient(business_number, f"p{i}", partition_date=day)
+            wh.appointment(
+                business_number, f"a{i}", patient_id=f"p{i}", ends_at=f"{day} 10:00", partition_date=day
+            )
+        wh.build(business_number, partition_date=day)
+
+
+def counts(analytics_path: Path) -> dict[tuple[str, date], int]:
+    with duckdb.connect(str(analytics_path), read_only=True) as con:
+        rows = con.execute(
+            "select business_number, partition_date, count(*) from restriction_reasons group by all"
+        ).fetchall()
+    return {(bn, day): n for bn, day, n in rows}
+
+
+def months(root: Path) -> list[str]:
+    return sorted(p.name.split(".")[0] for p in (root / "restriction_reasons" / "base").iterdir())
 
 
 def test_open_reader_neither_blocks_nor_breaks_on_refresh(tmp_path: Path) -> None:
@@ -63,9 +87,11 @@ def test_open_reader_neither_blocks_nor_breaks_on_refresh(tmp_path: Path) -> Non
     try:
         assert reader.stdout.readline().strip() == "ready"
         build(warehouse_path, "1002", 3)
-        first = refresh_analytics(warehouse_path, analytics_path)
+        first = refresh_analytics(warehouse_path, analytics_path, [("1002", PARTITION_DATE)])
         build(warehouse_path, "1003", 1)
-        second = refresh_analytics(warehouse_path, analytics_path)
+        second = refresh_analytics(warehouse_path, analytics_path, [("1003", PARTITION_DATE)])
+        for _ in range(5):  # exported again and compacted each time, while the reader goes on
+            refresh_analytics(warehouse_path, analytics_path, [("1002", PARTITION_DATE)], compact_after=1)
         time.sleep(0.2)  # let the reader query the replaced file a few more times
     finally:
         stop.touch()
@@ -74,13 +100,15 @@ def test_open_reader_neither_blocks_nor_breaks_on_refresh(tmp_path: Path) -> Non
     report = json.loads(out)
     assert report["errors"] == []
     assert report["queries"] > 0
-    assert report["seen"] == [2]  # its snapshot stays consistent for as long as it is open
+    assert report["seen"] == [2]  # its connection reads the files its views named, for as long as it is open
 
-    assert (first["restriction_reasons"], second["restriction_reasons"]) == (5, 6)
+    # The refreshes after the first export only the partition they are given.
+    assert (first["restriction_reasons"], second["restriction_reasons"]) == (3, 1)
     with duckdb.connect(str(analytics_path), read_only=True) as fresh:
         assert fresh.execute("select count(*) from restriction_reasons").fetchall() == [(6,)]
         assert fresh.execute("select count(*) from restriction_codes").fetchall() == [(8,)]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "analytics",
         "analytics.duckdb",
         "stop",
         "warehouse.duckdb",
@@ -88,12 +116,62 @@ def test_open_reader_neither_blocks_nor_breaks_on_refresh(tmp_path: Path) -> Non
     ]
 
 
+def test_a_partition_exported_again_replaces_its_rows_before_and_after_compaction(tmp_path: Path) -> None:
+    warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
+    other_month = date(2026, 10, 31)
+    build(warehouse_path, "1001", 3)
+    build(warehouse_path, "1002", 2, other_month)
+    refresh_analytics(warehouse_path, analytics_path)  # the first refresh exports the whole warehouse
+    assert counts(analytics_path) == {("1001", PARTITION_DATE): 3, ("1002", other_month): 2}
+    root = parquet_root(analytics_path)
+
+    for rebuilt_with in (5, 4):  # rebuilt with more rows, then fewer: the newest export wins
+        build(warehouse_path, "1001", rebuilt_with)
+        refresh_analytics(warehouse_path, analytics_path, [("1001", PARTITION_DATE)])
+        assert counts(analytics_path) == {("1001", PARTITION_DATE): rebuilt_with, ("1002", other_month): 2}
+
+    assert compact(root, at_least=1) == 2  # the two deltas: 5 rows, then 4
+    # November's file is written anew; the one it supersedes stays for connections opened before.
+    assert months(root) == ["2026-10", "2026-11", "2026-11", "_schema"]
+    assert counts(analytics_path) == {("1001", PARTITION_DATE): 4, ("1002", other_month): 2}
+
+    # The partition loses every candidate: its marker says so, and the older rows in the base file go.
+    with connect(warehouse_path) as con:
+        con.execute("delete from marts.appointment_eligibility where business_number = '1001'")
+        con.execute("delete from sink.review_request_ledger where business_number = '1001'")
+    # A connection opened now, on the file the refresh below replaces (under another name: DuckDB shares one
+    # instance per path within a process).
+    os.link(analytics_path, tmp_path / "opened_before.duckdb")
+    opened_before = duckdb.connect(str(tmp_path / "opened_before.duckdb"), read_only=True)
+    refresh_analytics(warehouse_path, analytics_path, [("1001", PARTITION_DATE)])
+    assert counts(analytics_path) == {("1002", other_month): 2}
+    assert compact(root, at_least=1) == 1
+    assert months(root) == ["2026-10", "2026-11", "2026-11", "2026-11", "_schema"]
+    assert compact(root, at_least=1) == 0  # nothing new since
+    assert counts(analytics_path) == {("1002", other_month): 2}
+    with duckdb.connect(str(analytics_path), read_only=True) as con:
+        states = con.execute("select business_number, runs from partition_states order by 1").fetchall()
+        requests = con.execute("select count(*) from review_requests").fetchone()[0]
+    assert states == [("1001", 3), ("1002", 1)]  # its three builds are still on record
+    assert requests == 2
+
+    # Once the grace period is over, a refresh deletes what compactions superseded: the deltas and the two
+    # older November files. New connections never named them; one opened before they went now fails.
+    refresh_analytics(warehouse_path, analytics_path, [], grace_seconds=0)
+    assert months(root) == ["2026-10", "2026-11", "_schema"]
+    assert list((root / "restriction_reasons" / "delta").iterdir()) == []
+    assert counts(analytics_path) == {("1002", other_month): 2}
+    with pytest.raises(duckdb.IOException, match="No files found"):
+        opened_before.execute("select count(*) from restriction_reasons").fetchall()
+    opened_before.close()
+
+
 def test_snapshot_has_the_spec_columns_and_no_contact_details(tmp_path: Path) -> None:
     warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
     build(warehouse_path, "1001", 1)  # claims a0; the sink then sends it
     with connect(warehouse_path) as con:
         con.execute("update sink.review_request_ledger set status = 'sent'")
-    refresh_analytics(warehouse_path, analytics_path, lambda con, alias: add_coverage(con, alias, []))
+    coverage.refresh(warehouse_path, analytics_path, [], PARTITION_DATE, [])
     with duckdb.connect(str(analytics_path), read_only=True) as con:
         columns = {
             table: [c[0] for c in con.execute(f"describe {table}").fetchall()]
@@ -123,3 +201,79 @@ def test_refresh_of_an_unbuilt_warehouse_says_what_to_do(tmp_path: Path) -> None
     with pytest.raises(RuntimeError, match="build at least one partition"):
         refresh_analytics(tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb")
     assert not (tmp_path / "analytics.duckdb").exists()
+
+
+def mapping(business_number: str, first_run: datetime, fetch_delay_days: int = 1) -> MappingConfig:
+    return MappingConfig(
+        business_number=business_number,
+        group_id=7,
+        parent_business_number="1",
+        active=True,
+        test=False,
+        beta=False,
+        frequency_value=1,
+        frequency_unit="days",
+        next_run_time=first_run,
+        first_run_time=first_run,
+        updated_at=first_run,
+        cliniko_api_key=None,
+        birdeye_api_key=None,
+        fetch_delay_days=fetch_delay_days,
+        cooloff_days=0,
+        catchup_days=7,
+        location_names=("Main Street Clinic",),
+        overridden_keys=frozenset(),
+    )
+
+
+def calendar_rows(analytics_path: Path) -> dict[str, tuple[date, date, int]]:
+    with duckdb.connect(str(analytics_path), read_only=True) as con:
+        rows = con.execute(
+            "select business_number, min(partition_date), max(partition_date), count(*) "
+            "from partition_calendar group by all"
+        ).fetchall()
+    return {bn: (first, last, n) for bn, first, last, n in rows}
+
+
+def test_the_calendar_is_exported_only_for_the_mappings_whose_calendar_changed(tmp_path: Path) -> None:
+    warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
+    build(warehouse_path, "1001", 1)
+    deltas = parquet_root(analytics_path) / coverage.CALENDAR_TABLE / "delta"
+    start = date(2024, 1, 1)
+    today = datetime.now(UTC)
+    first_run = datetime(today.year, today.month, today.day, 9, tzinfo=UTC) - timedelta(days=10)
+    ahead = today.date() + timedelta(days=coverage.LOOKAHEAD_DAYS)
+
+    def refresh(mappings: list[MappingConfig], at: datetime = today, touched=()) -> dict[str, int]:
+        return coverage.refresh(warehouse_path, analytics_path, mappings, start, touched, at)
+
+    both = [mapping("1001", first_run), mapping("1002", first_run)]
+    refresh(both)  # the first: every mapping, a month ahead (1001's partition of 2026-11-24 ran: from there)
+    assert calendar_rows(analytics_path) == {
+        "1001": (min(PARTITION_DATE, first_run.date() - timedelta(days=1)), ahead, ANY),
+        "1002": (first_run.date() - timedelta(days=1), ahead, 10 + 1 + coverage.LOOKAHEAD_DAYS + 1),
+    }
+    with duckdb.connect(str(analytics_path), read_only=True) as con:  # coverage stops at today, as asked
+        last = con.execute("select max(partition_date) from coverage where business_number = '1002'")
+        assert last.fetchone()[0] == datetime.now(UTC).date()
+
+    assert "partition_calendar" not in refresh(both)  # nothing changed: nothing exported
+    assert list(deltas.iterdir()) == []
+
+    moved = [mapping("1001", first_run), mapping("1002", first_run + timedelta(days=5), fetch_delay_days=2)]
+    span = 5 + 1 + coverage.LOOKAHEAD_DAYS + 1  # from the day before its new first due time
+    assert refresh(moved)["partition_calendar"] == span  # 1002's new span; 1001 untouched
+    assert calendar_rows(analytics_path)["1002"] == (first_run.date() + timedelta(days=4), ahead, span)
+    assert len(list(deltas.iterdir())) == 1
+
+    refresh(moved[:1])  # 1002 deleted: its dates go
+    assert set(calendar_rows(analytics_path)) == {"1001"}
+
+    later = today + timedelta(days=coverage.LOOKAHEAD_DAYS + 1)  # past the exported month: extended
+    assert refresh(moved[:1], later)["partition_calendar"] > 0
+    assert calendar_rows(analytics_path)["1001"][1] == later.date() + timedelta(days=coverage.LOOKAHEAD_DAYS)
+
+    # A run of an older partition (a backfill) makes the mapping answer for it: its calendar starts there.
+    backfilled = first_run.date() - timedelta(days=40)
+    refresh(moved[:1], later, [("1001", backfilled)])
+    assert calendar_rows(analytics_path)["1001"][0] == backfilled
