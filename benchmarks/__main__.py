@@ -21,7 +21,16 @@ from benchmarks.support import Figure, machine_lines
 
 # The issues' order: API efficiency, rate-limit floor, ingestion throughput, models, analysts' refresh, sink,
 # daily run.
-KNOWN = ("ingest_requests", "rate_floor", "ingest_throughput", "models", "analytics", "sink", "daily_run")
+KNOWN = (
+    "ingest_requests",
+    "rate_floor",
+    "ingest_throughput",
+    "models",
+    "analytics",
+    "sink",
+    "daily_run",
+    "daemon",
+)
 # Run only when named with --only: the UI backfill through `dagster dev` takes most of an hour.
 OPT_IN = ("backfill",)
 HERE = Path(__file__).resolve().parent

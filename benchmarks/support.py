@@ -226,7 +226,7 @@ def run_command(args: Sequence[str], env: dict[str, str], log_path: Path) -> Com
             stderr=subprocess.STDOUT,
             cwd=PROJECT_ROOT,
         )
-        peak = _PeakMemory(process.pid)
+        peak = PeakMemory(process.pid)
         _, status, usage = os.wait4(process.pid, 0)
         elapsed = time.perf_counter() - started
         peak_kb = peak.stop()
@@ -234,7 +234,7 @@ def run_command(args: Sequence[str], env: dict[str, str], log_path: Path) -> Com
     return Command(elapsed, usage.ru_utime + usage.ru_stime, process.returncode, peak_kb / 1024)
 
 
-class _PeakMemory:
+class PeakMemory:
     """The largest `VmHWM` (kB) among a process and its descendants, polled every 0.2 s in a thread."""
 
     def __init__(self, pid: int) -> None:

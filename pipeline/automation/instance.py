@@ -10,7 +10,9 @@ from pipeline.settings import Settings
 # Two cores: three runs at a time keep both busy while one waits on HTTP. Runs queue on the warehouse
 # file lock for their short writes instead of failing on DuckDB's lock. Launching a run blocks until its
 # process has imported the code (seconds, tens of seconds on a busy machine); without dequeue threads the
-# daemon launches one run at a time and a backfill never has more than one running.
+# daemon launches one run at a time and a backfill never has more than one running. The queue is looked at
+# every second, not every 5 s: a run of a partition lasts 2-4 s, so a slot left idle until the next look cost
+# a third of the daemon's throughput (benchmarks/bench_daemon.py).
 # Event storage stays Dagster's default (a SQLite file per run): one consolidated SQLite file was a third
 # faster per partition (benchmarks/bench_daily_run.py) but puts every concurrent run of a backfill on one
 # SQLite writer lock. A deployment past one machine uses Postgres instead (docs/scaling.md).
@@ -24,6 +26,7 @@ DAGSTER_YAML = """\
 # Written by cliniko-reviews (pipeline/automation/instance.py); edit freely, it is not overwritten.
 run_queue:
   max_concurrent_runs: 3
+  dequeue_interval_seconds: 1
   dequeue_use_threads: true
   dequeue_num_workers: 3
   tag_concurrency_limits:
