@@ -76,7 +76,7 @@ def generate(path: Path, rows: int) -> int:
             insert into sink.review_request_ledger (business_number, appointment_id, partition_date,
                 target_date, group_id, patient_id, channels, status, attempts, updated_at)
             select business_number, appointment_id, partition_date, partition_date, 1, patient_id, 'sms',
-                'sent', 1, now()
+                'sent', 1, partition_date + interval 25 hour
             from marts.appointment_eligibility where is_eligible
             """,
         )
@@ -84,10 +84,12 @@ def generate(path: Path, rows: int) -> int:
             con,
             """
             insert into calendar.partition_runs (run_id, business_number, partition_date, group_id,
-                target_date, run_started_at, close_at, is_partial, status, candidates, eligible, finished_at)
+                target_date, run_started_at, close_at, is_partial, status, candidates, eligible, finished_at,
+                updated_at)
             select business_number || '-' || partition_date, business_number, partition_date, 1,
                 partition_date, partition_date + interval 1 day, partition_date + interval 1 day, false,
-                'succeeded', count(*), count(*) filter (where is_eligible), partition_date + interval 25 hour
+                'succeeded', count(*), count(*) filter (where is_eligible), partition_date + interval 25 hour,
+                partition_date + interval 25 hour
             from marts.appointment_eligibility group by all
             """,
         )
@@ -128,9 +130,16 @@ def measure(directory: Path, label: str, rows: int) -> dict[str, float]:
     seconds = []
     for k in range(refreshes):  # the newest days first, every mapping of a day, as a daily run goes
         day = FIRST_DAY + timedelta(days=days - 1 - (k // MAPPINGS) % days)
+        with connect(warehouse) as con:  # what a run's build writes, as far as the refresh can tell
+            con.execute(
+                "update calendar.partition_runs set updated_at = current_timestamp "
+                "where business_number = ? and partition_date = ?",
+                [str(100000 + k % MAPPINGS), day],
+            )
         started = time.perf_counter()
-        refresh_analytics(warehouse, analytics, [(str(100000 + k % MAPPINGS), day)])
+        exported = refresh_analytics(warehouse, analytics)["restriction_reasons"]
         seconds.append(time.perf_counter() - started)
+        assert exported == SLICE, exported
     compaction = max(seconds)
     result = {
         "first": first,

@@ -160,17 +160,19 @@ def main() -> list[Figure]:
         print(
             f"{args.mappings} mappings over {accounts} Cliniko keys, all due at {due:%H:%M} UTC", flush=True
         )
-        started = time.perf_counter()
-        code_server, daemon, peak = deployment(workdir / "daemon", env)
-        try:
-            with dg.DagsterInstance.from_config(str(home)) as instance:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            # The instance's storage exists before its processes start (as `dagster instance migrate` leaves
+            # it): three processes creating the SQLite schema at once can leave it with two heads.
+            started = time.perf_counter()
+            code_server, daemon, peak = deployment(workdir / "daemon", env)
+            try:
                 records = wait_for_runs(instance, daemon, workdir / "daemon" / "daemon.log")
-            ended = max(r.end_time for r in records)
-            first = min(r.create_timestamp.timestamp() for r in records)
-        finally:
-            daemon_cpu = stop(daemon)
-            code_server_cpu = stop(code_server)
-            peak_kb = peak.stop()
+                ended = max(r.end_time for r in records)
+                first = min(r.create_timestamp.timestamp() for r in records)
+            finally:
+                daemon_cpu = stop(daemon)
+                code_server_cpu = stop(code_server)
+                peak_kb = peak.stop()
         wall = time.perf_counter() - started - (time.time() - ended)  # up to the last run's end
         failed = [r for r in records if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
         days = [mapping_day(r.dagster_run.tags["dagster/partition"]) for r in records]

@@ -12,6 +12,7 @@ from pipeline.automation.partitions import PARTITIONS_START_DATE, mapping_day
 from pipeline.calendar import coverage, store
 from pipeline.warehouse import connect
 from pipeline.warehouse.slices import ensure_tables
+from pipeline.warehouse.snapshot import NothingToRefresh
 
 
 def started_at(instance: dg.DagsterInstance, run_id: str) -> datetime:
@@ -52,7 +53,6 @@ def record_failed_run(context: dg.HookContext) -> None:
             pipeline.settings.analytics_path,
             pipeline.registry().mappings(active_only=False),
             PARTITIONS_START_DATE,
-            [(day.business_number, day.partition_date)],
         )
-    except RuntimeError as problem:  # no partition was ever built: there is no analysts' database yet
+    except NothingToRefresh as problem:
         context.log.info(f"analysts' database not refreshed: {problem}")

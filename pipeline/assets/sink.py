@@ -7,7 +7,7 @@ import dagster as dg
 from pipeline.assets.models import appointment_eligibility
 from pipeline.assets.resources import PipelineResource
 from pipeline.assets.runs import record_failed_run
-from pipeline.automation.partitions import PARTITIONS_START_DATE, mapping_day, mapping_day_partitions
+from pipeline.automation.partitions import PARTITIONS_START_DATE, mapping_day_partitions
 from pipeline.automation.sensors import CALENDAR_ALERTS_CHECK, calendar_alerts_result
 from pipeline.calendar import coverage, store
 from pipeline.calendar.alerts import open_alerts, raise_alerts
@@ -132,19 +132,18 @@ def analytics_database(context: dg.AssetExecutionContext, pipeline: PipelineReso
     """`$DATA_DIR/analytics.duckdb`: the analysts' views `restriction_reasons`, `review_requests`,
     `coverage` (every mapping-day's state: closed, partial, failed, skipped, pending) and `alerts`.
 
-    Exports this partition's rows only (Parquet under `$DATA_DIR/analytics/`, which the views read), so it
-    costs what the run changed, not the history. The small file of views is rebuilt and swapped in
-    atomically, so an analyst may keep it open (read-only) while runs go on: their session never makes a run
-    fail, and a run never breaks their session. Metadata: the rows exported per table.
+    Exports only the partitions whose rows changed since the last refresh (this one, and any that a failed
+    refresh left), as Parquet under `$DATA_DIR/analytics/`, which the views read: it costs what changed, not
+    the history. The small file of views is rebuilt and swapped in atomically, so an analyst may keep it open
+    (read-only) while runs go on: their session never makes a run fail, and a run never breaks their
+    session. Metadata: the rows exported per table.
     """
-    day = mapping_day(context.partition_key)
     settings = pipeline.settings
     counts = coverage.refresh(
         settings.warehouse_path,
         settings.analytics_path,
         pipeline.registry().mappings(active_only=False),
         PARTITIONS_START_DATE,
-        [(day.business_number, day.partition_date)],
     )
     return dg.MaterializeResult(metadata={"path": str(settings.analytics_path), **(counts or {})})
 

@@ -49,6 +49,7 @@ from pipeline.settings import Settings, load_settings
 from pipeline.warehouse import WarehouseBusy, connect
 from pipeline.warehouse.models import ensure_models
 from pipeline.warehouse.slices import ensure_tables
+from pipeline.warehouse.snapshot import NothingToRefresh
 
 DUE_TAG = "cliniko-reviews/due"
 REASON_TAG = "cliniko-reviews/reason"
@@ -181,9 +182,8 @@ def schedule_tick(
                 now=now,
             )
         ended = _ended(instance, [r for r in store.unfinished_runs(con) if r not in running])
-        touched = [(day.business_number, day.partition_date) for day, _ in flight.gone]
         for run_id, reason in ended.items():
-            touched.append(store.mark_run_ended(con, run_id, reason, now))
+            store.mark_run_ended(con, run_id, reason, now)
         schedules, unknown_names = coverage.schedules(con, mappings)
         history = store.history(con, now.date() - timedelta(days=HISTORY_DAYS))
 
@@ -248,13 +248,12 @@ def schedule_tick(
     )
     changed = bool(new or resolved or ended or flight.gone)
     if changed:  # what the analysts' `coverage` and `alerts` show changed
-        with contextlib.suppress(RuntimeError):  # no partition built yet: no analysts' database to refresh
+        with contextlib.suppress(NothingToRefresh):  # no analysts' database to refresh yet
             coverage.refresh(
                 settings.warehouse_path,
                 settings.analytics_path,
                 registry.mappings(active_only=False),
                 PARTITIONS_START_DATE,
-                [partition for partition in touched if partition],
                 now,
             )
     return requests, notes, bool(new or resolved)

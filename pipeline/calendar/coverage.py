@@ -1,8 +1,9 @@
 """The mappings' calendars from the registry and the warehouse, and the analysts' database built with them.
 
 `schedules()` is what the sensor, `cliniko-reviews status` and the `coverage` view share: each mapping's
-schedule with the zones of its matched Cliniko businesses as last fetched. `refresh()` rebuilds
-`analytics.duckdb` with `partition_calendar`, the rows `coverage` is a view over.
+schedule with the zones of its matched Cliniko businesses as last fetched. `refresh()` refreshes
+`analytics.duckdb`, exporting `partition_calendar` (the rows `coverage` is a view over) for the mappings whose
+calendar changed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -126,7 +127,6 @@ def calendar_exports(
     root: Path,
     mappings: Sequence[MappingConfig],
     partitions_start: date,
-    touched: Sequence[tuple[str, date]],
     today: date,
 ) -> Exports:
     """`partition_calendar`'s export for a refresh (see `pipeline.warehouse.snapshot.Exports`): the rows of
@@ -134,7 +134,9 @@ def calendar_exports(
     today, up to `LOOKAHEAD_DAYS` ahead; the dates a mapping no longer answers for (or a deleted mapping's)
     are exported empty."""
 
-    def exports(con: duckdb.DuckDBPyConnection, whole_warehouse: bool) -> dict[str, Export]:
+    def exports(
+        con: duckdb.DuckDBPyConnection, whole_warehouse: bool, touched: Sequence[Partition]
+    ) -> dict[str, Export]:
         path = root / _STATE
         state = json.loads(path.read_text()) if path.exists() else {}
         whole = whole_warehouse or state.get("version") != _STATE_VERSION
@@ -222,13 +224,11 @@ def refresh(
     analytics_path: Path,
     mappings: Sequence[MappingConfig],
     partitions_start: date,
-    partitions: Iterable[Partition],
     now: datetime | None = None,
 ) -> dict[str, int]:
-    """Export `partitions` (business number, partition date) into the analysts' database, with the calendars
-    that changed, and rebuild its small tables and views, `coverage` included. Returns the rows exported and
-    the small tables' counts."""
+    """Export the partitions that changed into the analysts' database, with the calendars that changed, and
+    rebuild its small tables and views, `coverage` included. Returns the rows exported and the small tables'
+    counts."""
     today = (now or datetime.now(UTC)).astimezone(UTC).date()
-    partitions = list(partitions)
-    exports = calendar_exports(parquet_root(analytics_path), mappings, partitions_start, partitions, today)
-    return refresh_analytics(warehouse_path, analytics_path, partitions, add_coverage, exports)
+    exports = calendar_exports(parquet_root(analytics_path), mappings, partitions_start, today)
+    return refresh_analytics(warehouse_path, analytics_path, add_coverage, exports)

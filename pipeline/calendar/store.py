@@ -56,11 +56,13 @@ def record_failure(
     con.execute(
         """
         insert into calendar.partition_runs
-            (run_id, business_number, partition_date, group_id, run_started_at, status, error, finished_at)
+            (run_id, business_number, partition_date, group_id, run_started_at, status, error, finished_at,
+             updated_at)
         values ($run_id, $business_number, $partition_date, $group_id, $run_started_at, 'failed', $error,
-                $now)
+                $now, current_timestamp)
         on conflict (run_id) do update
-            set status = 'failed', error = excluded.error, finished_at = excluded.finished_at
+            set status = 'failed', error = excluded.error, finished_at = excluded.finished_at,
+                updated_at = excluded.updated_at
         """,
         {
             "run_id": run_id,
@@ -79,7 +81,8 @@ def record_success(con: duckdb.DuckDBPyConnection, run_id: str, now: datetime) -
     partition (the run was not partial), or None when this run did not build it (nothing recorded)."""
     row = con.execute(
         """
-        update calendar.partition_runs set status = 'succeeded', finished_at = $now
+        update calendar.partition_runs
+        set status = 'succeeded', finished_at = $now, updated_at = current_timestamp
         where run_id = $run_id and status = 'built'
         returning not is_partial
         """,
@@ -96,17 +99,13 @@ def unfinished_runs(con: duckdb.DuckDBPyConnection) -> list[str]:
     ]
 
 
-def mark_run_ended(
-    con: duckdb.DuckDBPyConnection, run_id: str, reason: str, now: datetime
-) -> tuple[str, date] | None:
-    """A run that built its partition is gone without saying how it ended (killed, lost): `failed`. Returns
-    its partition (business number, partition date), or None if the run had recorded its end meanwhile."""
-    row = con.execute(
-        "update calendar.partition_runs set status = 'failed', error = $reason, finished_at = $now "
-        "where run_id = $run_id and status = 'built' returning business_number, partition_date",
+def mark_run_ended(con: duckdb.DuckDBPyConnection, run_id: str, reason: str, now: datetime) -> None:
+    """A run that built its partition is gone without saying how it ended (killed, lost): `failed`."""
+    con.execute(
+        "update calendar.partition_runs set status = 'failed', error = $reason, finished_at = $now, "
+        "updated_at = current_timestamp where run_id = $run_id and status = 'built'",
         {"run_id": run_id, "reason": reason, "now": now},
-    ).fetchone()
-    return (row[0], row[1]) if row else None
+    )
 
 
 def history(con: duckdb.DuckDBPyConnection, since: date) -> dict[str, dict[date, History]]:

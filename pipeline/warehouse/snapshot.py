@@ -44,6 +44,11 @@ PARTITIONED = {
     "review_requests": "analytics.review_requests",
     "partition_runs": "calendar.partition_runs",
 }
+# Where a partition's rows change, and the column that says when: a refresh exports the partitions written
+# since the newest write the refresh before it saw. The writers stamp that time inside their transaction,
+# under the warehouse lock, so a write the previous refresh did not see has a later time. (A build rewrites
+# the partition's mart rows and records itself in `partition_runs` in one transaction.)
+CHANGES = {"calendar.partition_runs": "updated_at", "sink.review_request_ledger": "updated_at"}
 # Analysts' table -> its source and order: small tables, copied whole into analytics.duckdb by every refresh.
 COPIED = {
     "restriction_codes": ("seeds.restriction_codes", "precedence"),
@@ -72,11 +77,13 @@ class Export:
     exported: Callable[[], None] | None = None
 
 
-# What a caller exports besides the partitions' tables: given the warehouse connection and whether this
-# refresh exports the whole warehouse, an `Export` per table of its own (e.g. `partition_calendar`), or none.
-Exports = Callable[[duckdb.DuckDBPyConnection, bool], Mapping[str, Export]]
+# What a caller exports besides the partitions' tables: given the warehouse connection, whether this refresh
+# exports the whole warehouse and the partitions it exports otherwise, an `Export` per table of its own (e.g.
+# `partition_calendar`), or none.
+Exports = Callable[[duckdb.DuckDBPyConnection, bool, Sequence[Partition]], Mapping[str, Export]]
 _ALIAS = "analytics_snapshot"
-_SUPERSEDED = "superseded.json"  # file -> when a compaction superseded it
+_SUPERSEDED = "superseded.json"  # file -> since when no catalog names it
+_WATERMARK = "watermark.json"  # the newest write to the `CHANGES` the last refresh exported
 
 
 def parquet_root(analytics_path: Path | str) -> Path:
@@ -146,12 +153,18 @@ def _locked(root: Path) -> Iterator[None]:
         os.close(fd)  # releases the flock, also when the process dies
 
 
-def _superseded(root: Path) -> dict[str, float]:
+def _superseded(root: Path) -> dict[str, float | None]:
+    """File -> since when no catalog names it (None: the current catalog may still name it)."""
     path = root / _SUPERSEDED
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _save_superseded(root: Path, superseded: Mapping[str, float]) -> None:
+def _supersede(root: Path, files: Iterable[Path]) -> None:
+    """Record `files` as superseded; the next catalog swapped in no longer names them."""
+    _save_superseded(root, {**{str(p): None for p in files}, **_superseded(root)})
+
+
+def _save_superseded(root: Path, superseded: Mapping[str, float | None]) -> None:
     path = root / _SUPERSEDED
     temporary = _temporary(path)
     temporary.write_text(json.dumps(superseded, sort_keys=True, indent=0))
@@ -159,34 +172,50 @@ def _save_superseded(root: Path, superseded: Mapping[str, float]) -> None:
 
 
 def live_files(root: Path) -> dict[str, list[Path]]:
-    """Per partitioned table, the files its view reads: every base and delta file no compaction superseded."""
+    """Per table, the files its view reads: the deltas no compaction merged, and of the base files the newest
+    of each month (and the newest `_schema`). A base file's name says what it replaces, so a process killed
+    between writing a month's new file and recording the old one as superseded leaves no duplicate."""
     superseded = _superseded(root)
     live = {}
     present = [d for d in os.listdir(root) if d not in PARTITIONED and os.path.isdir(root / d / "base")]
     for table in [*PARTITIONED, *sorted(present)]:
-        files = []
-        for kind in ("base", "delta"):
-            directory = str(root / table / kind)
-            names = os.listdir(directory) if os.path.isdir(directory) else []
-            files.extend(
-                f"{directory}/{n}" for n in names if n.endswith(".parquet") and not n.startswith(".")
-            )
-        live[table] = [Path(f) for f in sorted(files) if f not in superseded]
+        newest: dict[str, str] = {}  # month (or "_schema") -> file name, the newest stamp
+        for name in _names(root / table / "base"):
+            prefix = name.split(".")[0]
+            if name > newest.get(prefix, ""):
+                newest[prefix] = name
+        bases = [f"{root / table / 'base'}/{n}" for n in newest.values()]
+        deltas = [f"{root / table / 'delta'}/{n}" for n in _names(root / table / "delta")]
+        live[table] = [Path(f) for f in sorted([*bases, *deltas]) if f not in superseded]
     return live
 
 
-def _schema_file(con: duckdb.DuckDBPyConnection, root: Path, table: str, rows: str) -> bool:
-    """Write a file of no rows with the columns of `rows` (`<table>/base/_schema.<hash>.parquet`), so the
-    table's view binds before any export; returns True if it was new: the first export, or a release that
-    changed the table's columns. Every file of a table has the same columns, which the views rely on."""
-    query = f"select *, false as _marker, 0::bigint as _exported_at from ({rows}) limit 0"
-    columns = con.execute(f"describe {query}").fetchall()
-    digest = hashlib.sha256(repr([(c[0], c[1]) for c in columns]).encode()).hexdigest()[:16]
-    path = root / table / "base" / f"_schema.{digest}.parquet"
-    if path.exists():
-        return False
-    _copy_into_place(con, query, path)
-    return True
+def _names(directory: Path) -> list[str]:
+    names = os.listdir(directory) if directory.is_dir() else []
+    return [n for n in names if n.endswith(".parquet") and not n.startswith(".")]
+
+
+def _schema_query(rows: str) -> str:
+    return f"select *, false as _marker, 0::bigint as _exported_at from ({rows}) limit 0"
+
+
+def _schema_digest(con: duckdb.DuckDBPyConnection, rows: str) -> str:
+    columns = con.execute(f"describe {_schema_query(rows)}").fetchall()
+    return hashlib.sha256(repr([(c[0], c[1]) for c in columns]).encode()).hexdigest()[:16]
+
+
+def _schema_current(root: Path, table: str, digest: str) -> bool:
+    """Whether the table's live schema file (`base/_schema.<stamp>.<digest>.parquet`) has these columns."""
+    schema = [p for p in live_files(root).get(table, []) if p.name.startswith("_schema.")]
+    return bool(schema) and schema[0].name.endswith(f".{digest}.parquet")
+
+
+def _write_schema(con: duckdb.DuckDBPyConnection, root: Path, table: str, rows: str, digest: str) -> None:
+    """A file of no rows with the columns of `rows`, written last by a whole export: the views bind before any
+    other export, and it says that the table's files have these columns (the views rely on all files of a
+    table having the same). Until it is written, every refresh exports the table whole again."""
+    path = root / table / "base" / f"_schema.{time.time_ns():020d}.{digest}.parquet"
+    _copy_into_place(con, _schema_query(rows), path)
 
 
 def _export(con: duckdb.DuckDBPyConnection, root: Path, table: str, export: Export, name: str) -> int:
@@ -205,6 +234,22 @@ def _export_name() -> str:
     """A new delta file's name, its export stamp first: taken under the warehouse lock, so a later export
     of a partition has the later stamp."""
     return f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.parquet"
+
+
+def _changes(con: duckdb.DuckDBPyConnection, since: str | None) -> tuple[list[Partition], str | None]:
+    """The partitions written after `since` (an ISO time; all of them if None), and the newest write."""
+    where = "true" if since is None else "{column} > cast($since as timestamptz)"
+    changed = " union ".join(
+        f"select business_number, partition_date from {table} where {where.format(column=column)}"
+        for table, column in CHANGES.items()
+    )
+    newest = " union all ".join(
+        f"select max({column}) as written from {table}" for table, column in CHANGES.items()
+    )
+    params = {} if since is None else {"since": since}
+    partitions = [(bn, day) for bn, day in con.execute(changed, params).fetchall()]
+    mark = con.execute(f"select max(written) from ({newest})").fetchone()[0]
+    return partitions, mark.isoformat() if mark else since
 
 
 def export_partitions(
@@ -255,7 +300,7 @@ def _merge(root: Path, deltas: Mapping[str, list[Path]], *, older_bases: bool = 
             for (month,) in months:
                 older = [
                     p
-                    for p in live[table]
+                    for p in live.get(table, [])
                     if older_bases and p.parent.name == "base" and p.name.startswith(f"{month}.")
                 ]
                 where = f"strftime(partition_date, '%Y-%m') = '{month}'"
@@ -278,9 +323,7 @@ def _compact(root: Path, at_least: int) -> int:
     due = {table: files for table, files in deltas.items() if len(files) >= at_least}
     if not due:
         return 0
-    superseded = _merge(root, due)
-    now = time.time()
-    _save_superseded(root, {**_superseded(root), **{str(p): now for p in superseded}})
+    _supersede(root, _merge(root, due))
     return max(len(files) for files in due.values())
 
 
@@ -292,30 +335,32 @@ def compact(root: Path, *, at_least: int = COMPACT_AFTER) -> int:
 
 
 def _delete_expired(root: Path, grace_seconds: float) -> None:
-    """Delete the superseded files no view of a connection younger than `grace_seconds` names."""
+    """Once a new catalog is in place: start the grace period of the files it no longer names, and delete
+    those whose grace is over (no connection younger than `grace_seconds` names them)."""
     superseded = _superseded(root)
     now = time.time()
-    expired = [name for name, since in superseded.items() if now - since >= grace_seconds]
-    for name in expired:
-        Path(name).unlink(missing_ok=True)
-        del superseded[name]
-    if expired:
-        _save_superseded(root, superseded)
+    for name, since in list(superseded.items()):
+        if since is None:
+            superseded[name] = now
+        elif now - since >= grace_seconds:
+            Path(name).unlink(missing_ok=True)
+            del superseded[name]
+    _save_superseded(root, superseded)
 
 
 def _settle_whole_export(
-    root: Path, tables: Iterable[str], name: str, before: Mapping[str, list[Path]]
+    con: duckdb.DuckDBPyConnection, root: Path, tables: Mapping[str, str], name: str, before: Mapping
 ) -> None:
-    """After a whole export of `tables` (delta files `name`): the deltas merged into new month files and
-    deleted (no view named them), and the tables' files from `before` superseded."""
-    tables = list(tables)
+    """After a whole export of `tables` (table -> rows query; delta files `name`): the deltas merged into new
+    month files and deleted (no view named them), the tables' files from `before` superseded, and last the
+    schema file that says the table is whole."""
     deltas = {table: [root / table / "delta" / name] for table in tables}
     present = {table: files for table, files in deltas.items() if files[0].exists()}  # none if no rows
     for delta in _merge(root, present, older_bases=False):
         delta.unlink()
-    now = time.time()
-    old = {str(p): now for table in tables for p in before.get(table, [])}
-    _save_superseded(root, {**_superseded(root), **old})
+    _supersede(root, [p for table in tables for p in before.get(table, [])])
+    for table, rows in tables.items():
+        _write_schema(con, root, table, rows, _schema_digest(con, rows))
 
 
 def _write_catalog(
@@ -353,6 +398,10 @@ def _write_catalog(
     return counts
 
 
+class NothingToRefresh(RuntimeError):
+    """The warehouse has no partition built yet: there is no analysts' database to make."""
+
+
 def _check_sources(con: duckdb.DuckDBPyConnection, warehouse_path: Path | str) -> None:
     sources = [*PARTITIONED.values(), *(source for source, _ in COPIED.values())]
     present = {
@@ -364,7 +413,7 @@ def _check_sources(con: duckdb.DuckDBPyConnection, warehouse_path: Path | str) -
     }
     missing = [source for source in sources if source not in present]
     if missing:
-        raise RuntimeError(
+        raise NothingToRefresh(
             f"{warehouse_path} has no {', '.join(missing)} yet: build at least one partition of the "
             "models (pipeline.warehouse.models.build_partition) before refreshing the analysts' database"
         )
@@ -373,16 +422,16 @@ def _check_sources(con: duckdb.DuckDBPyConnection, warehouse_path: Path | str) -
 def refresh_analytics(
     warehouse_path: Path | str,
     analytics_path: Path | str,
-    partitions: Iterable[Partition] | None = None,
     addition: Addition | None = None,
     exports: Exports | None = None,
     *,
     compact_after: int = COMPACT_AFTER,
     grace_seconds: float = GRACE_SECONDS,
 ) -> dict[str, int]:
-    """Export `partitions` (business number, partition date; all of them the first time, or when None) and
-    what `exports` returns from the warehouse at `warehouse_path` into the analysts' database at
-    `analytics_path` (`$DATA_DIR/analytics.duckdb`), with `addition`'s tables, and swap the new catalog in.
+    """Export the partitions written since the last refresh (all of them the first time) and what `exports`
+    returns from the warehouse at `warehouse_path` into the analysts' database at `analytics_path`
+    (`$DATA_DIR/analytics.duckdb`), with `addition`'s tables, and swap the new catalog in. A refresh that
+    fails or is killed leaves its partitions to the next one.
 
     Holds the warehouse (read-only, through the pipeline's lock) only for the export and the small tables,
     and never writes it. Call it outside any other `connect` to the same warehouse in this process. Returns
@@ -399,21 +448,36 @@ def refresh_analytics(
                 if not before["restriction_reasons"]:
                     _check_sources(con, warehouse_path)
                 name = _export_name()
-                # The first refresh, or a release with new columns: export every partition.
+                # The first refresh, one killed before it was complete, or a release with new columns:
+                # export every partition.
                 sources = {table: f"from {source}" for table, source in PARTITIONED.items()}
-                whole = any([_schema_file(con, root, table, rows) for table, rows in sources.items()])
+                watermark = root / _WATERMARK
+                since = json.loads(watermark.read_text()) if watermark.exists() else None
+                whole = since is None or not all(
+                    _schema_current(root, t, _schema_digest(con, r)) for t, r in sources.items()
+                )
+                partitions, mark = _changes(con, None if whole else since)
                 counts = export_partitions(con, root, None if whole else partitions, name)
                 if whole:
-                    _settle_whole_export(root, PARTITIONED, name, before)
-                for table, export in (exports(con, whole) if exports else {}).items():
-                    _schema_file(con, root, table, export.rows)
+                    _settle_whole_export(con, root, sources, name, before)
+                for table, export in (exports(con, whole, partitions) if exports else {}).items():
+                    if not export.whole and not _schema_current(
+                        root, table, _schema_digest(con, export.rows)
+                    ):
+                        raise RuntimeError(
+                            f"{table}'s files have other columns than its export: delete {root / table} and "
+                            "the state beside it to export it whole"
+                        )
                     counts[table] = _export(con, root, table, export, name)
                     if export.whole:
-                        _settle_whole_export(root, [table], name, before)
+                        _settle_whole_export(con, root, {table: export.rows}, name, before)
                     if export.exported:
                         export.exported()
                 counts.update(_write_catalog(con, temporary, root, addition))
             os.replace(temporary, analytics_path)
+            watermark_temporary = _temporary(watermark)
+            watermark_temporary.write_text(json.dumps(mark))
+            os.replace(watermark_temporary, watermark)
         finally:
             for leftover in (temporary, temporary.with_name(temporary.name + ".wal")):
                 leftover.unlink(missing_ok=True)

@@ -17,5 +17,7 @@ create table if not exists calendar.partition_runs (
     eligible        integer,
     error           varchar,              -- the failure's first line
     finished_at     timestamptz,
+    updated_at      timestamptz,          -- the row's last write: what the analysts' database exports next
     check (status in ('built', 'succeeded', 'failed'))
 );
+alter table calendar.partition_runs add column if not exists updated_at timestamptz;

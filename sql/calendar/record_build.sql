@@ -16,7 +16,7 @@ limit 1;
 
 insert or replace into calendar.partition_runs
     (run_id, business_number, partition_date, group_id, target_date, run_started_at, close_at, is_partial, status,
-     candidates, eligible)
+     candidates, eligible, updated_at)
 select
     $run_id,
     $business_number,
@@ -28,7 +28,8 @@ select
     cast($run_started_at as timestamptz) < cast($close_at as timestamptz),
     'built',
     count(*),
-    count(*) filter (where is_eligible)
+    count(*) filter (where is_eligible),
+    current_timestamp
 from marts.appointment_eligibility
 where business_number = $business_number
   and partition_date = cast($partition_date as date);

@@ -18,7 +18,7 @@ from models_fixtures import PARTITION_DATE, Warehouse
 
 from pipeline.calendar import coverage
 from pipeline.registry import MappingConfig
-from pipeline.warehouse import connect
+from pipeline.warehouse import connect, snapshot
 from pipeline.warehouse.snapshot import compact, parquet_root, refresh_analytics
 
 # Opens analytics.duckdb read-only, says "ready", then queries in a loop until the stop file appears, and
@@ -87,11 +87,11 @@ def test_open_reader_neither_blocks_nor_breaks_on_refresh(tmp_path: Path) -> Non
     try:
         assert reader.stdout.readline().strip() == "ready"
         build(warehouse_path, "1002", 3)
-        first = refresh_analytics(warehouse_path, analytics_path, [("1002", PARTITION_DATE)])
+        first = refresh_analytics(warehouse_path, analytics_path)
         build(warehouse_path, "1003", 1)
-        second = refresh_analytics(warehouse_path, analytics_path, [("1003", PARTITION_DATE)])
+        second = refresh_analytics(warehouse_path, analytics_path)
         for _ in range(5):  # exported again and compacted each time, while the reader goes on
-            refresh_analytics(warehouse_path, analytics_path, [("1002", PARTITION_DATE)], compact_after=1)
+            refresh_analytics(warehouse_path, analytics_path, compact_after=1)
         time.sleep(0.2)  # let the reader query the replaced file a few more times
     finally:
         stop.touch()
@@ -127,7 +127,7 @@ def test_a_partition_exported_again_replaces_its_rows_before_and_after_compactio
 
     for rebuilt_with in (5, 4):  # rebuilt with more rows, then fewer: the newest export wins
         build(warehouse_path, "1001", rebuilt_with)
-        refresh_analytics(warehouse_path, analytics_path, [("1001", PARTITION_DATE)])
+        refresh_analytics(warehouse_path, analytics_path)
         assert counts(analytics_path) == {("1001", PARTITION_DATE): rebuilt_with, ("1002", other_month): 2}
 
     assert compact(root, at_least=1) == 2  # the two deltas: 5 rows, then 4
@@ -136,14 +136,12 @@ def test_a_partition_exported_again_replaces_its_rows_before_and_after_compactio
     assert counts(analytics_path) == {("1001", PARTITION_DATE): 4, ("1002", other_month): 2}
 
     # The partition loses every candidate: its marker says so, and the older rows in the base file go.
-    with connect(warehouse_path) as con:
-        con.execute("delete from marts.appointment_eligibility where business_number = '1001'")
-        con.execute("delete from sink.review_request_ledger where business_number = '1001'")
+    build(warehouse_path, "1001", 0)
     # A connection opened now, on the file the refresh below replaces (under another name: DuckDB shares one
     # instance per path within a process).
     os.link(analytics_path, tmp_path / "opened_before.duckdb")
     opened_before = duckdb.connect(str(tmp_path / "opened_before.duckdb"), read_only=True)
-    refresh_analytics(warehouse_path, analytics_path, [("1001", PARTITION_DATE)])
+    refresh_analytics(warehouse_path, analytics_path)
     assert counts(analytics_path) == {("1002", other_month): 2}
     assert compact(root, at_least=1) == 1
     assert months(root) == ["2026-10", "2026-11", "2026-11", "2026-11", "_schema"]
@@ -152,12 +150,15 @@ def test_a_partition_exported_again_replaces_its_rows_before_and_after_compactio
     with duckdb.connect(str(analytics_path), read_only=True) as con:
         states = con.execute("select business_number, runs from partition_states order by 1").fetchall()
         requests = con.execute("select count(*) from review_requests").fetchone()[0]
-    assert states == [("1001", 3), ("1002", 1)]  # its three builds are still on record
+    assert states == [("1001", 4), ("1002", 1)]  # its four builds are on record
     assert requests == 2
 
-    # Once the grace period is over, a refresh deletes what compactions superseded: the deltas and the two
-    # older November files. New connections never named them; one opened before they went now fails.
-    refresh_analytics(warehouse_path, analytics_path, [], grace_seconds=0)
+    # The grace period starts once a new catalog no longer names a superseded file; once it is over, a refresh
+    # deletes the file: the deltas and the two older November files. New connections never named them; one
+    # opened before they went now fails.
+    refresh_analytics(warehouse_path, analytics_path, grace_seconds=0)  # starts the last ones' grace
+    assert months(root) == ["2026-10", "2026-11", "2026-11", "_schema"]
+    refresh_analytics(warehouse_path, analytics_path, grace_seconds=0)
     assert months(root) == ["2026-10", "2026-11", "_schema"]
     assert list((root / "restriction_reasons" / "delta").iterdir()) == []
     assert counts(analytics_path) == {("1002", other_month): 2}
@@ -171,7 +172,7 @@ def test_snapshot_has_the_spec_columns_and_no_contact_details(tmp_path: Path) ->
     build(warehouse_path, "1001", 1)  # claims a0; the sink then sends it
     with connect(warehouse_path) as con:
         con.execute("update sink.review_request_ledger set status = 'sent'")
-    coverage.refresh(warehouse_path, analytics_path, [], PARTITION_DATE, [])
+    coverage.refresh(warehouse_path, analytics_path, [], PARTITION_DATE)
     with duckdb.connect(str(analytics_path), read_only=True) as con:
         columns = {
             table: [c[0] for c in con.execute(f"describe {table}").fetchall()]
@@ -198,7 +199,7 @@ def test_snapshot_has_the_spec_columns_and_no_contact_details(tmp_path: Path) ->
 def test_refresh_of_an_unbuilt_warehouse_says_what_to_do(tmp_path: Path) -> None:
     with connect(tmp_path / "warehouse.duckdb"):
         pass
-    with pytest.raises(RuntimeError, match="build at least one partition"):
+    with pytest.raises(snapshot.NothingToRefresh, match="build at least one partition"):
         refresh_analytics(tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb")
     assert not (tmp_path / "analytics.duckdb").exists()
 
@@ -244,8 +245,8 @@ def test_the_calendar_is_exported_only_for_the_mappings_whose_calendar_changed(t
     first_run = datetime(today.year, today.month, today.day, 9, tzinfo=UTC) - timedelta(days=10)
     ahead = today.date() + timedelta(days=coverage.LOOKAHEAD_DAYS)
 
-    def refresh(mappings: list[MappingConfig], at: datetime = today, touched=()) -> dict[str, int]:
-        return coverage.refresh(warehouse_path, analytics_path, mappings, start, touched, at)
+    def refresh(mappings: list[MappingConfig], at: datetime = today) -> dict[str, int]:
+        return coverage.refresh(warehouse_path, analytics_path, mappings, start, at)
 
     both = [mapping("1001", first_run), mapping("1002", first_run)]
     refresh(both)  # the first: every mapping, a month ahead (1001's partition of 2026-11-24 ran: from there)
@@ -275,5 +276,81 @@ def test_the_calendar_is_exported_only_for_the_mappings_whose_calendar_changed(t
 
     # A run of an older partition (a backfill) makes the mapping answer for it: its calendar starts there.
     backfilled = first_run.date() - timedelta(days=40)
-    refresh(moved[:1], later, [("1001", backfilled)])
+    build(warehouse_path, "1001", 1, backfilled)
+    refresh(moved[:1], later)
     assert calendar_rows(analytics_path)["1001"][0] == backfilled
+
+
+def test_new_columns_export_everything_once_and_a_killed_whole_export_is_done_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
+    build(warehouse_path, "1001", 3)
+    build(warehouse_path, "1002", 2)
+
+    # The first refresh is whole; killed before it is complete (its last step), the next one does it again.
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(snapshot, "_write_schema", killed)
+        with pytest.raises(KeyboardInterrupt):
+            refresh_analytics(warehouse_path, analytics_path)
+    assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 5
+    assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 0
+
+    # A release adds a column: every partition is exported again, with it, and only once.
+    with connect(warehouse_path) as con:
+        con.execute(
+            "create or replace view analytics.restriction_reasons as "
+            "select *, 'new' as added from marts.appointment_eligibility"
+        )
+    assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 5
+    for _ in range(3):  # the older files' grace starts, ends, they are deleted: nothing is whole again
+        assert refresh_analytics(warehouse_path, analytics_path, grace_seconds=0)["restriction_reasons"] == 0
+    with duckdb.connect(str(analytics_path), read_only=True) as con:
+        assert con.execute("select added, count(*) from restriction_reasons group by all").fetchall() == [
+            ("new", 5)
+        ]
+
+
+def test_a_month_file_written_by_a_killed_compaction_shows_no_partition_twice(tmp_path: Path) -> None:
+    warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
+    build(warehouse_path, "1001", 3)
+    build(warehouse_path, "1002", 2)
+    refresh_analytics(warehouse_path, analytics_path)
+    build(warehouse_path, "1001", 4)
+    refresh_analytics(warehouse_path, analytics_path)
+    root = parquet_root(analytics_path)
+    deltas = {
+        t: [p for p in files if p.parent.name == "delta"] for t, files in snapshot.live_files(root).items()
+    }
+    snapshot._merge(root, deltas)  # the new November file is written; the process dies before recording more
+    refresh_analytics(warehouse_path, analytics_path)
+    assert months(root) == ["2026-11", "2026-11", "_schema"]
+    assert counts(analytics_path) == {("1001", PARTITION_DATE): 4, ("1002", PARTITION_DATE): 2}
+
+
+def test_what_changed_is_exported_whoever_changed_it_and_after_a_failed_refresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
+    build(warehouse_path, "1001", 2)
+    refresh_analytics(warehouse_path, analytics_path)
+    # The sink posts outside any build (a later run, `cliniko-reviews requeue`): the ledger says when.
+    with connect(warehouse_path) as con:
+        con.execute("update sink.review_request_ledger set status = 'sent', updated_at = current_timestamp")
+    assert refresh_analytics(warehouse_path, analytics_path)["review_requests"] == 2
+
+    build(warehouse_path, "1002", 3)
+    with monkeypatch.context() as patch:
+        patch.setattr(snapshot, "_write_catalog", lambda *args: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            refresh_analytics(warehouse_path, analytics_path)
+    assert counts(analytics_path) == {("1001", PARTITION_DATE): 2}  # the last catalog stands
+    assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 3  # 1002, still due
+    assert counts(analytics_path) == {("1001", PARTITION_DATE): 2, ("1002", PARTITION_DATE): 3}
+    with duckdb.connect(str(analytics_path), read_only=True) as con:
+        statuses = con.execute("select business_number, status, count(*) from review_requests group by all")
+        assert sorted(statuses.fetchall()) == [("1001", "sent", 2), ("1002", "pending", 3)]
+    assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 0  # nothing new

@@ -169,7 +169,10 @@ def test_a_daemon_stopped_for_days_catches_up_once_within_the_horizon(store, ins
 
 def test_a_failed_partition_is_retried_after_its_backoff_and_alerts_after_three(store, instance):
     now = datetime.now(UTC)  # the backoff is counted in minutes from the sensor's own clock
-    add_mapping(store, "501", next_run=now + timedelta(hours=3))
+    # Not due for three hours, and answering for yesterday since its first due time a day ago (at any hour: a
+    # first due time three hours ahead would start its calendar tomorrow after 21:00 UTC).
+    add_mapping(store, "501", next_run=now - timedelta(days=1))
+    store.update_mapping("501", MappingPatch(next_run_time=now + timedelta(hours=3)))
     instance.add_dynamic_partitions(MAPPING_DIMENSION, ["501"])
     day = now.date() - timedelta(days=1)
     record_run("501", day, "failed", now - timedelta(minutes=9), run_id="r1")
