@@ -5,10 +5,10 @@ warehouse, and the pipeline never writes a file an analyst may be reading:
 
 - The history lives in Parquet under `analytics/` beside `analytics.duckdb`, one directory per table kept
   per mapping-day (`restriction_reasons`, `review_requests`, `partition_runs`). A refresh exports only the
-  partitions a run touched, as one new *delta* file per table, so it costs what the run changed, not what
-  the history holds. Each exported partition also gets a *marker* row: it says "this is the partition as of
-  export `_exported_at`", and stands for the partition even when it has no rows left. The views keep, per
-  partition, the rows of the file with its newest marker.
+  partitions written since the last refresh (see `CHANGES`), as one new *delta* file per table, so it costs
+  what changed, not what the history holds. Each exported partition also gets a *marker* row: it says "this
+  is the partition as of export `_exported_at`", and stands for the partition even when it has no rows left.
+  The views keep, per partition, the rows of the file with its newest marker.
 - Once `COMPACT_AFTER` deltas pile up, a refresh first merges them into one *base* file per partition month.
   Files are written under a temporary name and renamed into place, and never changed after: DuckDB reads a
   file's footer when a query starts and its row groups later, so a file changed in between breaks the query.
@@ -16,7 +16,7 @@ warehouse, and the pipeline never writes a file an analyst may be reading:
   (`restriction_codes`, `alerts`, and what a caller adds, e.g. `partition_calendar` for `coverage`). Each
   refresh builds it anew and `os.replace`s it over the old name. A connection an analyst keeps open goes on
   reading the files its views name, undisturbed; a new connection sees the new exports. A file a compaction
-  superseded is deleted `GRACE_SECONDS` later (a day), by which time no new connection names it.
+  superseded is deleted `GRACE_SECONDS` (a day) after the first catalog that no longer names it.
 """
 
 from __future__ import annotations
