@@ -364,10 +364,15 @@ def _settle_whole_export(
 
 
 def _write_catalog(
-    con: duckdb.DuckDBPyConnection, path: Path, root: Path, addition: Addition | None
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    root: Path,
+    addition: Addition | None,
+    exported: Mapping[str, int],
 ) -> dict[str, int]:
     """Build `path`, a new analytics.duckdb: views over the live files of `root`, the small tables copied from
-    the warehouse open on `con`, `addition`'s tables. Returns the copied tables' row counts."""
+    the warehouse open on `con`, `addition`'s tables, and `snapshot_info` with the rows this refresh
+    `exported`. Returns the copied tables' row counts."""
     live = live_files(root)
     counts: dict[str, int] = {}
     con.execute(f"attach {_sql_string(str(path))} as {_ALIAS} (read_write)")
@@ -391,7 +396,7 @@ def _write_catalog(
         con.execute(
             f"create table {_ALIAS}.snapshot_info as select current_timestamp as refreshed_at, "
             "$counts::json as row_counts",
-            {"counts": counts},
+            {"counts": {**exported, **counts}},
         )
     finally:
         con.execute(f"detach {_ALIAS}")
@@ -473,7 +478,7 @@ def refresh_analytics(
                         _settle_whole_export(con, root, {table: export.rows}, name, before)
                     if export.exported:
                         export.exported()
-                counts.update(_write_catalog(con, temporary, root, addition))
+                counts.update(_write_catalog(con, temporary, root, addition, counts))
             os.replace(temporary, analytics_path)
             watermark_temporary = _temporary(watermark)
             watermark_temporary.write_text(json.dumps(mark))

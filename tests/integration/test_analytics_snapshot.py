@@ -353,4 +353,6 @@ def test_what_changed_is_exported_whoever_changed_it_and_after_a_failed_refresh(
     with duckdb.connect(str(analytics_path), read_only=True) as con:
         statuses = con.execute("select business_number, status, count(*) from review_requests group by all")
         assert sorted(statuses.fetchall()) == [("1001", "sent", 2), ("1002", "pending", 3)]
+        info = json.loads(con.execute("select row_counts from snapshot_info").fetchone()[0])
+        assert info["restriction_reasons"] == 3 and info["restriction_codes"] == 8  # exported, copied
     assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 0  # nothing new
