@@ -24,9 +24,9 @@ import duckdb
 
 from benchmarks.support import Figure, report
 from pipeline.warehouse import connect, run_sql
+from pipeline.warehouse.analysts_db import COMPACT_AFTER, PARTITIONED, refresh_analytics
 from pipeline.warehouse.models import ensure_models
 from pipeline.warehouse.slices import ensure_tables
-from pipeline.warehouse.snapshot import COMPACT_AFTER, PARTITIONED, refresh_analytics
 from pipeline.warehouse.sql_files import read_sql, run_sql_file
 
 FIRST_DAY = date(2024, 1, 1)

@@ -11,8 +11,8 @@ from pipeline.assets.resources import PipelineResource
 from pipeline.automation.partitions import PARTITIONS_START_DATE, mapping_day
 from pipeline.calendar import coverage, store
 from pipeline.warehouse import connect
+from pipeline.warehouse.analysts_db import NothingToRefresh
 from pipeline.warehouse.slices import ensure_tables
-from pipeline.warehouse.snapshot import NothingToRefresh
 
 
 def started_at(instance: dg.DagsterInstance, run_id: str) -> datetime:

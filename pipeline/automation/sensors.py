@@ -47,9 +47,9 @@ from pipeline.leases import sweep
 from pipeline.registry import MappingConfig, Registry
 from pipeline.settings import Settings, load_settings
 from pipeline.warehouse import WarehouseBusy, connect
+from pipeline.warehouse.analysts_db import NothingToRefresh
 from pipeline.warehouse.models import ensure_models
 from pipeline.warehouse.slices import ensure_tables
-from pipeline.warehouse.snapshot import NothingToRefresh
 
 DUE_TAG = "cliniko-reviews/due"
 REASON_TAG = "cliniko-reviews/reason"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,14 @@ from pipeline.calendar import rules, store
 from pipeline.calendar.planner import Schedule
 from pipeline.registry import MappingConfig
 from pipeline.registry.model import Frequency
-from pipeline.warehouse.snapshot import Export, Exports, Partition, parquet_root, refresh_analytics
+from pipeline.warehouse.analysts_db import (
+    Export,
+    Exports,
+    Partition,
+    parquet_root,
+    refresh_analytics,
+    write_json,
+)
 from pipeline.warehouse.sql_files import run_sql_file
 
 
@@ -91,8 +97,8 @@ def partition_calendar(
 
 # `partition_calendar` in the analysts' database: the dates the scheduler answers for (from the registry,
 # not stored in the warehouse), which `coverage` (sql/analytics/coverage.sql) is a view over. Exported like
-# the partitions' tables (pipeline/warehouse/snapshot.py), only for the mappings whose calendar changed, and a
-# month ahead, so that a refresh costs the mappings that changed, not every mapping's every day.
+# the partitions' tables (pipeline/warehouse/analysts_db.py), only for the mappings whose calendar changed,
+# and a month ahead, so that a refresh costs the mappings that changed, not every mapping's every day.
 CALENDAR_TABLE = "partition_calendar"
 CALENDAR_COLUMNS = {
     "business_number": "varchar",
@@ -129,7 +135,7 @@ def calendar_exports(
     partitions_start: date,
     today: date,
 ) -> Exports:
-    """`partition_calendar`'s export for a refresh (see `pipeline.warehouse.snapshot.Exports`): the rows of
+    """`partition_calendar`'s export for a refresh (see `pipeline.warehouse.analysts_db.Exports`): the rows of
     the mappings whose calendar changed (their set-up, their zones, an older partition run) or ends before
     today, up to `LOOKAHEAD_DAYS` ahead; the dates a mapping no longer answers for (or a deleted mapping's)
     are exported empty."""
@@ -181,9 +187,7 @@ def calendar_exports(
             con.executemany("insert into calendar_keys values (?, ?)", keys)
 
         def save() -> None:
-            temporary = path.with_name(f".{path.name}.tmp")
-            temporary.write_text(json.dumps({"version": _STATE_VERSION, "mappings": entries}, sort_keys=True))
-            os.replace(temporary, path)
+            write_json(path, {"version": _STATE_VERSION, "mappings": entries})
 
         return {CALENDAR_TABLE: Export("from calendar_rows", "from calendar_keys", whole, save)}
 

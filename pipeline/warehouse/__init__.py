@@ -3,7 +3,7 @@
 DuckDB lets one process at a time open a database file. Every run of the pipeline therefore opens the
 warehouse only for short, write-then-close transactions, and queues on an advisory file lock beside the
 database instead of spinning on DuckDB's own lock error. Analysts never open the warehouse: they get
-`analytics.duckdb`, views over Parquet files that each refresh adds what changed to (see `snapshot.py`).
+`analytics.duckdb`, views over Parquet files that each refresh adds what changed to (see `analysts_db.py`).
 """
 
 from pipeline.warehouse.connection import WarehouseBusy, connect

@@ -165,9 +165,13 @@ def _supersede(root: Path, files: Iterable[Path]) -> None:
 
 
 def _save_superseded(root: Path, superseded: Mapping[str, float | None]) -> None:
-    path = root / _SUPERSEDED
+    write_json(root / _SUPERSEDED, superseded)
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write `value` as JSON to `path`, atomically: under a temporary name, then renamed."""
     temporary = _temporary(path)
-    temporary.write_text(json.dumps(superseded, sort_keys=True, indent=0))
+    temporary.write_text(json.dumps(value, sort_keys=True, indent=0))
     os.replace(temporary, path)
 
 
@@ -204,9 +208,10 @@ def _schema_digest(con: duckdb.DuckDBPyConnection, rows: str) -> str:
     return hashlib.sha256(repr([(c[0], c[1]) for c in columns]).encode()).hexdigest()[:16]
 
 
-def _schema_current(root: Path, table: str, digest: str) -> bool:
-    """Whether the table's live schema file (`base/_schema.<stamp>.<digest>.parquet`) has these columns."""
-    schema = [p for p in live_files(root).get(table, []) if p.name.startswith("_schema.")]
+def _schema_current(live: Sequence[Path], digest: str) -> bool:
+    """Whether a table's live schema file (`base/_schema.<stamp>.<digest>.parquet`, among its `live` files)
+    has these columns."""
+    schema = [p for p in live if p.name.startswith("_schema.")]
     return bool(schema) and schema[0].name.endswith(f".{digest}.parquet")
 
 
@@ -281,12 +286,11 @@ def export_partitions(
     }
 
 
-def _merge(root: Path, deltas: Mapping[str, list[Path]], *, older_bases: bool = True) -> list[Path]:
+def _merge(root: Path, deltas: Mapping[str, list[Path]], live: Mapping[str, list[Path]] | None) -> list[Path]:
     """For each table and partition month its `deltas` touch, write `base/<YYYY-MM>.<stamp>.parquet`: the
-    newest export of every partition of that month, from the deltas and (if `older_bases`) the month's live
-    base files. Returns the files the new ones supersede."""
+    newest export of every partition of that month, from the deltas and the month's base file among the
+    `live` files (none for a whole export). Returns the files the new ones supersede."""
     stamp = time.time_ns()
-    live = live_files(root)
     superseded: list[Path] = []
     con = duckdb.connect()
     try:
@@ -300,8 +304,8 @@ def _merge(root: Path, deltas: Mapping[str, list[Path]], *, older_bases: bool = 
             for (month,) in months:
                 older = [
                     p
-                    for p in live.get(table, [])
-                    if older_bases and p.parent.name == "base" and p.name.startswith(f"{month}.")
+                    for p in (live or {}).get(table, [])
+                    if p.parent.name == "base" and p.name.startswith(f"{month}.")
                 ]
                 where = f"strftime(partition_date, '%Y-%m') = '{month}'"
                 query = (
@@ -317,13 +321,12 @@ def _merge(root: Path, deltas: Mapping[str, list[Path]], *, older_bases: bool = 
 
 
 def _compact(root: Path, at_least: int) -> int:
-    deltas = {
-        table: [p for p in files if p.parent.name == "delta"] for table, files in live_files(root).items()
-    }
+    live = live_files(root)
+    deltas = {table: [p for p in files if p.parent.name == "delta"] for table, files in live.items()}
     due = {table: files for table, files in deltas.items() if len(files) >= at_least}
     if not due:
         return 0
-    _supersede(root, _merge(root, due))
+    _supersede(root, _merge(root, due, live))
     return max(len(files) for files in due.values())
 
 
@@ -356,7 +359,7 @@ def _settle_whole_export(
     schema file that says the table is whole."""
     deltas = {table: [root / table / "delta" / name] for table in tables}
     present = {table: files for table, files in deltas.items() if files[0].exists()}  # none if no rows
-    for delta in _merge(root, present, older_bases=False):
+    for delta in _merge(root, present, None):
         delta.unlink()
     _supersede(root, [p for table in tables for p in before.get(table, [])])
     for table, rows in tables.items():
@@ -459,7 +462,7 @@ def refresh_analytics(
                 watermark = root / _WATERMARK
                 since = json.loads(watermark.read_text()) if watermark.exists() else None
                 whole = since is None or not all(
-                    _schema_current(root, t, _schema_digest(con, r)) for t, r in sources.items()
+                    _schema_current(before[t], _schema_digest(con, r)) for t, r in sources.items()
                 )
                 partitions, mark = _changes(con, None if whole else since)
                 counts = export_partitions(con, root, None if whole else partitions, name)
@@ -467,7 +470,7 @@ def refresh_analytics(
                     _settle_whole_export(con, root, sources, name, before)
                 for table, export in (exports(con, whole, partitions) if exports else {}).items():
                     if not export.whole and not _schema_current(
-                        root, table, _schema_digest(con, export.rows)
+                        before.get(table, []), _schema_digest(con, export.rows)
                     ):
                         raise RuntimeError(
                             f"{table}'s files have other columns than its export: delete {root / table} and "
@@ -480,9 +483,7 @@ def refresh_analytics(
                         export.exported()
                 counts.update(_write_catalog(con, temporary, root, addition, counts))
             os.replace(temporary, analytics_path)
-            watermark_temporary = _temporary(watermark)
-            watermark_temporary.write_text(json.dumps(mark))
-            os.replace(watermark_temporary, watermark)
+            write_json(watermark, mark)
         finally:
             for leftover in (temporary, temporary.with_name(temporary.name + ".wal")):
                 leftover.unlink(missing_ok=True)

@@ -18,8 +18,8 @@ from models_fixtures import PARTITION_DATE, Warehouse
 
 from pipeline.calendar import coverage
 from pipeline.registry import MappingConfig
-from pipeline.warehouse import connect, snapshot
-from pipeline.warehouse.snapshot import compact, parquet_root, refresh_analytics
+from pipeline.warehouse import analysts_db, connect
+from pipeline.warehouse.analysts_db import compact, parquet_root, refresh_analytics
 
 # Opens analytics.duckdb read-only, says "ready", then queries in a loop until the stop file appears, and
 # reports every count it saw and every error it met.
@@ -167,7 +167,7 @@ def test_a_partition_exported_again_replaces_its_rows_before_and_after_compactio
     opened_before.close()
 
 
-def test_snapshot_has_the_spec_columns_and_no_contact_details(tmp_path: Path) -> None:
+def test_analysts_db_has_the_spec_columns_and_no_contact_details(tmp_path: Path) -> None:
     warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
     build(warehouse_path, "1001", 1)  # claims a0; the sink then sends it
     with connect(warehouse_path) as con:
@@ -199,7 +199,7 @@ def test_snapshot_has_the_spec_columns_and_no_contact_details(tmp_path: Path) ->
 def test_refresh_of_an_unbuilt_warehouse_says_what_to_do(tmp_path: Path) -> None:
     with connect(tmp_path / "warehouse.duckdb"):
         pass
-    with pytest.raises(snapshot.NothingToRefresh, match="build at least one partition"):
+    with pytest.raises(analysts_db.NothingToRefresh, match="build at least one partition"):
         refresh_analytics(tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb")
     assert not (tmp_path / "analytics.duckdb").exists()
 
@@ -293,7 +293,7 @@ def test_new_columns_export_everything_once_and_a_killed_whole_export_is_done_ag
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(snapshot, "_write_schema", killed)
+        patch.setattr(analysts_db, "_write_schema", killed)
         with pytest.raises(KeyboardInterrupt):
             refresh_analytics(warehouse_path, analytics_path)
     assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 5
@@ -323,9 +323,11 @@ def test_a_month_file_written_by_a_killed_compaction_shows_no_partition_twice(tm
     refresh_analytics(warehouse_path, analytics_path)
     root = parquet_root(analytics_path)
     deltas = {
-        t: [p for p in files if p.parent.name == "delta"] for t, files in snapshot.live_files(root).items()
+        t: [p for p in files if p.parent.name == "delta"] for t, files in analysts_db.live_files(root).items()
     }
-    snapshot._merge(root, deltas)  # the new November file is written; the process dies before recording more
+    analysts_db._merge(
+        root, deltas, analysts_db.live_files(root)
+    )  # the new November file is written; the process dies before recording more
     refresh_analytics(warehouse_path, analytics_path)
     assert months(root) == ["2026-11", "2026-11", "_schema"]
     assert counts(analytics_path) == {("1001", PARTITION_DATE): 4, ("1002", PARTITION_DATE): 2}
@@ -344,7 +346,7 @@ def test_what_changed_is_exported_whoever_changed_it_and_after_a_failed_refresh(
 
     build(warehouse_path, "1002", 3)
     with monkeypatch.context() as patch:
-        patch.setattr(snapshot, "_write_catalog", lambda *args: 1 / 0)
+        patch.setattr(analysts_db, "_write_catalog", lambda *args: 1 / 0)
         with pytest.raises(ZeroDivisionError):
             refresh_analytics(warehouse_path, analytics_path)
     assert counts(analytics_path) == {("1001", PARTITION_DATE): 2}  # the last catalog stands
