@@ -9,7 +9,8 @@ partitions, in another data directory against the same sandbox, through `cliniko
 
 Prints wall time and CPU time (all processes: the daemon, the code server and every run) per partition of
 both, their ratio (the issue's goal: the daemon's wall time per partition <= 1.3 x the command line's), and
-the peak memory of a run process.
+the peak memory of a process. The daemon's wall time counts from its start, so it includes the minute or so
+before the calendar sensor's first run request.
 
     uv run python benchmarks/bench_daemon.py [--mappings 300] [--dir DIR]
 """
@@ -17,6 +18,7 @@ the peak memory of a run process.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import subprocess
@@ -39,6 +41,7 @@ from benchmarks.support import (
     create_mappings,
     environment,
     free_port,
+    process_tree,
     report,
     run_command,
     sandbox,
@@ -89,21 +92,41 @@ def deployment(work: Path, env: dict[str, str]) -> tuple[subprocess.Popen, subpr
                     start_new_session=True,
                 )
             )
-    return started[0], started[1], PeakMemory(started[0].pid)
+    return started[0], started[1], PeakMemory(started[0].pid, started[1].pid)
+
+
+def adopt_orphans() -> None:
+    """Make this process the one that reaps its orphaned descendants (Linux `PR_SET_CHILD_SUBREAPER`): the
+    daemon's fork server, whose children are the runs, outlives the daemon by a moment and its CPU time
+    reaches us only if we are the one that waits for it."""
+    if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _wait(pid: int, deadline: float) -> float | None:
+    """CPU seconds of an ended child and the children it reaped, or None if it is not ours by `deadline`."""
+    while time.monotonic() < deadline:
+        try:
+            reaped, _, usage = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError:  # not (yet) our child: orphans are adopted when their parent ends
+            reaped, usage = 0, None
+        if reaped:
+            return usage.ru_utime + usage.ru_stime
+        time.sleep(0.1)
+    return None
 
 
 def stop(process: subprocess.Popen) -> float:
-    """Stop a process group gracefully; returns the CPU seconds of the process and the children it reaped."""
+    """Stop a process group gracefully; returns the CPU seconds of the process and all its descendants."""
+    descendants = process_tree(process.pid)[1:]
     os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            return usage.ru_utime + usage.ru_stime
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    _, _, usage = os.wait4(process.pid, 0)
-    return usage.ru_utime + usage.ru_stime
+    cpu = _wait(process.pid, time.monotonic() + 60)
+    if cpu is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        cpu = _wait(process.pid, time.monotonic() + 60) or 0.0
+    for pid in descendants:  # the ones their parent did not reap before it ended come to us (adopt_orphans)
+        cpu += _wait(pid, time.monotonic() + 5) or 0.0
+    return cpu
 
 
 def wait_for_runs(instance: dg.DagsterInstance, daemon: subprocess.Popen, log: Path) -> list[dg.RunRecord]:
@@ -133,6 +156,7 @@ def main() -> list[Figure]:
     parser.add_argument("--appointments", type=int, default=2000, help="per account over 21 days")
     parser.add_argument("--dir", type=Path, help="keep the data here (default: a temp dir)")
     args = parser.parse_args()
+    adopt_orphans()
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="bench_daemon_"))
     workdir.mkdir(parents=True, exist_ok=True)
     options = [
@@ -178,8 +202,8 @@ def main() -> list[Figure]:
         days = [mapping_day(r.dagster_run.tags["dagster/partition"]) for r in records]
         print(
             f"daemon: {len(records)} runs ({len(failed)} failed) in {wall:.0f} s from start-up "
-            f"({ended - first:.0f} s from the first run's creation); CPU: daemon {daemon_cpu:.0f} s, "
-            f"code server and runs {code_server_cpu:.0f} s",
+            f"({ended - first:.0f} s from the first run's creation); "
+            f"CPU: daemon and its runs {daemon_cpu:.0f} s, code server {code_server_cpu:.0f} s",
             flush=True,
         )
 
@@ -226,7 +250,7 @@ def main() -> list[Figure]:
                 "the command line's, same partitions",
                 "stretch: <= 0.6 s per clinic-day",
                 daemon_cpu_pp <= 0.6,
-                f"daemon {daemon_cpu:.0f} s, code server and run processes {code_server_cpu:.0f} s",
+                f"daemon and its runs {daemon_cpu:.0f} s, code server {code_server_cpu:.0f} s",
             )
         ),
         report(
@@ -238,7 +262,7 @@ def main() -> list[Figure]:
                 "the issue's bound",
                 "<= 400 MB",
                 peak_kb / 1024 <= 400,
-                "the largest of the code server and the run processes it started",
+                "the largest of the daemon, the code server and the run processes",
             )
         ),
     ]

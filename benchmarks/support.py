@@ -235,10 +235,10 @@ def run_command(args: Sequence[str], env: dict[str, str], log_path: Path) -> Com
 
 
 class PeakMemory:
-    """The largest `VmHWM` (kB) among a process and its descendants, polled every 0.2 s in a thread."""
+    """The largest `VmHWM` (kB) among processes and their descendants, polled every 0.2 s in a thread."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak_kb = pid, 0
+    def __init__(self, *pids: int) -> None:
+        self.pids, self.peak_kb = pids, 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -250,11 +250,12 @@ class PeakMemory:
 
     def _poll(self) -> None:
         while not self._done.wait(0.2):
-            for pid in _process_tree(self.pid):
+            for pid in (p for root in self.pids for p in process_tree(root)):
                 self.peak_kb = max(self.peak_kb, _vm_hwm_kb(pid))
 
 
-def _process_tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (Linux)."""
     pids = [pid]
     for parent in pids:
         try:

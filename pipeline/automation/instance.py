@@ -24,6 +24,9 @@ from pipeline.settings import Settings
 # those by their free lease (pipeline/automation/partitions.py: runs_in_flight) and fails them itself.
 DAGSTER_YAML = """\
 # Written by cliniko-reviews (pipeline/automation/instance.py); edit freely, it is not overwritten.
+run_launcher:
+  module: pipeline.automation.launcher
+  class: ForkServerRunLauncher
 run_queue:
   max_concurrent_runs: 3
   dequeue_interval_seconds: 1

@@ -1,0 +1,107 @@
+"""The run launcher of one machine: each run in its own process, forked from one that imported the code.
+
+Dagster's default launcher asks the code server to start every run in a fresh interpreter, which imports
+Dagster and the code location again: about 2.5 s of CPU per run on our machines, more than a mapping-day's
+own work (profiled in benchmarks/bench_daemon.py). `ForkServerRunLauncher` keeps one warm process instead, a
+`multiprocessing` fork server that imported `pipeline.definitions` once, and forks each run from it. The run
+then does exactly what `dagster api execute_run` does, in a process of its own: a run that crashes or is
+killed harms neither the others nor the daemon, and the UI shows the same events.
+
+- **Code changes are picked up**: when a file of the project changed since the fork server started, the
+  next launch restarts it first, so a run executes the code on disk, as a freshly spawned run would.
+- **Runs of any other code location** (or of another Python) go the default way, through their code server.
+- **Termination** (the UI's "Terminate") interrupts the run's process, which Dagster reports as canceled.
+- **Past one machine** a deployment uses Dagster's Docker or Kubernetes launcher instead (docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dagster as dg
+from dagster._core.launcher import LaunchRunContext
+from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
+
+import pipeline
+
+if TYPE_CHECKING:
+    from dagster._core.instance import InstanceRef
+
+CODE_MODULE = "pipeline.definitions"
+PID_TAG = "cliniko-reviews/pid"
+_PACKAGE = Path(pipeline.__file__).resolve().parent
+# The code a run executes: the package and its SQL (beside the package in a clone, inside it in a wheel).
+_CODE = ((_PACKAGE, ".py"), (_PACKAGE, ".sql"), (_PACKAGE.parent / "sql", ".sql"))
+
+
+def code_stamp() -> tuple[int, float]:
+    """How many files of the project's code there are and the newest one's mtime: any edit changes it."""
+    files = [path for root, suffix in _CODE if root.is_dir() for path in root.rglob(f"*{suffix}")]
+    return len(files), max((path.stat().st_mtime for path in files), default=0.0)
+
+
+def _execute(run_id: str, instance_ref: InstanceRef) -> None:
+    """The forked run process: what `dagster api execute_run` does, with the code already imported."""
+    from dagster._cli.api import _execute_run_command_body
+    from dagster._utils.interrupts import capture_interrupts
+
+    # A session of its own, as a run the code server starts lives apart from the daemon: a daemon stopped
+    # or restarted (its whole process group signalled) leaves the runs it launched to finish.
+    os.setsid()
+    with capture_interrupts(), dg.DagsterInstance.from_ref(instance_ref) as instance:
+        _execute_run_command_body(
+            run_id, instance, write_stream_fn=lambda _event: None, set_exit_code_on_failure=False
+        )
+
+
+class ForkServerRunLauncher(DefaultRunLauncher):
+    """Launches runs of `pipeline.definitions` in processes forked from a warm fork server (see module)."""
+
+    _lock = threading.Lock()  # one fork server per process: the daemon's dequeue threads share it
+    _stamp: tuple[int, float] | None = None
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        origin = run.job_code_origin
+        pointer = origin.repository_origin.code_pointer if origin else None
+        if (
+            origin is None
+            or getattr(pointer, "module", None) != CODE_MODULE
+            or Path(origin.executable_path) != Path(sys.executable)
+        ):
+            super().launch_run(context)
+            return
+        with self._lock:
+            self._refresh()
+            process = multiprocessing.get_context("forkserver").Process(
+                target=_execute, args=(run.run_id, self._instance.get_ref()), name=f"run {run.run_id}"
+            )
+            process.start()
+            multiprocessing.active_children()  # forgets the ended ones (the fork server reaps them)
+        self._instance.add_run_tags(run.run_id, {PID_TAG: str(process.pid)})
+
+    def _refresh(self) -> None:
+        stamp = code_stamp()
+        if self._stamp is not None and stamp != self._stamp:
+            # The code changed: the next process forks from a new server that imported it afresh.
+            multiprocessing.forkserver._forkserver._stop()
+        type(self)._stamp = stamp
+        multiprocessing.forkserver.set_forkserver_preload(["__main__", "pipeline.automation.warm"])
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished or PID_TAG not in run.tags:
+            return super().terminate(run_id)
+        self._instance.report_run_canceling(run)
+        try:
+            os.kill(int(run.tags[PID_TAG]), signal.SIGINT)  # Dagster turns it into an interrupted run
+        except ProcessLookupError:
+            return False
+        return True
