@@ -8,11 +8,11 @@ from pathlib import Path
 from pipeline.settings import Settings
 
 # Two cores: three runs at a time keep both busy while one waits on HTTP. Runs queue on the warehouse
-# file lock for their short writes instead of failing on DuckDB's lock. Launching a run blocks until its
-# process has imported the code (seconds, tens of seconds on a busy machine); without dequeue threads the
-# daemon launches one run at a time and a backfill never has more than one running. The queue is looked at
-# every second, not every 5 s: a run of a partition lasts 2-4 s, so a slot left idle until the next look cost
-# a third of the daemon's throughput (benchmarks/bench_daemon.py).
+# file lock for their short writes instead of failing on DuckDB's lock. Each run is forked from a warm
+# process that imported the code once (pipeline/automation/launcher.py): a fresh interpreter per run cost
+# more CPU than the run's own work. The queue is looked at every second, not every 5 s, by three threads: a
+# run of a partition lasts 1-3 s, so a slot left idle until the next look cost a third of the daemon's
+# throughput (benchmarks/bench_daemon.py).
 # Event storage stays Dagster's default (a SQLite file per run): one consolidated SQLite file was a third
 # faster per partition (benchmarks/bench_daily_run.py) but puts every concurrent run of a backfill on one
 # SQLite writer lock. A deployment past one machine uses Postgres instead (docs/scaling.md).
@@ -20,7 +20,7 @@ from pipeline.settings import Settings
 # queue. Runs of one integration group may overlap: their decisions and claims are one warehouse transaction
 # (sql/sink/claims.sql), so the cool-off and duplicate rules hold whatever runs side by side.
 # Run monitoring fails a run that never got past STARTING (its worker never came up). A run whose worker
-# died once STARTED the default run launcher cannot see (it has no health check): the calendar sensor finds
+# died once STARTED Dagster cannot see (the launcher has no health check): the calendar sensor finds
 # those by their free lease (pipeline/automation/partitions.py: runs_in_flight) and fails them itself.
 DAGSTER_YAML = """\
 # Written by cliniko-reviews (pipeline/automation/instance.py); edit freely, it is not overwritten.

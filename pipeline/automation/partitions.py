@@ -71,7 +71,7 @@ def runs_in_flight(instance: dg.DagsterInstance, lease_dir: Path, now: datetime)
 
     A run Dagster still calls STARTED whose process is gone (its lease is free, or it never took one long
     after it started: killed, machine restarted) is reported failed here and listed as `gone`, so its
-    partition can run again. Dagster's own run monitoring cannot tell with the default run launcher, which
+    partition can run again. Dagster's own run monitoring cannot tell with the project's run launcher, which
     has no health check. (A run takes its lease in its first step: `PipelineResource.partition`.)
     """
     result = RunsInFlight([], [])
