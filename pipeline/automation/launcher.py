@@ -10,7 +10,10 @@ killed harms neither the others nor the daemon, and the UI shows the same events
 - **Code changes are picked up**: when a file of the project changed since the fork server started, the
   next launch restarts it first, so a run executes the code on disk, as a freshly spawned run would.
 - **Runs of any other code location** (or of another Python) go the default way, through their code server.
-- **Termination** (the UI's "Terminate") interrupts the run's process, which Dagster reports as canceled.
+- **Termination** (the UI's "Terminate") interrupts the run's process, which Dagster reports as canceled; the
+  process tags its run with its pid, and a pid that is no longer a run process is never signalled.
+- **A run outlives a daemon stop or restart** signalled to the daemon's process group (it has a session of
+  its own); a stop that kills a whole cgroup (systemd's default, `docker stop`) interrupts it (canceled).
 - **Past one machine** a deployment uses Dagster's Docker or Kubernetes launcher instead (docs/scaling.md).
 """
 
@@ -41,31 +44,47 @@ _PACKAGE = Path(pipeline.__file__).resolve().parent
 _CODE = ((_PACKAGE, ".py"), (_PACKAGE, ".sql"), (_PACKAGE.parent / "sql", ".sql"))
 
 
-def code_stamp() -> tuple[int, float]:
-    """How many files of the project's code there are and the newest one's mtime: any edit changes it."""
-    files = [path for root, suffix in _CODE if root.is_dir() for path in root.rglob(f"*{suffix}")]
-    return len(files), max((path.stat().st_mtime for path in files), default=0.0)
+def code_stamp() -> int:
+    """A hash of every file of the project's code (path, size, mtime): any edit, rename or copy changes it."""
+    files = sorted(path for root, suffix in _CODE if root.is_dir() for path in root.rglob(f"*{suffix}"))
+    stats = [(str(path), path.stat()) for path in files]
+    return hash(tuple((name, stat.st_size, stat.st_mtime_ns) for name, stat in stats))
 
 
-def _execute(run_id: str, instance_ref: InstanceRef) -> None:
+def _execute(run_id: str, instance_ref: InstanceRef, working_directory: str | None) -> None:
     """The forked run process: what `dagster api execute_run` does, with the code already imported."""
     from dagster._cli.api import _execute_run_command_body
+    from dagster._utils.error import serializable_error_info_from_exc_info
     from dagster._utils.interrupts import capture_interrupts
 
-    # A session of its own, as a run the code server starts lives apart from the daemon: a daemon stopped
-    # or restarted (its whole process group signalled) leaves the runs it launched to finish.
+    # The fork server exits once no process holds its "alive" pipe: a run must not keep an old server (one
+    # the launcher retired after a code change) waiting for it.
+    os.close(multiprocessing.forkserver._forkserver._forkserver_alive_fd)
+    multiprocessing.forkserver._forkserver._forkserver_alive_fd = None
+    # A session of its own, as a run the code server starts lives apart from the daemon: a daemon stopped or
+    # restarted by signalling its process group leaves the runs it launched to finish.
     os.setsid()
+    if working_directory:
+        os.chdir(working_directory)  # as the code server would run it
     with capture_interrupts(), dg.DagsterInstance.from_ref(instance_ref) as instance:
-        _execute_run_command_body(
-            run_id, instance, write_stream_fn=lambda _event: None, set_exit_code_on_failure=False
-        )
+        instance.add_run_tags(run_id, {PID_TAG: str(os.getpid())})
+        try:
+            _execute_run_command_body(
+                run_id, instance, write_stream_fn=lambda _event: None, set_exit_code_on_failure=False
+            )
+        except BaseException:  # before the run's first event (its code does not import, say): fail it now
+            run = instance.get_run_by_id(run_id)
+            if run is not None and not run.is_finished:
+                error = serializable_error_info_from_exc_info(sys.exc_info()).to_string()
+                instance.report_run_failed(run, f"The run's process failed before it started:\n{error}")
+            raise
 
 
 class ForkServerRunLauncher(DefaultRunLauncher):
     """Launches runs of `pipeline.definitions` in processes forked from a warm fork server (see module)."""
 
     _lock = threading.Lock()  # one fork server per process: the daemon's dequeue threads share it
-    _stamp: tuple[int, float] | None = None
+    _stamp: int | None = None
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
@@ -81,27 +100,45 @@ class ForkServerRunLauncher(DefaultRunLauncher):
         with self._lock:
             self._refresh()
             process = multiprocessing.get_context("forkserver").Process(
-                target=_execute, args=(run.run_id, self._instance.get_ref()), name=f"run {run.run_id}"
+                target=_execute,
+                args=(run.run_id, self._instance.get_ref(), getattr(pointer, "working_directory", None)),
+                name=f"run {run.run_id}",
             )
             process.start()
-            multiprocessing.active_children()  # forgets the ended ones (the fork server reaps them)
-        self._instance.add_run_tags(run.run_id, {PID_TAG: str(process.pid)})
+            # Not a child to join at exit: the daemon stops without waiting for the runs (the fork server
+            # reaps them), as it does with the code server's.
+            multiprocessing.process._children.discard(process)
 
     def _refresh(self) -> None:
         stamp = code_stamp()
         if self._stamp is not None and stamp != self._stamp:
-            # The code changed: the next process forks from a new server that imported it afresh.
+            # The code changed: the next process forks from a new server that imported it afresh. The old one
+            # exits at once; its runs go on (they hold nothing of it, see `_execute`).
             multiprocessing.forkserver._forkserver._stop()
         type(self)._stamp = stamp
-        multiprocessing.forkserver.set_forkserver_preload(["__main__", "pipeline.automation.warm"])
+        multiprocessing.forkserver.set_forkserver_preload(["pipeline.automation.warm"])
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
         if run is None or run.is_finished or PID_TAG not in run.tags:
             return super().terminate(run_id)
+        pid = int(run.tags[PID_TAG])
         self._instance.report_run_canceling(run)
+        if not _is_run_process(pid):  # gone (crashed, rebooted); its pid may be another process's now
+            self._instance.report_run_canceled(run, "The run's process was already gone.")
+            return True
         try:
-            os.kill(int(run.tags[PID_TAG]), signal.SIGINT)  # Dagster turns it into an interrupted run
-        except ProcessLookupError:
+            os.kill(pid, signal.SIGINT)  # Dagster turns it into an interrupted, canceled run
+        except OSError as error:  # another user's process, or it ended just now
+            self._instance.report_engine_event(f"Could not interrupt the run's process {pid}: {error}", run)
             return False
         return True
+
+
+def _is_run_process(pid: int) -> bool:
+    """Whether `pid` is still a run process this launcher forked: a session leader forked by a fork server."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return os.getsid(pid) == pid and b"multiprocessing.forkserver" in cmdline
+    except OSError:
+        return False

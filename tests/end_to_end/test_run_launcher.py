@@ -1,9 +1,9 @@
 """The project's run launcher under the real daemon: runs forked from a warm fork server, each in a process of
 its own, terminated as the UI terminates them, and forked from a fresh server once the code changed.
 
-The registry has six mappings due a minute ago; the calendar sensor asks for their partitions (the days
-over in their clinics' time zones) and the daemon launches them through `ForkServerRunLauncher`, three at a
-time, against a Cliniko emulator slowed down so that every run lasts a few seconds.
+The registry has six mappings due since two days ago; the calendar sensor asks for their partitions (the
+days over in their clinics' time zones) and the daemon launches them through `ForkServerRunLauncher`, three
+at a time, against a Cliniko emulator slowed down so that every run lasts a few seconds.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_runs_fork_from_a_warm_server_terminate_and_follow_code_changes(tmp_path
     now = datetime.now(UTC)
     today = now.date()
     account = generate_account(
-        7, businesses=len(NUMBERS), appointments=600, start=today - timedelta(days=3), end=today, now=now
+        7, businesses=len(NUMBERS), appointments=600, start=today - timedelta(days=5), end=today, now=now
     )
     data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
     home.mkdir()
@@ -103,7 +103,9 @@ def test_runs_fork_from_a_warm_server_terminate_and_follow_code_changes(tmp_path
             ],
             [TriggerInput(129, 1, None, "t0")],
         )
-        due = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+        # First due two days ago (the daemon "was down" since): the partitions of the last days are due now
+        # whatever the hour, some of them closed in every time zone.
+        due = now.replace(second=0, microsecond=0) - timedelta(days=2)
         for number, business in zip(NUMBERS, account.businesses, strict=True):
             store.create_mapping(
                 MappingInput(
