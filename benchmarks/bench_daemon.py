@@ -124,8 +124,9 @@ def stop(process: subprocess.Popen) -> float:
     if cpu is None:
         os.killpg(process.pid, signal.SIGKILL)
         cpu = _wait(process.pid, time.monotonic() + 60) or 0.0
-    for pid in descendants:  # the ones their parent did not reap before it ended come to us (adopt_orphans)
-        cpu += _wait(pid, time.monotonic() + 5) or 0.0
+    deadline = time.monotonic() + 5  # the ones their parent did not reap come to us (adopt_orphans)
+    for pid in descendants:
+        cpu += _wait(pid, deadline) or 0.0
     return cpu
 
 

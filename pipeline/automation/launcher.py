@@ -40,13 +40,14 @@ if TYPE_CHECKING:
 CODE_MODULE = "pipeline.definitions"
 PID_TAG = "cliniko-reviews/pid"
 _PACKAGE = Path(pipeline.__file__).resolve().parent
-# The code a run executes: the package and its SQL (beside the package in a clone, inside it in a wheel).
-_CODE = ((_PACKAGE, ".py"), (_PACKAGE, ".sql"), (_PACKAGE.parent / "sql", ".sql"))
 
 
 def code_stamp() -> int:
     """A hash of every file of the project's code (path, size, mtime): any edit, rename or copy changes it."""
-    files = sorted(path for root, suffix in _CODE if root.is_dir() for path in root.rglob(f"*{suffix}"))
+    from pipeline.warehouse.sql_files import SQL_DIR  # here: the webserver never needs DuckDB's import
+
+    code = ((_PACKAGE, "*.py"), (SQL_DIR, "*.sql"))  # what a run executes: the package and its SQL
+    files = sorted(path for root, pattern in code for path in root.rglob(pattern))
     stats = [(str(path), path.stat()) for path in files]
     return hash(tuple((name, stat.st_size, stat.st_mtime_ns) for name, stat in stats))
 
