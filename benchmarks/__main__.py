@@ -30,6 +30,7 @@ KNOWN = (
     "sink",
     "daily_run",
     "daemon",
+    "cores",
 )
 # Run only when named with --only: the UI backfill through `dagster dev` takes most of an hour.
 OPT_IN = ("backfill",)

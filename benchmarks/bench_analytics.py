@@ -124,7 +124,7 @@ def measure(directory: Path, label: str, rows: int) -> dict[str, float]:
     print(f"{label}: {rows:,} rows of history ({MAPPINGS} mappings x {days} days x {SLICE}), generated in "
           f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
     started = time.perf_counter()
-    refresh_analytics(warehouse, analytics)
+    refresh_analytics([warehouse], analytics)
     first = time.perf_counter() - started
     refreshes = COMPACT_AFTER + 20
     seconds = []
@@ -137,7 +137,7 @@ def measure(directory: Path, label: str, rows: int) -> dict[str, float]:
                 [str(100000 + k % MAPPINGS), day],
             )
         started = time.perf_counter()
-        exported = refresh_analytics(warehouse, analytics)["restriction_reasons"]
+        exported = refresh_analytics([warehouse], analytics)["restriction_reasons"]
         seconds.append(time.perf_counter() - started)
         assert exported == SLICE, exported
     compaction = max(seconds)

@@ -287,10 +287,12 @@ def first_errors(dagster_home: Path, run_ids: list[str]) -> dict[str, str]:
 
 
 def rows_per_partition(data_dir: Path) -> dict[tuple[str, str], tuple[int, int, int, int]]:
-    settings = load_settings()
-    warehouse = data_dir / settings.warehouse_path.name
-    with connect(warehouse, read_only=True) as con:
-        return {(bn, str(d)): tuple(counts) for bn, d, *counts in con.execute(PER_PARTITION).fetchall()}
+    """Rows per partition, over every group's warehouse file of `data_dir`."""
+    rows = {}
+    for warehouse in sorted((data_dir / "warehouse").glob("group-*.duckdb")):
+        with connect(warehouse, read_only=True) as con:
+            rows.update({(bn, str(d)): tuple(c) for bn, d, *c in con.execute(PER_PARTITION).fetchall()})
+    return rows
 
 
 def reference_run(data_dir: Path, ref_dir: Path, env: dict[str, str], dates: list[date], log: Path) -> float:

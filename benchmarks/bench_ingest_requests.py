@@ -111,7 +111,8 @@ def main() -> list[Figure]:
     emulator.close()
 
     made = Counter(entry["path"].rsplit("/", 1)[-1] for entry in log)
-    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    (warehouse,) = (data_dir / "warehouse").glob("group-*.duckdb")  # the one group's
+    con = duckdb.connect(str(warehouse), read_only=True)
     try:
         (businesses,) = con.execute("select count(*) from raw.cliniko_businesses").fetchone()
         (appointments,) = con.execute("select count(*) from raw.cliniko_appointments").fetchone()

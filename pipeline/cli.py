@@ -291,17 +291,25 @@ def requeue(
     An `uncertain` request may already have reached Birdeye: requeueing it can ask the patient twice.
     The next run of each listed partition posts the requeued rows.
     """
+    from pipeline.assets.resources import split_legacy_warehouse
+    from pipeline.registry import Registry
     from pipeline.settings import load_settings
     from pipeline.sink import requeue as requeue_rows
 
-    rows = requeue_rows(
-        load_settings().warehouse_path,
-        business_numbers=mappings or None,
-        partition_dates=[d.date() for d in dates] or None,
-        statuses=statuses or ("uncertain", "failed"),
-        appointment_ids=appointments or None,
-        dry_run=not yes,
-    )
+    settings = load_settings()
+    split_legacy_warehouse(settings, Registry.open(settings))
+    rows = [
+        row
+        for path in settings.warehouse_paths().values()  # every group's ledger
+        for row in requeue_rows(
+            path,
+            business_numbers=mappings or None,
+            partition_dates=[d.date() for d in dates] or None,
+            statuses=statuses or ("uncertain", "failed"),
+            appointment_ids=appointments or None,
+            dry_run=not yes,
+        )
+    ]
     for row in rows:
         click.echo(
             f"{row['business_number']}  {row['partition_date']}  appointment {row['appointment_id']}  "

@@ -36,7 +36,30 @@ class Settings:
         return self.data_dir / "registry.sqlite3"
 
     @property
-    def warehouse_path(self) -> Path:
+    def warehouse_dir(self) -> Path:
+        """One DuckDB file per integration group: writers of different groups never wait on each other."""
+        return self.data_dir / "warehouse"
+
+    def warehouse_path(self, group_id: int) -> Path:
+        """The group's warehouse: its Cliniko rows, models, ledger and partition runs (all the cool-off and
+        the scheduler need of it)."""
+        return self.warehouse_dir / f"group-{group_id}.duckdb"
+
+    def warehouse_paths(self) -> dict[int, Path]:
+        """group id -> warehouse file, for the groups that have one (a group gets it at its first run)."""
+        files = sorted(self.warehouse_dir.glob("group-*.duckdb")) if self.warehouse_dir.is_dir() else []
+        return {
+            int(p.stem.removeprefix("group-")): p for p in files if p.stem.removeprefix("group-").isdigit()
+        }
+
+    @property
+    def alerts_path(self) -> Path:
+        """The calendar's alerts (SPEC §8), of every group: small, written rarely."""
+        return self.data_dir / "alerts.duckdb"
+
+    @property
+    def legacy_warehouse_path(self) -> Path:
+        """Where releases before per-group files kept every group's data (split by `split_legacy`)."""
         return self.data_dir / "warehouse.duckdb"
 
     @property

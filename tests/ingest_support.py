@@ -57,7 +57,7 @@ class ClinikoSandbox:
 
     @property
     def warehouse(self) -> Path:
-        return self.data_dir / "warehouse.duckdb"
+        return self.data_dir / "warehouse" / f"group-{self.group_id}.duckdb"
 
     def map(
         self,

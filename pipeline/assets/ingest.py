@@ -104,7 +104,7 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
     with _client(pipeline, mapping) as client:
         records = client.businesses()
     stored, quarantined = store_records(
-        pipeline.settings.warehouse_path,
+        pipeline.settings.warehouse_path(mapping.group_id),
         day.business_number,
         day.partition_date,
         "businesses",
@@ -144,7 +144,7 @@ def cliniko_appointments(
     server-side by business and `ends_at` window, cancelled and archived included so they can be classified.
     """
     day, mapping = pipeline.partition(context)
-    with connect(pipeline.settings.warehouse_path) as con:
+    with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
         ensure_tables(con)
         businesses = stored_businesses(con, day.business_number)
     matched = matched_businesses(businesses, mapping.location_names)
@@ -163,7 +163,7 @@ def cliniko_appointments(
         )
         records = type_pages("appointments", pages)
     stored, quarantined = store_records(
-        pipeline.settings.warehouse_path,
+        pipeline.settings.warehouse_path(mapping.group_id),
         day.business_number,
         day.partition_date,
         "appointments",
@@ -198,7 +198,7 @@ def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResour
     patient); the models restrict its appointments as `customer_inactive`.
     """
     day, mapping = pipeline.partition(context)
-    with connect(pipeline.settings.warehouse_path) as con:
+    with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
         ensure_tables(con)
         patient_ids = [
             row[0]
@@ -215,7 +215,7 @@ def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResour
     missing_ids = [pid for pid in patient_ids if pid not in returned]
     missing = pd.DataFrame({"patient_id": pd.Series(missing_ids, dtype="str"), "is_missing": True})
     stored, quarantined = store_records(
-        pipeline.settings.warehouse_path,
+        pipeline.settings.warehouse_path(mapping.group_id),
         day.business_number,
         day.partition_date,
         "patients",

@@ -2,7 +2,6 @@
 claims of the eligible ones in the ledger."""
 
 import json
-from datetime import UTC, datetime
 
 import dagster as dg
 import duckdb
@@ -12,7 +11,7 @@ from pipeline.assets.resources import PipelineResource
 from pipeline.assets.runs import record_failed_run, started_at
 from pipeline.automation.partitions import mapping_day_partitions
 from pipeline.calendar import rules, store
-from pipeline.calendar.alerts import raise_alerts
+from pipeline.calendar.alerts import raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
 from pipeline.warehouse import connect
 from pipeline.warehouse.models import CHECKS, build_partition, ensure_models, run_check
@@ -69,7 +68,7 @@ def appointment_eligibility(
         "run_started_at": run_started_at,
     }
     target = rules.target_day(day.partition_date, mapping.fetch_delay_days)
-    with connect(pipeline.settings.warehouse_path) as con:
+    with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
         ensure_tables(con)
         ensure_models(con)
         fetched = store.stored_businesses(con, {day.business_number: mapping.location_names})
@@ -84,20 +83,18 @@ def appointment_eligibility(
         findings = {name: run_check(con, name, params) for name in CHECKS}
         partial = run_started_at < params["close_at"]
         shares = findings[SHARE_CHECK]
-        if not shares and not partial:  # a whole day with ordinary shares: a jump alert is over
-            store.resolve_alerts(
-                con,
-                kinds=["restriction_share_jump"],
-                business_numbers=[day.business_number],
-                keep=(),
-                now=datetime.now(UTC),
-            )
+    if not shares and not partial:  # a whole day with ordinary shares: a jump alert is over
+        resolve_alerts(
+            pipeline.settings.alerts_path,
+            kinds=["restriction_share_jump"],
+            business_numbers=[day.business_number],
+        )
     if shares:
         codes = ", ".join(
             f"{r['restriction_code']} {r['share_before']:.0%} -> {r['share_now']:.0%}" for r in shares
         )
         raise_alerts(
-            pipeline.settings.warehouse_path,
+            pipeline.settings.alerts_path,
             pipeline.settings.alert_webhook_url,
             [
                 Alert(

@@ -32,7 +32,9 @@ class PipelineResource(dg.ConfigurableResource):
     def _registry(self) -> Registry:
         # Opening checks the schema and loads the secret key: once per resource, not once per asset. Every
         # read below is still its own transaction, so a run sees the registry as it is now.
-        return Registry.open(self.settings)
+        registry = Registry.open(self.settings)
+        split_legacy_warehouse(self.settings, registry)
+        return registry
 
     def registry(self) -> Registry:
         return self._registry
@@ -57,6 +59,16 @@ class PipelineResource(dg.ConfigurableResource):
                 "Activate it through the admin API to run it."
             )
         return day, mapping
+
+
+def split_legacy_warehouse(settings: Settings, registry: Registry) -> None:
+    """Move a warehouse of a release before per-group files into them, once (see `pipeline.warehouse.legacy`):
+    every process that reaches the warehouse calls this first."""
+    if settings.legacy_warehouse_path.exists():
+        from pipeline.warehouse.legacy import split_legacy
+
+        group_of = {m.business_number: m.group_id for m in registry.mappings(active_only=False)}
+        split_legacy(settings.legacy_warehouse_path, settings.warehouse_path, group_of, settings.alerts_path)
 
 
 def column_schema(ddl_path: str, table: str) -> dg.TableSchema:

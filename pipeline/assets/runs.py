@@ -31,28 +31,37 @@ def record_failed_run(context: dg.HookContext) -> None:
     if not key:
         return
     pipeline: PipelineResource = context.resources.pipeline
+    settings = pipeline.settings
     day = mapping_day(key)
     mapping = pipeline.registry().mapping(day.business_number)
+    if mapping is None:
+        context.log.warning(
+            f"mapping {day.business_number} is no longer in the registry: failure not recorded"
+        )
+        return
     error = context.op_exception
     message = f"{context.op.name}: {error}" if error else f"{context.op.name} failed"
-    with connect(pipeline.settings.warehouse_path) as con:
+    warehouse_path = settings.warehouse_path(mapping.group_id)
+    with connect(warehouse_path) as con:
         ensure_tables(con)
         store.record_failure(
             con,
             run_id=context.run_id,
             business_number=day.business_number,
             partition_date=day.partition_date,
-            group_id=mapping.group_id if mapping else None,
+            group_id=mapping.group_id,
             run_started_at=started_at(context.instance, context.run_id),
             error=message,
             now=datetime.now(UTC),
         )
     try:
         coverage.refresh(
-            pipeline.settings.warehouse_path,
-            pipeline.settings.analytics_path,
+            list(settings.warehouse_paths().values()),
+            settings.alerts_path,
+            settings.analytics_path,
             pipeline.registry().mappings(active_only=False),
             PARTITIONS_START_DATE,
+            changed=[warehouse_path],
         )
     except NothingToRefresh as problem:
         context.log.info(f"analysts' database not refreshed: {problem}")

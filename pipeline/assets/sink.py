@@ -10,7 +10,7 @@ from pipeline.assets.runs import record_failed_run
 from pipeline.automation.partitions import PARTITIONS_START_DATE, mapping_day_partitions
 from pipeline.automation.sensors import CALENDAR_ALERTS_CHECK, calendar_alerts_result
 from pipeline.calendar import coverage, store
-from pipeline.calendar.alerts import open_alerts, raise_alerts
+from pipeline.calendar.alerts import open_alerts, raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
 from pipeline.sink import BirdeyeKeyRefused, post_review_requests
 from pipeline.warehouse import connect
@@ -63,7 +63,8 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
     day, mapping = pipeline.partition(context)
     settings = pipeline.settings
     params = {"business_number": day.business_number, "partition_date": day.partition_date}
-    with connect(settings.warehouse_path) as con:
+    warehouse_path = settings.warehouse_path(mapping.group_id)
+    with connect(warehouse_path) as con:
         ensure_tables(con)
         rows = con.execute(ELIGIBLE_ROWS, params).df().to_dict("records")
         pending = con.execute(PENDING_ROWS, params).fetchone()[0]
@@ -74,7 +75,7 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
         )
     try:
         counts = post_review_requests(
-            settings.warehouse_path,
+            warehouse_path,
             rows,
             api_key=mapping.birdeye_api_key.reveal() if mapping.birdeye_api_key else None,
             rate_limit_dir=settings.rate_limit_dir,
@@ -84,7 +85,7 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
         )
     except BirdeyeKeyRefused as refused:
         raise_alerts(
-            settings.warehouse_path,
+            settings.alerts_path,
             settings.alert_webhook_url,
             [
                 Alert(
@@ -98,13 +99,10 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
             ],
         )
         raise dg.Failure(str(refused)) from None
-    with connect(settings.warehouse_path) as con:
+    with connect(warehouse_path) as con:
         doubles = con.execute(DOUBLE_SENT).fetchall()
-        now = datetime.now(UTC)
-        closed = store.record_success(con, context.run.run_id, now)
-        store.resolve_alerts(
-            con, kinds=["birdeye_auth"], business_numbers=[day.business_number], keep=(), now=now
-        )
+        closed = store.record_success(con, context.run.run_id, datetime.now(UTC))
+    resolve_alerts(settings.alerts_path, kinds=["birdeye_auth"], business_numbers=[day.business_number])
     return dg.MaterializeResult(
         metadata={
             "eligible": len(rows),
@@ -132,18 +130,21 @@ def analytics_database(context: dg.AssetExecutionContext, pipeline: PipelineReso
     """`$DATA_DIR/analytics.duckdb`: the analysts' views `restriction_reasons`, `review_requests`,
     `coverage` (every mapping-day's state: closed, partial, failed, skipped, pending) and `alerts`.
 
-    Exports only the partitions whose rows changed since the last refresh (this one, and any that a failed
-    refresh left), as Parquet under `$DATA_DIR/analytics/`, which the views read: it costs what changed, not
-    the history. The small file of views is rebuilt and swapped in atomically, so an analyst may keep it open
+    Exports only the partitions of the mapping's group whose rows changed since that group's last refresh
+    (this one, and any that a failed refresh left), as Parquet under `$DATA_DIR/analytics/`, which the views
+    read: it costs what changed, not the history, and reads no other group's warehouse. The small file of views is rebuilt and swapped in atomically, so an analyst may keep it open
     (read-only) while runs go on: their session never makes a run fail, and a run never breaks their
     session. Metadata: the rows exported per table.
     """
+    _, mapping = pipeline.partition(context)
     settings = pipeline.settings
     counts = coverage.refresh(
-        settings.warehouse_path,
+        list(settings.warehouse_paths().values()),
+        settings.alerts_path,
         settings.analytics_path,
         pipeline.registry().mappings(active_only=False),
         PARTITIONS_START_DATE,
+        changed=[settings.warehouse_path(mapping.group_id)],
     )
     return dg.MaterializeResult(metadata={"path": str(settings.analytics_path), **(counts or {})})
 
@@ -157,5 +158,5 @@ def analytics_database(context: dg.AssetExecutionContext, pipeline: PipelineReso
     "the metadata lists them (all: `cliniko-reviews status`, or `alerts` in the analysts' database).",
 )
 def calendar_alerts(pipeline: PipelineResource) -> dg.AssetCheckResult:
-    passed, metadata = calendar_alerts_result(open_alerts(pipeline.settings.warehouse_path))
+    passed, metadata = calendar_alerts_result(open_alerts(pipeline.settings.alerts_path))
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)

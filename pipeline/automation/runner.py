@@ -16,7 +16,7 @@ from pipeline.leases import release
 from pipeline.registry import Registry
 from pipeline.settings import Settings
 from pipeline.sink import STATUSES
-from pipeline.warehouse import connect
+from pipeline.warehouse.connection import WAREHOUSE_ALIAS, attached
 from pipeline.warehouse.slices import ensure_tables
 
 # The run's events still go to the instance (the UI shows them); the terminal shows warnings and the summary.
@@ -160,30 +160,41 @@ def summarize(settings: Settings, outcomes: Sequence[RunOutcome]) -> list[Mappin
     if not summaries:
         return []
     keys = [(o.day.business_number, o.day.partition_date) for o in outcomes]
-    with connect(settings.warehouse_path) as con:
-        ensure_tables(con)
+    eligibility, requests = [], []
+    con = duckdb.connect()
+    try:
         con.execute("create temp table chosen (business_number varchar, partition_date date)")
         con.executemany("insert into chosen values (?, ?)", keys)
-        has_marts = con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = 'marts' and table_name = 'appointment_eligibility'"
-        ).fetchone()[0]
-        eligibility = (
-            con.execute(
-                "select e.business_number, coalesce(e.restriction_code, '') as code, count(*) "
-                "from marts.appointment_eligibility e join chosen using (business_number, partition_date) "
-                "left join seeds.restriction_codes c using (restriction_code) "
-                "group by e.business_number, e.restriction_code, c.precedence "
-                "order by c.precedence nulls first"
-            ).fetchall()
-            if has_marts
-            else []
-        )
-        requests = con.execute(
-            "select l.business_number, l.status, count(*) "
-            "from sink.review_request_ledger l join chosen using (business_number, partition_date) "
-            "group by all"
-        ).fetchall()
+        numbers = {o.day.business_number for o in outcomes}
+        mappings = Registry.open(settings).mappings(active_only=False)
+        groups = {m.group_id for m in mappings if m.business_number in numbers}
+        for group_id in sorted(groups):  # these groups' files only: another group's may be busy
+            path = settings.warehouse_path(group_id)
+            if not path.exists():
+                continue
+            with attached(con, path):
+                ensure_tables(con)
+                has_marts = con.execute(
+                    "select count(*) from duckdb_tables() where database_name = $db "
+                    "and schema_name = 'marts' and table_name = 'appointment_eligibility'",
+                    {"db": WAREHOUSE_ALIAS},
+                ).fetchone()[0]
+                if has_marts:
+                    eligibility += con.execute(
+                        "select e.business_number, coalesce(e.restriction_code, '') as code, count(*) "
+                        "from marts.appointment_eligibility e "
+                        "join chosen using (business_number, partition_date) "
+                        "left join seeds.restriction_codes c using (restriction_code) "
+                        "group by e.business_number, e.restriction_code, c.precedence "
+                        "order by c.precedence nulls first"
+                    ).fetchall()
+                requests += con.execute(
+                    "select l.business_number, l.status, count(*) "
+                    "from sink.review_request_ledger l join chosen using (business_number, partition_date) "
+                    "group by all"
+                ).fetchall()
+    finally:
+        con.close()
     for business_number, code, count in eligibility:
         s = summaries[business_number]
         s.candidates += count

@@ -31,7 +31,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
+from pipeline.assets.resources import split_legacy_warehouse
 from pipeline.automation.partitions import (
     MAPPING_DIMENSION,
     PARTITIONS_START_DATE,
@@ -46,8 +48,9 @@ from pipeline.calendar.store import Alert
 from pipeline.leases import sweep
 from pipeline.registry import MappingConfig, Registry
 from pipeline.settings import Settings, load_settings
-from pipeline.warehouse import WarehouseBusy, connect
+from pipeline.warehouse import WarehouseBusy
 from pipeline.warehouse.analysts_db import NothingToRefresh
+from pipeline.warehouse.connection import attached
 from pipeline.warehouse.models import ensure_models
 from pipeline.warehouse.slices import ensure_tables
 
@@ -57,8 +60,9 @@ GROUP_TAG = "cliniko-reviews/group"
 # Where the Dagster UI shows the open alerts: a check of the analysts' database (see assets/sink.py).
 CALENDAR_ALERTS_ASSET, CALENDAR_ALERTS_CHECK = "analytics_database", "calendar_alerts"
 SENSOR_ALERTS = ("partition_failing", "mapping_stalled", "mapping_unschedulable")
-# A tick waits this long for the warehouse, then tries again next minute (a sensor tick has 60 s in all).
-WAREHOUSE_WAIT_SECONDS = 20
+# A tick waits this long for a group's warehouse (or the alerts file); a group whose file stays busy is
+# skipped until the next tick, the others go on (a sensor tick has 60 s in all).
+WAREHOUSE_WAIT_SECONDS = 10
 HISTORY_DAYS = 100  # covers the largest horizon (90 days) and a frequency of a few days
 # A tick posts the alerts not delivered yet for at most this long; the rest wait for the next tick.
 NOTIFY_BUDGET_SECONDS = 15.0
@@ -140,6 +144,35 @@ def _unschedulable(mapping: MappingConfig, unknown_names: tuple[str, ...]) -> st
     return None
 
 
+def _tick_group(
+    con: duckdb.DuckDBPyConnection,
+    instance: dg.DagsterInstance,
+    group_id: int,
+    gone: list,
+    running: set[str],
+    now: datetime,
+) -> dict[str, str]:
+    """In the group's warehouse (attached to `con`): the failures of its runs whose process is gone, and the
+    outcome of its runs that built a partition and ended without recording one. Returns the latter."""
+    ensure_tables(con)
+    ensure_models(con)
+    for day, record in gone:
+        store.record_failure(
+            con,
+            run_id=record.dagster_run.run_id,
+            business_number=day.business_number,
+            partition_date=day.partition_date,
+            group_id=group_id,
+            run_started_at=datetime.fromtimestamp(record.start_time or now.timestamp(), UTC),
+            error="the run's process is gone (killed, or its machine stopped)",
+            now=now,
+        )
+    ended = _ended(instance, [r for r in store.unfinished_runs(con) if r not in running])
+    for run_id, reason in ended.items():
+        store.mark_run_ended(con, run_id, reason, now)
+    return ended
+
+
 def _request(
     mapping: MappingConfig, request: planner.Request, due_at: datetime | None, past: planner.History
 ) -> dg.RunRequest:
@@ -158,6 +191,7 @@ def schedule_tick(
 ) -> tuple[list[dg.RunRequest], list[str], bool]:
     """One tick of the calendar: run requests, lines saying what happened per mapping, and whether the open
     alerts changed."""
+    split_legacy_warehouse(settings, registry)
     mappings = registry.mappings(active_only=True)
     known = set(instance.get_dynamic_partitions(MAPPING_DIMENSION))
     flight = runs_in_flight(instance, settings.run_lease_dir, now)
@@ -166,36 +200,48 @@ def schedule_tick(
     for day, _ in flight.held:
         in_flight[day.business_number].add(day.partition_date)
     running = {record.dagster_run.run_id for _, record in flight.held}
-    wait = WAREHOUSE_WAIT_SECONDS
-    with connect(settings.warehouse_path, wait_seconds=wait) as con:
-        ensure_tables(con)
-        ensure_models(con)
-        for day, record in flight.gone:  # recorded even when the run died before it built anything
-            store.record_failure(
-                con,
-                run_id=record.dagster_run.run_id,
-                business_number=day.business_number,
-                partition_date=day.partition_date,
-                group_id=None,
-                run_started_at=datetime.fromtimestamp(record.start_time or now.timestamp(), UTC),
-                error="the run's process is gone (killed, or its machine stopped)",
-                now=now,
-            )
-        ended = _ended(instance, [r for r in store.unfinished_runs(con) if r not in running])
-        for run_id, reason in ended.items():
-            store.mark_run_ended(con, run_id, reason, now)
-        schedules, unknown_names = coverage.schedules(con, mappings)
-        history = store.history(con, now.date() - timedelta(days=HISTORY_DAYS))
-
+    by_group: dict[int, list[MappingConfig]] = defaultdict(list)
+    for mapping in mappings:
+        by_group[mapping.group_id].append(mapping)
+    gone: dict[int, list] = defaultdict(list)
+    for day, record in flight.gone:  # recorded even when the run died before it built anything
+        mapping = registry.mapping(day.business_number)
+        group = record.dagster_run.tags.get(GROUP_TAG) or (mapping.group_id if mapping else None)
+        if group is not None:  # else the mapping is gone from the registry, and its calendar with it
+            gone[int(group)].append((day, record))
+    files = settings.warehouse_paths()
+    schedules: dict[str, planner.Schedule] = {}
+    unknown_names: dict[str, tuple[str, ...]] = {}
+    history: dict[str, dict[date, planner.History]] = {}
+    ended: dict[str, str] = {}
+    busy: list[str] = []
+    con = duckdb.connect()
+    try:
+        for group_id in sorted(files.keys() | gone.keys()):
+            try:
+                with attached(con, settings.warehouse_path(group_id), wait_seconds=WAREHOUSE_WAIT_SECONDS):
+                    group_ended = _tick_group(con, instance, group_id, gone.get(group_id, []), running, now)
+                    ended.update(group_ended)
+                    group_schedules, group_unknown = coverage.schedules(con, by_group.get(group_id, []))
+                    schedules.update((s.business_number, s) for s in group_schedules)
+                    unknown_names.update(group_unknown)
+                    history.update(store.history(con, now.date() - timedelta(days=HISTORY_DAYS)))
+            except WarehouseBusy:
+                busy.append(str(group_id))
+    finally:
+        con.close()
     requests: list[dg.RunRequest] = []
     alerts: list[Alert] = []  # conditions that hold now: raised if not open yet
     ongoing: list[str] = []  # keys of open alerts whose condition goes on (kept open, not raised anew)
     notes: list[str] = []
     evaluated: list[str] = []
-    for mapping, schedule in zip(mappings, schedules, strict=True):
+    if busy:
+        notes.append(f"group(s) {', '.join(busy)}: skipped this tick, their warehouse was busy")
+    for mapping in mappings:
         bn = mapping.business_number
-        if bn not in known:
-            continue  # mapping_partitions_sensor adds it first
+        if bn not in known or str(mapping.group_id) in busy:
+            continue  # mapping_partitions_sensor adds it first; a busy group waits for the next tick
+        schedule = schedules.get(bn) or coverage.schedule(mapping, None)  # a group that never ran
         evaluated.append(bn)
         try:
             problem = _unschedulable(mapping, unknown_names.get(bn, ()))
@@ -232,16 +278,17 @@ def schedule_tick(
             notes.append(f"{bn}: {message}")
 
     inactive = [m.business_number for m in registry.mappings(active_only=False) if not m.active]
-    new = raise_alerts(settings.warehouse_path, None, alerts, now, wait_seconds=wait)
+    wait = WAREHOUSE_WAIT_SECONDS
+    new = raise_alerts(settings.alerts_path, None, alerts, now, wait_seconds=wait)
     resolved = resolve_alerts(
-        settings.warehouse_path,
+        settings.alerts_path,
         kinds=SENSOR_ALERTS,
         business_numbers=[*evaluated, *inactive],
         keep=[*(a.key for a in alerts), *ongoing],
         wait_seconds=wait,
     )
     notify(
-        settings.warehouse_path,
+        settings.alerts_path,
         settings.alert_webhook_url,
         budget_seconds=NOTIFY_BUDGET_SECONDS,
         wait_seconds=wait,
@@ -250,7 +297,8 @@ def schedule_tick(
     if changed:  # what the analysts' `coverage` and `alerts` show changed
         with contextlib.suppress(NothingToRefresh):  # no analysts' database to refresh yet
             coverage.refresh(
-                settings.warehouse_path,
+                list(settings.warehouse_paths().values()),
+                settings.alerts_path,
                 settings.analytics_path,
                 registry.mappings(active_only=False),
                 PARTITIONS_START_DATE,
@@ -307,8 +355,8 @@ def calendar_alerts_result(alerts: list[dict]) -> tuple[bool, dict]:
     return not alerts, {"open_alerts": len(alerts), "alerts": dg.MetadataValue.json(shown)}
 
 
-def calendar_alerts_evaluation(warehouse_path: Path) -> dg.AssetCheckEvaluation:
-    passed, metadata = calendar_alerts_result(open_alerts(warehouse_path, WAREHOUSE_WAIT_SECONDS))
+def calendar_alerts_evaluation(alerts_path: Path) -> dg.AssetCheckEvaluation:
+    passed, metadata = calendar_alerts_result(open_alerts(alerts_path, WAREHOUSE_WAIT_SECONDS))
     return dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey(CALENDAR_ALERTS_ASSET),
         check_name=CALENDAR_ALERTS_CHECK,
@@ -339,7 +387,7 @@ def calendar_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     for note in notes:
         context.log.info(note)
     # The UI shows the calendar's alerts as the `calendar_alerts` check of `analytics_database`.
-    events = [calendar_alerts_evaluation(settings.warehouse_path)] if alerts_changed else []
+    events = [calendar_alerts_evaluation(settings.alerts_path)] if alerts_changed else []
     if not requests:
         reason = "nothing is due" + (f": {'; '.join(notes)}" if notes else "")
         return dg.SensorResult(skip_reason=reason, asset_events=events)

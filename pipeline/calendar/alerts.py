@@ -22,7 +22,7 @@ from pipeline.calendar import store
 from pipeline.calendar.store import Alert
 from pipeline.warehouse import connect
 from pipeline.warehouse.connection import DEFAULT_WAIT_SECONDS
-from pipeline.warehouse.slices import ensure_tables
+from pipeline.warehouse.slices import ensure_alerts
 
 log = logging.getLogger(__name__)
 POST_TIMEOUT_SECONDS = 5.0
@@ -47,7 +47,7 @@ def post_alert(
 
 
 def notify(
-    warehouse_path: Path,
+    alerts_path: Path,
     webhook_url: str | None,
     *,
     budget_seconds: float = 15.0,
@@ -57,8 +57,8 @@ def notify(
     how many were delivered. Without a webhook, does nothing."""
     if not webhook_url:
         return 0
-    with connect(warehouse_path, wait_seconds=wait_seconds) as con:
-        ensure_tables(con)
+    with connect(alerts_path, wait_seconds=wait_seconds) as con:
+        ensure_alerts(con)
         outbox = store.undelivered_alerts(con)
     deadline = time.monotonic() + budget_seconds
     answers = []
@@ -68,7 +68,7 @@ def notify(
             break
         answers.append((alert, raised_at, post_alert(webhook_url, alert.payload(raised_at), min(left, 5.0))))
     if answers:
-        with connect(warehouse_path, wait_seconds=wait_seconds) as con:
+        with connect(alerts_path, wait_seconds=wait_seconds) as con:
             for alert, raised_at, problem in answers:
                 notified_at = None if problem else datetime.now(UTC)
                 store.record_notification(con, alert.key, raised_at, notified_at=notified_at, error=problem)
@@ -76,7 +76,7 @@ def notify(
 
 
 def raise_alerts(
-    warehouse_path: Path,
+    alerts_path: Path,
     webhook_url: str | None,
     alerts: Iterable[Alert],
     now: datetime | None = None,
@@ -84,17 +84,17 @@ def raise_alerts(
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> list[Alert]:
     """Record the alerts not open yet and post what is undelivered; returns the new ones."""
-    with connect(warehouse_path, wait_seconds=wait_seconds) as con:
-        ensure_tables(con)
+    with connect(alerts_path, wait_seconds=wait_seconds) as con:
+        ensure_alerts(con)
         new = store.raise_alerts(con, alerts, now or datetime.now(UTC))
     for alert in new:
         log.warning("alert %s: %s", alert.kind, alert.message)
-    notify(warehouse_path, webhook_url, wait_seconds=wait_seconds)
+    notify(alerts_path, webhook_url, wait_seconds=wait_seconds)
     return new
 
 
 def resolve_alerts(
-    warehouse_path: Path,
+    alerts_path: Path,
     *,
     kinds: Sequence[str],
     business_numbers: Sequence[str],
@@ -102,15 +102,15 @@ def resolve_alerts(
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> int:
     """Close the open alerts of `kinds` about `business_numbers` that are not in `keep`."""
-    with connect(warehouse_path, wait_seconds=wait_seconds) as con:
-        ensure_tables(con)
+    with connect(alerts_path, wait_seconds=wait_seconds) as con:
+        ensure_alerts(con)
         return store.resolve_alerts(
             con, kinds=kinds, business_numbers=business_numbers, keep=keep, now=datetime.now(UTC)
         )
 
 
-def open_alerts(warehouse_path: Path, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> list[dict[str, object]]:
+def open_alerts(alerts_path: Path, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> list[dict[str, object]]:
     """Every open alert (kind, key, business number, partition date, message, raised at), oldest first."""
-    with connect(warehouse_path, wait_seconds=wait_seconds) as con:
-        ensure_tables(con)
+    with connect(alerts_path, wait_seconds=wait_seconds) as con:
+        ensure_alerts(con)
         return store.open_alerts(con)

@@ -22,7 +22,6 @@ from pipeline.registry import MappingConfig
 from pipeline.registry.model import Frequency
 from pipeline.warehouse.analysts_db import (
     Export,
-    Exports,
     Partition,
     parquet_root,
     refresh_analytics,
@@ -111,7 +110,9 @@ CALENDAR_COLUMNS = {
 LOOKAHEAD_DAYS = 31
 # Beside the Parquet files: per mapping, what its exported calendar was computed from and the dates it spans.
 _STATE = "partition_calendar.json"
-_STATE_VERSION = hashlib.sha256(repr((CALENDAR_COLUMNS, LOOKAHEAD_DAYS)).encode()).hexdigest()[:16]
+_STATE_VERSION = hashlib.sha256(
+    repr((CALENDAR_COLUMNS, LOOKAHEAD_DAYS, "entries with time_zones")).encode()
+).hexdigest()[:16]
 
 
 def _fingerprint(s: Schedule, ran_from: date | None, partitions_start: date) -> str:
@@ -129,42 +130,46 @@ def _fingerprint(s: Schedule, ran_from: date | None, partitions_start: date) -> 
     return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
 
-def calendar_exports(
-    root: Path,
-    mappings: Sequence[MappingConfig],
-    partitions_start: date,
-    today: date,
-) -> Exports:
+class CalendarExports:
     """`partition_calendar`'s export for a refresh (see `pipeline.warehouse.analysts_db.Exports`): the rows of
     the mappings whose calendar changed (their set-up, their zones, an older partition run) or ends before
     today, up to `LOOKAHEAD_DAYS` ahead; the dates a mapping no longer answers for (or a deleted mapping's)
-    are exported empty."""
+    are exported empty. The zones and first partition of a mapping come from its group's warehouse when the
+    refresh reads it, else from what the last export of its calendar saw."""
 
-    def exports(
-        con: duckdb.DuckDBPyConnection, whole_warehouse: bool, touched: Sequence[Partition]
-    ) -> dict[str, Export]:
-        path = root / _STATE
-        state = json.loads(path.read_text()) if path.exists() else {}
+    def __init__(
+        self, root: Path, mappings: Sequence[MappingConfig], partitions_start: date, today: date
+    ) -> None:
+        self.path = root / _STATE
+        self.mappings = mappings
+        self.partitions_start = partitions_start
+        self.today = today
+        self.zones: dict[str, tuple[str, ...]] = {}
+        self.ran: dict[str, date] = {}
+
+    def read(self, con: duckdb.DuckDBPyConnection, whole: bool, partitions: Sequence[Partition]) -> None:
+        fetched = store.stored_businesses(con, {m.business_number: m.location_names for m in self.mappings})
+        self.zones.update({bn: f.time_zones for bn, f in fetched.items()})
+        self.ran.update(first_run_dates(con))
+
+    def exports(self, con: duckdb.DuckDBPyConnection, whole_warehouse: bool) -> dict[str, Export]:
+        state = json.loads(self.path.read_text()) if self.path.exists() else {}
         whole = whole_warehouse or state.get("version") != _STATE_VERSION
         known: dict[str, dict] = {} if whole else state["mappings"]
-        if whole:
-            ran = first_run_dates(con)
-        else:
-            ran = {bn: date.fromisoformat(e["ran_from"]) for bn, e in known.items() if e["ran_from"]}
-            for bn, day in touched:
-                ran[bn] = min(ran.get(bn, day), day)
-        current, _ = schedules(con, mappings)
+        until = self.today + timedelta(days=LOOKAHEAD_DAYS)
         rows: list[dict[str, object]] = []
         keys: list[tuple[str, date]] = []
         entries = {}
-        for s in current:
-            bn, ran_from = s.business_number, ran.get(s.business_number)
-            old, fingerprint = known.get(bn), _fingerprint(s, ran_from, partitions_start)
-            if old and old["fingerprint"] == fingerprint and date.fromisoformat(old["until"]) >= today:
+        for mapping in self.mappings:
+            bn, old = mapping.business_number, known.get(mapping.business_number)
+            zones = self.zones.get(bn, tuple(old["time_zones"]) if old and old.get("time_zones") else None)
+            ran_from = self.ran.get(bn) or (old and old["ran_from"] and date.fromisoformat(old["ran_from"]))
+            s = schedule(mapping, zones)
+            fingerprint = _fingerprint(s, ran_from, self.partitions_start)
+            if old and old["fingerprint"] == fingerprint and date.fromisoformat(old["until"]) >= self.today:
                 entries[bn] = old
                 continue
-            until = today + timedelta(days=LOOKAHEAD_DAYS)
-            new = partition_calendar([s], {bn: ran_from} if ran_from else {}, until, partitions_start)
+            new = partition_calendar([s], {bn: ran_from} if ran_from else {}, until, self.partitions_start)
             days = {row["partition_date"] for row in new} | set(_span(old))
             rows.extend(new)
             keys.extend((bn, day) for day in sorted(days))
@@ -174,6 +179,7 @@ def calendar_exports(
                 "from": first.isoformat(),
                 "until": until.isoformat(),
                 "ran_from": ran_from and ran_from.isoformat(),
+                "time_zones": list(zones) if zones is not None else None,
             }
         for bn in known.keys() - entries.keys():  # deleted from the registry: its dates go
             keys.extend((bn, day) for day in _span(known[bn]))
@@ -187,11 +193,9 @@ def calendar_exports(
             con.executemany("insert into calendar_keys values (?, ?)", keys)
 
         def save() -> None:
-            write_json(path, {"version": _STATE_VERSION, "mappings": entries})
+            write_json(self.path, {"version": _STATE_VERSION, "mappings": entries})
 
         return {CALENDAR_TABLE: Export("from calendar_rows", "from calendar_keys", whole, save)}
-
-    return exports
 
 
 def _span(entry: dict | None) -> list[date]:
@@ -224,15 +228,26 @@ def add_coverage(con: duckdb.DuckDBPyConnection, alias: str) -> dict[str, int]:
 
 
 def refresh(
-    warehouse_path: Path,
+    warehouse_paths: Sequence[Path],
+    alerts_path: Path,
     analytics_path: Path,
     mappings: Sequence[MappingConfig],
     partitions_start: date,
     now: datetime | None = None,
+    *,
+    changed: Sequence[Path] | None = None,
 ) -> dict[str, int]:
-    """Export the partitions that changed into the analysts' database, with the calendars that changed, and
-    rebuild its small tables and views, `coverage` included. Returns the rows exported and the small tables'
-    counts."""
+    """Export the partitions that changed in the warehouse files of `changed` (every one of
+    `warehouse_paths` if None) into the analysts' database, with the calendars that changed, and rebuild its
+    small tables and views, `coverage` included. Returns the rows exported and the small tables' counts."""
     today = (now or datetime.now(UTC)).astimezone(UTC).date()
-    exports = calendar_exports(parquet_root(analytics_path), mappings, partitions_start, today)
-    return refresh_analytics(warehouse_path, analytics_path, add_coverage, exports)
+    root = parquet_root(analytics_path)
+    state = root / _STATE
+    if changed is not None and not (
+        state.exists() and json.loads(state.read_text()).get("version") == _STATE_VERSION
+    ):
+        changed = None  # the calendars are recomputed from every group's zones and runs
+    exports = CalendarExports(root, mappings, partitions_start, today)
+    return refresh_analytics(
+        warehouse_paths, analytics_path, add_coverage, exports, alerts_path=alerts_path, changed=changed
+    )

@@ -1,7 +1,8 @@
-"""The calendar's bookkeeping in the warehouse: runs of partitions and alerts (`sql/calendar/`).
+"""The calendar's bookkeeping: runs of partitions, in each group's warehouse, and alerts, in the alerts file
+(`sql/calendar/`).
 
-Callers pass an open connection from `pipeline.warehouse.connect` (with `ensure_tables` run) and close it
-right after; every function is one short statement or transaction.
+Callers pass an open connection from `pipeline.warehouse.connect` (with `ensure_tables` or `ensure_alerts`
+run) and close it right after; every function is one short statement or transaction.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """The analysts' database: `analytics.duckdb`, a small file of views over Parquet files that grow by changes.
 
 DuckDB lets only one process open a file, and a reader blocks a writer. Analysts therefore never open the
-warehouse, and the pipeline never writes a file an analyst may be reading:
+warehouse (a file per integration group), and the pipeline never writes a file an analyst may be reading:
 
 - The history lives in Parquet under `analytics/` beside `analytics.duckdb`, one directory per table kept
   per mapping-day (`restriction_reasons`, `review_requests`, `partition_runs`). A refresh exports only the
-  partitions written since the last refresh (see `CHANGES`), as one new *delta* file per table, so it costs
-  what changed, not what the history holds. Each exported partition also gets a *marker* row: it says "this
+  partitions written since the last refresh (see `CHANGES`; a watermark per group file), as one new *delta*
+  file per table and group file read, so it costs what changed, not what the history or the other groups
+  hold. Each exported partition also gets a *marker* row: it says "this
   is the partition as of export `_exported_at`", and stands for the partition even when it has no rows left.
   The views keep, per partition, the rows of the file with its newest marker.
 - Once `COMPACT_AFTER` deltas pile up, a refresh first merges them into one *base* file per partition month.
@@ -27,15 +28,17 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 
-from pipeline.warehouse.connection import connect
+from pipeline.warehouse.connection import DEFAULT_WAIT_SECONDS, WAREHOUSE_ALIAS, attached, locked
+from pipeline.warehouse.slices import ALERTS_DDL
 from pipeline.warehouse.sql_files import run_sql_file
 
 # Analysts' table -> its source in the warehouse: rows of one mapping-day each, exported per partition.
@@ -44,9 +47,10 @@ PARTITIONED = {
     "review_requests": "analytics.review_requests",
     "partition_runs": "calendar.partition_runs",
 }
-# Where a partition's rows change, and the column that says when: a refresh exports the partitions written
-# since the newest write the refresh before it saw. The writers stamp that time inside their transaction,
-# under the warehouse lock, so a write the previous refresh did not see has a later time. (A build rewrites
+# Where a partition's rows change, and the column that says when: a refresh exports the partitions of a
+# warehouse file written since the newest write of that file the refresh before it saw. The writers stamp
+# that time inside their transaction, under the file's lock, so a write the previous refresh did not see has
+# a later time. (A build rewrites
 # the partition's mart rows and records itself in `partition_runs` in one transaction.)
 CHANGES = {"calendar.partition_runs": "updated_at", "sink.review_request_ledger": "updated_at"}
 # Analysts' table -> its source and order: small tables, copied whole into analytics.duckdb by every refresh.
@@ -66,7 +70,7 @@ Partition = tuple[str, date]  # (business_number, partition_date)
 
 @dataclass(frozen=True)
 class Export:
-    """What a refresh exports into one table: the rows of `rows` (a query on the warehouse connection, with
+    """What a refresh exports into one table: the rows of `rows` (a query on the refresh's connection, with
     `business_number` and `partition_date` columns) standing for the (business_number, partition_date) keys
     of `keys` (a key without rows is exported as emptied). `whole`: these are all of the table's rows, and
     the files exported before are superseded. `exported` is called once the files are in place."""
@@ -77,10 +81,18 @@ class Export:
     exported: Callable[[], None] | None = None
 
 
-# What a caller exports besides the partitions' tables: given the warehouse connection, whether this refresh
-# exports the whole warehouse and the partitions it exports otherwise, an `Export` per table of its own (e.g.
-# `partition_calendar`), or none.
-Exports = Callable[[duckdb.DuckDBPyConnection, bool, Sequence[Partition]], Mapping[str, Export]]
+class Exports(Protocol):
+    """What a caller exports besides the partitions' tables (e.g. `partition_calendar`)."""
+
+    def read(self, con: duckdb.DuckDBPyConnection, whole: bool, partitions: Sequence[Partition]) -> None:
+        """Called for each warehouse file the refresh reads, attached as `con`'s default catalog: whether
+        this refresh exports every file whole, and the partitions it exports from this one."""
+
+    def exports(self, con: duckdb.DuckDBPyConnection, whole: bool) -> Mapping[str, Export]:
+        """Called once after: an `Export` per table of its own, whose queries run on `con` (no warehouse
+        attached; temp tables that `read` made are there)."""
+
+
 _ALIAS = "analytics_snapshot"
 _SUPERSEDED = "superseded.json"  # file -> since when no catalog names it
 _WATERMARK = "watermark.json"  # the newest write to the `CHANGES` the last refresh exported
@@ -235,12 +247,6 @@ def _export(con: duckdb.DuckDBPyConnection, root: Path, table: str, export: Expo
     return con.execute(f"select count(*) from ({export.rows})").fetchone()[0]
 
 
-def _export_name() -> str:
-    """A new delta file's name, its export stamp first: taken under the warehouse lock, so a later export
-    of a partition has the later stamp."""
-    return f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.parquet"
-
-
 def _changes(con: duckdb.DuckDBPyConnection, since: str | None) -> tuple[list[Partition], str | None]:
     """The partitions written after `since` (an ISO time; all of them if None), and the newest write."""
     where = "true" if since is None else "{column} > cast($since as timestamptz)"
@@ -258,32 +264,32 @@ def _changes(con: duckdb.DuckDBPyConnection, since: str | None) -> tuple[list[Pa
 
 
 def export_partitions(
-    con: duckdb.DuckDBPyConnection, root: Path, partitions: Iterable[Partition] | None, name: str
+    con: duckdb.DuckDBPyConnection,
+    root: Path,
+    partitions: Iterable[Partition] | None,
+    name: str,
+    present: Collection[str] | None = None,
 ) -> dict[str, int]:
     """Export the rows of `partitions` (every partition the warehouse has, if None) from the warehouse open
-    on `con`: one new delta file per table, with a marker row per partition. Returns the rows per table."""
+    on `con`: one new delta file per table, with a marker row per partition. Returns the rows per table.
+    `present`: the warehouse's tables, when some of `PARTITIONED`'s may not exist yet (a group whose runs
+    failed before their first build): those have no rows to export."""
+    tables = {t: s for t, s in PARTITIONED.items() if present is None or s in present}
     con.execute("create or replace temp table exported (business_number varchar, partition_date date)")
     if partitions is None:
-        every = " union ".join(
-            f"select business_number, partition_date from {s}" for s in PARTITIONED.values()
-        )
+        every = " union ".join(f"select business_number, partition_date from {s}" for s in tables.values())
         con.execute(f"insert into exported {every}")
     elif chosen := sorted(set(partitions)):
         con.executemany("insert into exported values (?, ?)", chosen)
     if not con.execute("select count(*) from exported").fetchone()[0]:
         return dict.fromkeys(PARTITIONED, 0)
-    return {
-        table: _export(
-            con,
-            root,
-            table,
-            Export(
-                f"from {source} semi join exported using (business_number, partition_date)", "from exported"
-            ),
-            name,
+    counts = dict.fromkeys(PARTITIONED, 0)
+    for table, source in tables.items():
+        export = Export(
+            f"from {source} semi join exported using (business_number, partition_date)", "from exported"
         )
-        for table, source in PARTITIONED.items()
-    }
+        counts[table] = _export(con, root, table, export, name)
+    return counts
 
 
 def _merge(root: Path, deltas: Mapping[str, list[Path]], live: Mapping[str, list[Path]] | None) -> list[Path]:
@@ -352,13 +358,17 @@ def _delete_expired(root: Path, grace_seconds: float) -> None:
 
 
 def _settle_whole_export(
-    con: duckdb.DuckDBPyConnection, root: Path, tables: Mapping[str, str], name: str, before: Mapping
+    con: duckdb.DuckDBPyConnection,
+    root: Path,
+    tables: Mapping[str, str],
+    names: Sequence[str],
+    before: Mapping,
 ) -> None:
-    """After a whole export of `tables` (table -> rows query; delta files `name`): the deltas merged into new
-    month files and deleted (no view named them), the tables' files from `before` superseded, and last the
-    schema file that says the table is whole."""
-    deltas = {table: [root / table / "delta" / name] for table in tables}
-    present = {table: files for table, files in deltas.items() if files[0].exists()}  # none if no rows
+    """After a whole export of `tables` (table -> a query with its columns; delta files `names`): the deltas
+    merged into new month files and deleted (no view named them), the tables' files from `before`
+    superseded, and last the schema file that says the table is whole."""
+    deltas = {table: [root / table / "delta" / n for n in names] for table in tables}
+    present = {table: [p for p in files if p.exists()] for table, files in deltas.items()}  # none if no rows
     for delta in _merge(root, present, None):
         delta.unlink()
     _supersede(root, [p for table in tables for p in before.get(table, [])])
@@ -407,85 +417,157 @@ def _write_catalog(
 
 
 class NothingToRefresh(RuntimeError):
-    """The warehouse has no partition built yet: there is no analysts' database to make."""
+    """No warehouse has a partition built yet: there is no analysts' database to make."""
 
 
-def _check_sources(con: duckdb.DuckDBPyConnection, warehouse_path: Path | str) -> None:
-    sources = [*PARTITIONED.values(), *(source for source, _ in COPIED.values())]
-    present = {
-        name
-        for (name,) in con.execute(
-            "select schema_name || '.' || table_name from duckdb_tables() "
-            "union all select schema_name || '.' || view_name from duckdb_views()"
-        ).fetchall()
-    }
-    missing = [source for source in sources if source not in present]
-    if missing:
-        raise NothingToRefresh(
-            f"{warehouse_path} has no {', '.join(missing)} yet: build at least one partition of the "
-            "models (pipeline.warehouse.models.build_partition) before refreshing the analysts' database"
-        )
+@contextmanager
+def _attached(con: duckdb.DuckDBPyConnection, path: Path, wait_seconds: float) -> Iterator[set[str]]:
+    """`path` attached read-only as `con`'s default catalog (see `connection.attached`); yields the tables and
+    views it has (`schema.name`)."""
+    with attached(con, path, read_only=True, wait_seconds=wait_seconds):
+        yield {
+            name
+            for (name,) in con.execute(
+                "select schema_name || '.' || table_name from duckdb_tables() where database_name = $db "
+                "union all "
+                "select schema_name || '.' || view_name from duckdb_views() where database_name = $db",
+                {"db": WAREHOUSE_ALIAS},
+            ).fetchall()
+        }
+
+
+def _marks(root: Path) -> dict[str, str]:
+    """Warehouse file name -> the newest write to its `CHANGES` that a refresh exported."""
+    path = root / _WATERMARK
+    marks = json.loads(path.read_text()) if path.exists() else {}
+    return marks if isinstance(marks, dict) else {}  # a release before per-group files kept one string
+
+
+def _copy_small_tables(con: duckdb.DuckDBPyConnection, alerts_path: Path | None, wait_seconds: float) -> None:
+    """`seeds.restriction_codes` and `calendar.alerts` (from `alerts_path`, empty without it) in the
+    refresh's own database, for `_write_catalog` to copy."""
+    run_sql_file(con, "seeds/restriction_codes.sql")
+    run_sql_file(con, ALERTS_DDL)
+    if alerts_path is not None and alerts_path.exists():
+        with locked(alerts_path, wait_seconds):
+            con.execute(f"attach {_sql_string(str(alerts_path))} as alerts_file (read_only)")
+            try:
+                present = con.execute(
+                    "select count(*) from duckdb_tables() where database_name = 'alerts_file' "
+                    "and schema_name = 'calendar' and table_name = 'alerts'"
+                ).fetchone()[0]
+                if present:
+                    con.execute(
+                        "insert into memory.calendar.alerts by name select * from alerts_file.calendar.alerts"
+                    )
+            finally:
+                con.execute("detach alerts_file")
 
 
 def refresh_analytics(
-    warehouse_path: Path | str,
+    sources: Sequence[Path | str],
     analytics_path: Path | str,
     addition: Addition | None = None,
     exports: Exports | None = None,
     *,
+    alerts_path: Path | str | None = None,
+    changed: Iterable[Path | str] | None = None,
     compact_after: int = COMPACT_AFTER,
     grace_seconds: float = GRACE_SECONDS,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> dict[str, int]:
-    """Export the partitions written since the last refresh (all of them the first time) and what `exports`
-    returns from the warehouse at `warehouse_path` into the analysts' database at `analytics_path`
-    (`$DATA_DIR/analytics.duckdb`), with `addition`'s tables, and swap the new catalog in. A refresh that
-    fails or is killed leaves its partitions to the next one.
+    """Export the partitions written since the last refresh into the analysts' database at `analytics_path`
+    (`$DATA_DIR/analytics.duckdb`): from the warehouse files of `changed` (every one of `sources` if None),
+    each since its own watermark, or from every file of `sources` when the tables' columns changed (a new
+    release, or the first refresh). Then what `exports` makes, the alerts of `alerts_path`, `addition`'s
+    tables; and swap the new catalog in. A refresh that fails or is killed leaves its partitions to the next.
 
-    Holds the warehouse (read-only, through the pipeline's lock) only for the export and the small tables,
-    and never writes it. Call it outside any other `connect` to the same warehouse in this process. Returns
-    the rows exported per partitioned table and the row count of each table copied.
+    Holds each warehouse file (read-only, through the pipeline's lock) only while it exports from it, and
+    never writes one. Call it outside any `connect` to these files in this process. Returns the rows
+    exported per table and the row count of each table copied.
     """
     analytics_path = Path(analytics_path)
     root = parquet_root(analytics_path)
     temporary = _temporary(analytics_path)
+    sources = [Path(p) for p in sources]
     with _locked(root):
         _compact(root, compact_after)
+        con = duckdb.connect()
         try:
-            with connect(warehouse_path, read_only=True) as con:
-                before = live_files(root)
-                if not before["restriction_reasons"]:
-                    _check_sources(con, warehouse_path)
-                name = _export_name()
-                # The first refresh, one killed before it was complete, or a release with new columns:
-                # export every partition.
-                sources = {table: f"from {source}" for table, source in PARTITIONED.items()}
-                watermark = root / _WATERMARK
-                since = json.loads(watermark.read_text()) if watermark.exists() else None
-                whole = since is None or not all(
-                    _schema_current(before[t], _schema_digest(con, r)) for t, r in sources.items()
+            before = live_files(root)
+            marks = _marks(root)
+            stamp, tag = time.time_ns(), f"{os.getpid()}-{secrets.token_hex(4)}"
+            present = [p for p in sources if p.exists()]
+            wanted = set(present) if changed is None else {Path(p) for p in changed} & set(present)
+            # The changed files first: a refresh after one group's run reads no other group's file.
+            digests = _digests(con, sorted(present, key=lambda p: p not in wanted), wait_seconds)
+            if digests is None and not before["restriction_reasons"]:
+                raise NothingToRefresh(
+                    f"none of the {len(sources)} warehouse file(s) has a partition of the models yet: build "
+                    "at least one partition (pipeline.warehouse.models.build_partition) before refreshing "
+                    "the analysts' database"
                 )
-                partitions, mark = _changes(con, None if whole else since)
-                counts = export_partitions(con, root, None if whole else partitions, name)
-                if whole:
-                    _settle_whole_export(con, root, sources, name, before)
-                for table, export in (exports(con, whole, partitions) if exports else {}).items():
-                    if not export.whole and not _schema_current(
-                        before.get(table, []), _schema_digest(con, export.rows)
-                    ):
-                        raise RuntimeError(
-                            f"{table}'s files have other columns than its export: delete {root / table} and "
-                            "the state beside it to export it whole"
-                        )
-                    counts[table] = _export(con, root, table, export, name)
-                    if export.whole:
-                        _settle_whole_export(con, root, {table: export.rows}, name, before)
-                    if export.exported:
-                        export.exported()
-                counts.update(_write_catalog(con, temporary, root, addition, counts))
+            whole = digests is not None and not all(_schema_current(before[t], d) for t, d in digests.items())
+            counts = dict.fromkeys(PARTITIONED, 0)
+            names = []
+            for index, path in enumerate(present if whole else [p for p in present if p in wanted]):
+                name = f"{stamp:020d}-{tag}-{index}.parquet"
+                with _attached(con, path, wait_seconds) as tables:
+                    if not all(source in tables for source in CHANGES):
+                        continue  # a group file whose runs have written nothing yet
+                    since = None if whole else marks.get(path.name)
+                    partitions, marks[path.name] = _changes(con, since)
+                    exported = export_partitions(
+                        con, root, None if since is None else partitions, name, tables
+                    )
+                    names.append(name)
+                    for table, rows in exported.items():
+                        counts[table] += rows
+                    if exports is not None:
+                        exports.read(con, whole, partitions)
+            if whole:
+                _settle_whole_export(con, root, {t: f"from {_shape(t)}" for t in PARTITIONED}, names, before)
+            _copy_small_tables(con, None if alerts_path is None else Path(alerts_path), wait_seconds)
+            name = f"{stamp:020d}-{tag}-own.parquet"
+            for table, export in (exports.exports(con, whole) if exports else {}).items():
+                if not export.whole and not _schema_current(
+                    before.get(table, []), _schema_digest(con, export.rows)
+                ):
+                    raise RuntimeError(
+                        f"{table}'s files have other columns than its export: delete {root / table} and "
+                        "the state beside it to export it whole"
+                    )
+                counts[table] = _export(con, root, table, export, name)
+                if export.whole:
+                    _settle_whole_export(con, root, {table: export.rows}, [name], before)
+                if export.exported:
+                    export.exported()
+            counts.update(_write_catalog(con, temporary, root, addition, counts))
             os.replace(temporary, analytics_path)
-            write_json(watermark, mark)
+            write_json(root / _WATERMARK, marks)
         finally:
+            con.close()
             for leftover in (temporary, temporary.with_name(temporary.name + ".wal")):
                 leftover.unlink(missing_ok=True)
         _delete_expired(root, grace_seconds)
     return counts
+
+
+def _shape(table: str) -> str:
+    return f"temp.main.shape_of_{table}"
+
+
+def _digests(
+    con: duckdb.DuckDBPyConnection, present: Sequence[Path], wait_seconds: float
+) -> dict[str, str] | None:
+    """The schema digest of each partitioned table, from the first warehouse file that has them all (they
+    all have the same columns: the same release's SQL made them), whose empty copies stay on `con` as
+    `_shape(table)`; None if no file has them yet."""
+    for path in present:
+        with _attached(con, path, wait_seconds) as tables:
+            complete = all(source in tables for source in PARTITIONED.values())
+            for table, source in PARTITIONED.items() if complete else ():
+                con.execute(f"create or replace temp table shape_of_{table} as from {source} limit 0")
+        if complete:
+            return {t: _schema_digest(con, f"from {_shape(t)}") for t in PARTITIONED}
+    return None

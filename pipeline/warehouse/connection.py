@@ -19,7 +19,9 @@ class WarehouseBusy(RuntimeError):
 
 
 @contextmanager
-def _file_lock(lock_path: Path, wait_seconds: float) -> Iterator[None]:
+def locked(path: Path | str, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> Iterator[None]:
+    """Hold the pipeline's lock of the DuckDB file at `path` (`<path>.lock`), waiting up to `wait_seconds`."""
+    lock_path = Path(path).with_name(Path(path).name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -52,9 +54,35 @@ def connect(
     failing on DuckDB's "Conflicting lock is held". Fetch from HTTP first, then connect, write, leave.
     """
     path = Path(path)
-    with _file_lock(path.with_name(path.name + ".lock"), wait_seconds):
+    with locked(path, wait_seconds):
         con = duckdb.connect(str(path), read_only=read_only)
         try:
             yield con
         finally:
             con.close()
+
+
+WAREHOUSE_ALIAS = "warehouse"
+
+
+@contextmanager
+def attached(
+    con: duckdb.DuckDBPyConnection,
+    path: Path | str,
+    *,
+    read_only: bool = False,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+) -> Iterator[None]:
+    """`path` attached to `con` (an in-memory connection) as its default catalog, under the file's lock, for
+    one short unit of work; detached (and so closed and checkpointed) after. Attaching costs about a
+    millisecond where a new connection costs fifteen: a process that works through many group files in a
+    row (the calendar sensor, the analysts' refresh) attaches them one after another on one connection."""
+    with locked(path, wait_seconds):
+        mode = " (read_only)" if read_only else ""
+        con.execute(f"attach '{str(path).replace(chr(39), chr(39) * 2)}' as {WAREHOUSE_ALIAS}{mode}")
+        try:
+            con.execute(f"use {WAREHOUSE_ALIAS}")
+            yield
+        finally:
+            con.execute("use memory")
+            con.execute(f"detach {WAREHOUSE_ALIAS}")

@@ -58,7 +58,8 @@ def ensure_models(con: duckdb.DuckDBPyConnection) -> None:
     only when their text changed since the warehouse last saw them (`seeds.model_definitions`).
     """
     recorded = con.execute(
-        "select 1 from duckdb_tables() where schema_name = 'seeds' and table_name = 'model_definitions'"
+        "select 1 from duckdb_tables() where database_name = current_database() "
+        "and schema_name = 'seeds' and table_name = 'model_definitions'"
     ).fetchall()
     if recorded and con.execute("select version from seeds.model_definitions").fetchall() == [
         (DEFINITIONS_VERSION,)

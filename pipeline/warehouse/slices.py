@@ -9,8 +9,8 @@ import duckdb
 
 from pipeline.warehouse.sql_files import run_sql_file
 
-# The tables that hold state (Cliniko's raw rows, the ledger, the calendar's runs and alerts), and the view
-# that reads the calendar's runs.
+# The tables of a group's warehouse that hold state (Cliniko's raw rows, the ledger, the calendar's runs), and
+# the view that reads the calendar's runs. The alerts live in a file of their own (`ALERTS_DDL`).
 TABLE_DDL = (
     "raw/cliniko_businesses.sql",
     "raw/cliniko_appointments.sql",
@@ -19,14 +19,19 @@ TABLE_DDL = (
     "sink/review_request_ledger.sql",
     "calendar/partition_runs.sql",
     "calendar/partition_states.sql",
-    "calendar/alerts.sql",
 )
+ALERTS_DDL = "calendar/alerts.sql"
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the state tables on first use (every statement is `if not exists`)."""
+    """Create a group warehouse's state tables on first use (every statement is `if not exists`)."""
     for relative_path in TABLE_DDL:
         run_sql_file(con, relative_path)
+
+
+def ensure_alerts(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the alerts table of the alerts file on first use."""
+    run_sql_file(con, ALERTS_DDL)
 
 
 def replace_slice(con: duckdb.DuckDBPyConnection, table: str, rows: Any, slice_key: Mapping[str, Any]) -> int:

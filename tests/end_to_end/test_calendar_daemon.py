@@ -354,7 +354,8 @@ def simulation(tmp_path_factory):
         os.environ.clear()
         os.environ.update(saved_env)
         cliniko.close()
-    warehouse = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    (warehouse_path,) = (data_dir / "warehouse").glob("group-*.duckdb")  # one group
+    warehouse = duckdb.connect(str(warehouse_path), read_only=True)
     analytics = duckdb.connect(str(data_dir / "analytics.duckdb"), read_only=True)
     yield {
         "status": status,

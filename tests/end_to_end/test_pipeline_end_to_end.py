@@ -170,7 +170,10 @@ def test_no_api_key_in_the_databases_or_the_output(outcome):
     manifest = (outcome["data_dir"] / "sandbox.json").read_text()
     keys = [a["api_key"] for a in json.loads(manifest)["cliniko_accounts"]] + [DEMO_BIRDEYE_KEY]
     blobs = [outcome["run"].stdout, outcome["run"].stderr]
-    for name in ("warehouse.duckdb", "analytics.duckdb", "registry.sqlite3"):
+    warehouses = list((outcome["data_dir"] / "warehouse").glob("*.duckdb"))
+    assert warehouses
+    alerts = [p for p in [outcome["data_dir"] / "alerts.duckdb"] if p.exists()]  # made by the first alert
+    for name in ["analytics.duckdb", "registry.sqlite3", *warehouses, *alerts]:
         blobs.append((outcome["data_dir"] / name).read_bytes().decode("latin-1"))
     for path in (outcome["data_dir"] / "dagster_home").rglob("*"):
         if path.is_file():

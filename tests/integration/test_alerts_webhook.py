@@ -42,7 +42,7 @@ def rows(warehouse) -> list[tuple]:
 
 
 def test_an_alert_is_posted_once_while_open_and_again_after_it_resolved(tmp_path, receiver):
-    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse = tmp_path / "alerts.duckdb"
     assert raise_alerts(warehouse, receiver.url, [failing()]) == [failing()]
     assert raise_alerts(warehouse, receiver.url, [failing()]) == []  # still open: not again
     assert [r["json"]["key"] for r in receiver.received] == ["partition_failing|123|2026-11-05"]
@@ -58,7 +58,7 @@ def test_an_alert_is_posted_once_while_open_and_again_after_it_resolved(tmp_path
 
 
 def test_resolving_keeps_the_conditions_still_present(tmp_path, receiver):
-    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse = tmp_path / "alerts.duckdb"
     raise_alerts(warehouse, receiver.url, [failing("2026-11-05"), failing("2026-11-06")])
     resolved = resolve_alerts(
         warehouse, kinds=["partition_failing"], business_numbers=["123"], keep=[failing("2026-11-06").key]
@@ -71,7 +71,7 @@ def test_resolving_keeps_the_conditions_still_present(tmp_path, receiver):
 
 
 def test_a_failing_receiver_is_noted_and_the_alert_delivered_once_it_answers(tmp_path, receiver):
-    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse = tmp_path / "alerts.duckdb"
     receiver.status = 500
     assert raise_alerts(warehouse, receiver.url, [failing()]) == [failing()]
     [(_, open_, notified, error)] = rows(warehouse)
@@ -87,7 +87,7 @@ def test_a_failing_receiver_is_noted_and_the_alert_delivered_once_it_answers(tmp
 
 
 def test_an_unreachable_or_malformed_webhook_never_fails_the_caller(tmp_path):
-    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse = tmp_path / "alerts.duckdb"
     assert raise_alerts(warehouse, f"http://user:{TOKEN}@127.0.0.1:9/hooks", [failing()]) == [failing()]
     [(_, _, notified, error)] = rows(warehouse)
     assert not notified and error.startswith("could not reach 127.0.0.1:9") and TOKEN not in error
@@ -97,7 +97,7 @@ def test_an_unreachable_or_malformed_webhook_never_fails_the_caller(tmp_path):
 
 
 def test_a_slow_receiver_gets_the_budget_and_the_rest_waits(tmp_path, receiver):
-    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse = tmp_path / "alerts.duckdb"
     raise_alerts(warehouse, None, [failing(f"2026-11-0{day}") for day in range(1, 6)])
     receiver.delay = 1.5
     started = time.monotonic()
@@ -112,6 +112,6 @@ def test_a_slow_receiver_gets_the_budget_and_the_rest_waits(tmp_path, receiver):
 
 
 def test_without_a_webhook_alerts_are_only_recorded(tmp_path):
-    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse = tmp_path / "alerts.duckdb"
     raise_alerts(warehouse, None, [failing()])
     assert rows(warehouse) == [("partition_failing|123|2026-11-05", True, False, None)]

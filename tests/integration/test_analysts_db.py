@@ -75,7 +75,7 @@ def months(root: Path) -> list[str]:
 def test_open_reader_neither_blocks_nor_breaks_on_refresh(tmp_path: Path) -> None:
     warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
     build(warehouse_path, "1001", 2)
-    assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 2
+    assert refresh_analytics([warehouse_path], analytics_path)["restriction_reasons"] == 2
 
     stop = tmp_path / "stop"
     reader = subprocess.Popen(
@@ -87,11 +87,11 @@ def test_open_reader_neither_blocks_nor_breaks_on_refresh(tmp_path: Path) -> Non
     try:
         assert reader.stdout.readline().strip() == "ready"
         build(warehouse_path, "1002", 3)
-        first = refresh_analytics(warehouse_path, analytics_path)
+        first = refresh_analytics([warehouse_path], analytics_path)
         build(warehouse_path, "1003", 1)
-        second = refresh_analytics(warehouse_path, analytics_path)
+        second = refresh_analytics([warehouse_path], analytics_path)
         for _ in range(5):  # exported again and compacted each time, while the reader goes on
-            refresh_analytics(warehouse_path, analytics_path, compact_after=1)
+            refresh_analytics([warehouse_path], analytics_path, compact_after=1)
         time.sleep(0.2)  # let the reader query the replaced file a few more times
     finally:
         stop.touch()
@@ -121,13 +121,13 @@ def test_a_partition_exported_again_replaces_its_rows_before_and_after_compactio
     other_month = date(2026, 10, 31)
     build(warehouse_path, "1001", 3)
     build(warehouse_path, "1002", 2, other_month)
-    refresh_analytics(warehouse_path, analytics_path)  # the first refresh exports the whole warehouse
+    refresh_analytics([warehouse_path], analytics_path)  # the first refresh exports the whole warehouse
     assert counts(analytics_path) == {("1001", PARTITION_DATE): 3, ("1002", other_month): 2}
     root = parquet_root(analytics_path)
 
     for rebuilt_with in (5, 4):  # rebuilt with more rows, then fewer: the newest export wins
         build(warehouse_path, "1001", rebuilt_with)
-        refresh_analytics(warehouse_path, analytics_path)
+        refresh_analytics([warehouse_path], analytics_path)
         assert counts(analytics_path) == {("1001", PARTITION_DATE): rebuilt_with, ("1002", other_month): 2}
 
     assert compact(root, at_least=1) == 2  # the two deltas: 5 rows, then 4
@@ -141,7 +141,7 @@ def test_a_partition_exported_again_replaces_its_rows_before_and_after_compactio
     # instance per path within a process).
     os.link(analytics_path, tmp_path / "opened_before.duckdb")
     opened_before = duckdb.connect(str(tmp_path / "opened_before.duckdb"), read_only=True)
-    refresh_analytics(warehouse_path, analytics_path)
+    refresh_analytics([warehouse_path], analytics_path)
     assert counts(analytics_path) == {("1002", other_month): 2}
     assert compact(root, at_least=1) == 1
     assert months(root) == ["2026-10", "2026-11", "2026-11", "2026-11", "_schema"]
@@ -156,9 +156,9 @@ def test_a_partition_exported_again_replaces_its_rows_before_and_after_compactio
     # The grace period starts once a new catalog no longer names a superseded file; once it is over, a refresh
     # deletes the file: the deltas and the two older November files. New connections never named them; one
     # opened before they went now fails.
-    refresh_analytics(warehouse_path, analytics_path, grace_seconds=0)  # starts the last ones' grace
+    refresh_analytics([warehouse_path], analytics_path, grace_seconds=0)  # starts the last ones' grace
     assert months(root) == ["2026-10", "2026-11", "2026-11", "_schema"]
-    refresh_analytics(warehouse_path, analytics_path, grace_seconds=0)
+    refresh_analytics([warehouse_path], analytics_path, grace_seconds=0)
     assert months(root) == ["2026-10", "2026-11", "_schema"]
     assert list((root / "restriction_reasons" / "delta").iterdir()) == []
     assert counts(analytics_path) == {("1002", other_month): 2}
@@ -172,7 +172,9 @@ def test_analysts_db_has_the_spec_columns_and_no_contact_details(tmp_path: Path)
     build(warehouse_path, "1001", 1)  # claims a0; the sink then sends it
     with connect(warehouse_path) as con:
         con.execute("update sink.review_request_ledger set status = 'sent'")
-    coverage.refresh(warehouse_path, analytics_path, [], PARTITION_DATE)
+    coverage.refresh(
+        [warehouse_path], warehouse_path.with_name("alerts.duckdb"), analytics_path, [], PARTITION_DATE
+    )
     with duckdb.connect(str(analytics_path), read_only=True) as con:
         columns = {
             table: [c[0] for c in con.execute(f"describe {table}").fetchall()]
@@ -200,7 +202,7 @@ def test_refresh_of_an_unbuilt_warehouse_says_what_to_do(tmp_path: Path) -> None
     with connect(tmp_path / "warehouse.duckdb"):
         pass
     with pytest.raises(analysts_db.NothingToRefresh, match="build at least one partition"):
-        refresh_analytics(tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb")
+        refresh_analytics([tmp_path / "warehouse.duckdb"], tmp_path / "analytics.duckdb")
     assert not (tmp_path / "analytics.duckdb").exists()
 
 
@@ -246,7 +248,9 @@ def test_the_calendar_is_exported_only_for_the_mappings_whose_calendar_changed(t
     ahead = today.date() + timedelta(days=coverage.LOOKAHEAD_DAYS)
 
     def refresh(mappings: list[MappingConfig], at: datetime = today) -> dict[str, int]:
-        return coverage.refresh(warehouse_path, analytics_path, mappings, start, at)
+        return coverage.refresh(
+            [warehouse_path], warehouse_path.with_name("alerts.duckdb"), analytics_path, mappings, start, at
+        )
 
     both = [mapping("1001", first_run), mapping("1002", first_run)]
     refresh(both)  # the first: every mapping, a month ahead (1001's partition of 2026-11-24 ran: from there)
@@ -295,9 +299,9 @@ def test_new_columns_export_everything_once_and_a_killed_whole_export_is_done_ag
     with monkeypatch.context() as patch:
         patch.setattr(analysts_db, "_write_schema", killed)
         with pytest.raises(KeyboardInterrupt):
-            refresh_analytics(warehouse_path, analytics_path)
-    assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 5
-    assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 0
+            refresh_analytics([warehouse_path], analytics_path)
+    assert refresh_analytics([warehouse_path], analytics_path)["restriction_reasons"] == 5
+    assert refresh_analytics([warehouse_path], analytics_path)["restriction_reasons"] == 0
 
     # A release adds a column: every partition is exported again, with it, and only once.
     with connect(warehouse_path) as con:
@@ -305,9 +309,11 @@ def test_new_columns_export_everything_once_and_a_killed_whole_export_is_done_ag
             "create or replace view analytics.restriction_reasons as "
             "select *, 'new' as added from marts.appointment_eligibility"
         )
-    assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 5
+    assert refresh_analytics([warehouse_path], analytics_path)["restriction_reasons"] == 5
     for _ in range(3):  # the older files' grace starts, ends, they are deleted: nothing is whole again
-        assert refresh_analytics(warehouse_path, analytics_path, grace_seconds=0)["restriction_reasons"] == 0
+        assert (
+            refresh_analytics([warehouse_path], analytics_path, grace_seconds=0)["restriction_reasons"] == 0
+        )
     with duckdb.connect(str(analytics_path), read_only=True) as con:
         assert con.execute("select added, count(*) from restriction_reasons group by all").fetchall() == [
             ("new", 5)
@@ -318,9 +324,9 @@ def test_a_month_file_written_by_a_killed_compaction_shows_no_partition_twice(tm
     warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
     build(warehouse_path, "1001", 3)
     build(warehouse_path, "1002", 2)
-    refresh_analytics(warehouse_path, analytics_path)
+    refresh_analytics([warehouse_path], analytics_path)
     build(warehouse_path, "1001", 4)
-    refresh_analytics(warehouse_path, analytics_path)
+    refresh_analytics([warehouse_path], analytics_path)
     root = parquet_root(analytics_path)
     deltas = {
         t: [p for p in files if p.parent.name == "delta"] for t, files in analysts_db.live_files(root).items()
@@ -328,7 +334,7 @@ def test_a_month_file_written_by_a_killed_compaction_shows_no_partition_twice(tm
     analysts_db._merge(
         root, deltas, analysts_db.live_files(root)
     )  # the new November file is written; the process dies before recording more
-    refresh_analytics(warehouse_path, analytics_path)
+    refresh_analytics([warehouse_path], analytics_path)
     assert months(root) == ["2026-11", "2026-11", "_schema"]
     assert counts(analytics_path) == {("1001", PARTITION_DATE): 4, ("1002", PARTITION_DATE): 2}
 
@@ -338,23 +344,23 @@ def test_what_changed_is_exported_whoever_changed_it_and_after_a_failed_refresh(
 ) -> None:
     warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
     build(warehouse_path, "1001", 2)
-    refresh_analytics(warehouse_path, analytics_path)
+    refresh_analytics([warehouse_path], analytics_path)
     # The sink posts outside any build (a later run, `cliniko-reviews requeue`): the ledger says when.
     with connect(warehouse_path) as con:
         con.execute("update sink.review_request_ledger set status = 'sent', updated_at = current_timestamp")
-    assert refresh_analytics(warehouse_path, analytics_path)["review_requests"] == 2
+    assert refresh_analytics([warehouse_path], analytics_path)["review_requests"] == 2
 
     build(warehouse_path, "1002", 3)
     with monkeypatch.context() as patch:
         patch.setattr(analysts_db, "_write_catalog", lambda *args: 1 / 0)
         with pytest.raises(ZeroDivisionError):
-            refresh_analytics(warehouse_path, analytics_path)
+            refresh_analytics([warehouse_path], analytics_path)
     assert counts(analytics_path) == {("1001", PARTITION_DATE): 2}  # the last catalog stands
-    assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 3  # 1002, still due
+    assert refresh_analytics([warehouse_path], analytics_path)["restriction_reasons"] == 3  # 1002, still due
     assert counts(analytics_path) == {("1001", PARTITION_DATE): 2, ("1002", PARTITION_DATE): 3}
     with duckdb.connect(str(analytics_path), read_only=True) as con:
         statuses = con.execute("select business_number, status, count(*) from review_requests group by all")
         assert sorted(statuses.fetchall()) == [("1001", "sent", 2), ("1002", "pending", 3)]
         info = json.loads(con.execute("select row_counts from snapshot_info").fetchone()[0])
         assert info["restriction_reasons"] == 3 and info["restriction_codes"] == 8  # exported, copied
-    assert refresh_analytics(warehouse_path, analytics_path)["restriction_reasons"] == 0  # nothing new
+    assert refresh_analytics([warehouse_path], analytics_path)["restriction_reasons"] == 0  # nothing new

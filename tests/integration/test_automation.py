@@ -6,11 +6,13 @@ simulated days is `tests/end_to_end/test_calendar_daemon.py`.
 """
 
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
+from pipeline.automation import sensors
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
 from pipeline.automation.runner import busy_partitions
 from pipeline.automation.sensors import DUE_TAG, calendar_sensor, mapping_partitions_sensor
@@ -20,6 +22,7 @@ from pipeline.registry.model import Frequency
 from pipeline.registry.store import MappingInput, MappingPatch, PropertyInput, RegistryStore, TriggerInput
 from pipeline.settings import load_settings
 from pipeline.warehouse import connect
+from pipeline.warehouse.connection import locked
 from pipeline.warehouse.slices import ensure_tables
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -44,6 +47,15 @@ def store(tmp_path, monkeypatch) -> RegistryStore:
     return store
 
 
+def warehouse(group_id: int | None = None) -> Path:
+    """The warehouse file of `group_id`, by default of the fixture's one group."""
+    settings = load_settings()
+    if group_id is None:
+        (group,) = RegistryStore.open(settings).groups()
+        group_id = group["groupId"]
+    return settings.warehouse_path(group_id)
+
+
 def add_mapping(
     store: RegistryStore, number: str, *, next_run: datetime, unit="days", value=1, active=True, props=()
 ):
@@ -59,7 +71,7 @@ def add_mapping(
             next_run_time=next_run,
         )
     )
-    with connect(load_settings().warehouse_path) as con:
+    with connect(warehouse(store.group_id)) as con:
         ensure_tables(con)
         con.execute(
             "insert into raw.cliniko_businesses (business_number, cliniko_business_id, business_name, "
@@ -97,7 +109,7 @@ def launched(instance: dg.DagsterInstance, request: dg.RunRequest, status=dg.Dag
 
 
 def record_run(number: str, day, status: str, finished_at: datetime, *, run_id: str, partial=False):
-    with connect(load_settings().warehouse_path) as con:
+    with connect(warehouse()) as con:
         con.execute(
             "insert into calendar.partition_runs (run_id, business_number, partition_date, run_started_at, "
             "close_at, is_partial, status, finished_at) values (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -106,7 +118,7 @@ def record_run(number: str, day, status: str, finished_at: datetime, *, run_id: 
 
 
 def open_alerts() -> dict[str, str]:
-    with connect(load_settings().warehouse_path) as con:
+    with connect(load_settings().alerts_path) as con:
         return dict(
             con.execute("select alert_key, message from calendar.alerts where resolved_at is null").fetchall()
         )
@@ -149,6 +161,29 @@ def test_a_due_time_requests_its_partition_and_advances_once_the_run_exists(stor
     assert registry.mapping("301").next_run_time == due_at + timedelta(days=1)
 
 
+def test_a_group_whose_warehouse_stays_busy_waits_and_the_other_groups_go_on(store, instance, monkeypatch):
+    due_at = NOW - timedelta(minutes=5)
+    add_mapping(store, "351", next_run=due_at)
+    busy_group = store.group_id
+    group, _ = store.create_group(
+        "350",
+        118,
+        [
+            PropertyInput("cliniko.api.key", "sandbox-key-abcdef-au4", True, "p0"),
+            PropertyInput("birdeye.api.key", "birdeye-key-0001", True, "p1"),
+        ],
+        [TriggerInput(129, 1, None, "t0")],
+    )
+    store.group_id = group["groupId"]
+    add_mapping(store, "352", next_run=due_at)
+    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["351", "352"])
+    monkeypatch.setattr(sensors, "WAREHOUSE_WAIT_SECONDS", 0.5)
+    day = due_at.date() - timedelta(days=1)
+    with locked(warehouse(busy_group)):  # a run of the first group holds its file past the tick's patience
+        assert [key for _, key in requested(tick(instance))] == [str(MappingDay("352", day))]
+    assert [key for _, key in requested(tick(instance))] == [str(MappingDay(n, day)) for n in ("351", "352")]
+
+
 def test_a_daemon_stopped_for_days_catches_up_once_within_the_horizon(store, instance):
     first_due = NOW - timedelta(days=12, minutes=5)
     add_mapping(store, "401", next_run=first_due)
@@ -177,13 +212,13 @@ def test_a_failed_partition_is_retried_after_its_backoff_and_alerts_after_three(
     day = now.date() - timedelta(days=1)
     record_run("501", day, "failed", now - timedelta(minutes=9), run_id="r1")
     assert requested(tick(instance)) == []  # the first retry waits 10 minutes
-    with connect(load_settings().warehouse_path) as con:
+    with connect(warehouse()) as con:
         con.execute("update calendar.partition_runs set finished_at = finished_at - interval 2 minute")
     partition = str(MappingDay("501", day))
     first_failure = now - timedelta(minutes=11)  # one run key per failure: the key names it
     assert requested(tick(instance)) == [(f"{partition}#retry-after-{first_failure.isoformat()}", partition)]
     assert open_alerts() == {}
-    with connect(load_settings().warehouse_path) as con:  # the first failure was longer ago, then two more
+    with connect(warehouse()) as con:  # the first failure was longer ago, then two more
         con.execute("update calendar.partition_runs set finished_at = finished_at - interval 3 hour")
         con.execute("update calendar.partition_runs set run_started_at = finished_at")
     record_run("501", day, "failed", now - timedelta(hours=1), run_id="r2")
@@ -194,8 +229,9 @@ def test_a_failed_partition_is_retried_after_its_backoff_and_alerts_after_three(
     # The retry is under way (it has built the partition): the alert stays open, it is not raised again.
     record_run("501", day, "built", now - timedelta(minutes=1), run_id="r4")
     assert requested(tick(instance)) == [] and list(open_alerts()) == [f"partition_failing|501|{day}"]
-    with connect(load_settings().warehouse_path) as con:
+    with connect(load_settings().alerts_path) as con:
         assert con.execute("select count(*) from calendar.alerts").fetchone()[0] == 1
+    with connect(warehouse()) as con:
         con.execute("update calendar.partition_runs set status = 'succeeded' where run_id = 'r4'")
     assert requested(tick(instance)) == [] and open_alerts() == {}  # closed: the alert is resolved
 
@@ -211,7 +247,7 @@ def test_one_bad_mapping_never_stops_the_others(store, instance):
             number,
             MappingPatch(properties=[PropertyInput("cliniko.location.name", "Gone Clinic", False, "p")]),
         )
-    with connect(load_settings().warehouse_path) as con:  # 604's businesses fetched since: no such clinic
+    with connect(warehouse()) as con:  # 604's businesses fetched since: no such clinic
         con.execute(
             "update raw.cliniko_businesses set loaded_at = now() + interval 1 second "
             "where business_number = '604'"
@@ -286,7 +322,7 @@ def test_a_run_whose_process_died_is_failed_and_its_partition_retried(store, ins
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
     # It died during ingestion, before it built anything: it still counts as a failure of its partition, so
     # the partition is retried with backoff (not left to the next due time) and counts towards the alert.
-    with connect(load_settings().warehouse_path) as con:
+    with connect(warehouse()) as con:
         rows = con.execute("select run_id, status, error from calendar.partition_runs").fetchall()
     assert rows == [(run.run_id, "failed", "the run's process is gone (killed, or its machine stopped)")]
     assert not (lease_dir / f"{run.run_id}.lock").exists()  # swept

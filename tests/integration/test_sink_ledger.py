@@ -223,19 +223,20 @@ def test_requeue_lists_first_then_moves_back_to_pending(tmp_path):
 
 def test_requeue_command_lists_without_yes_and_never_prints_contacts(tmp_path, monkeypatch):
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    warehouse = tmp_path / "warehouse" / "group-1.duckdb"  # the command reads every group's ledger
     rows = eligible_rows(2)
     with running_birdeye(emulator(drop_rate=1.0)) as birdeye:
-        post(tmp_path / "warehouse.duckdb", birdeye, rows)
+        post(warehouse, birdeye, rows)
     runner = CliRunner()
     listing = runner.invoke(main, ["requeue", "--date", "2026-11-24", "--status", "uncertain"])
     assert listing.exit_code == 0, listing.output
     assert "appointment 1000" in listing.output and "2 rows would go back to pending" in listing.output
     assert "@" not in listing.output and "412345678" not in listing.output
-    assert {r["status"] for r in ledger_rows(tmp_path / "warehouse.duckdb").values()} == {"uncertain"}
+    assert {r["status"] for r in ledger_rows(warehouse).values()} == {"uncertain"}
     moved = runner.invoke(main, ["requeue", "--appointment", "1001", "--yes"])
     assert moved.exit_code == 0 and "1 rows are pending again" in moved.output
     assert f"--mapping {rows[0]['business_number']}" in moved.output
-    assert ledger_rows(tmp_path / "warehouse.duckdb")["1001"]["status"] == "pending"
+    assert ledger_rows(warehouse)["1001"]["status"] == "pending"
 
 
 def test_the_client_side_rate_keeps_under_birdeyes_limit(tmp_path):
