@@ -295,10 +295,12 @@ def simulation(tmp_path_factory):
                 }
             )
             env.pop("PYTHONDONTWRITEBYTECODE", None)  # each run worker imports Dagster: let it use .pyc files
+            # The instance's storage is made before the processes start (as `dagster instance migrate` does
+            # in a deployment): two processes creating a new SQLite schedule storage at once can race.
+            instance = dg.DagsterInstance.from_config(str(home))
             code_server, daemon = deployment(work, env)
             code_server.start()
             daemon.start()
-            instance = dg.DagsterInstance.from_config(str(home))
             # Before the first due time the sensors have made the mapping partitions.
             deadline = time.monotonic() + 120
             while len(instance.get_dynamic_partitions("mapping")) < len(CLINICS):

@@ -34,8 +34,14 @@ def store(tmp_path, monkeypatch) -> RegistryStore:
     monkeypatch.delenv("REGISTRY_SECRET_KEY", raising=False)
     monkeypatch.delenv("ALERT_WEBHOOK_URL", raising=False)
     store = RegistryStore.open(load_settings())
+    store.group_id = add_group(store, "100")
+    return store
+
+
+def add_group(store: RegistryStore, parent: str) -> int:
+    """A group with a Cliniko and a Birdeye key; returns its id."""
     group, _ = store.create_group(
-        "100",
+        parent,
         118,
         [
             PropertyInput("cliniko.api.key", "sandbox-key-abcdef-au4", True, "p0"),
@@ -43,8 +49,7 @@ def store(tmp_path, monkeypatch) -> RegistryStore:
         ],
         [TriggerInput(129, 1, None, "t0")],
     )
-    store.group_id = group["groupId"]
-    return store
+    return group["groupId"]
 
 
 def warehouse(group_id: int | None = None) -> Path:
@@ -165,16 +170,7 @@ def test_a_group_whose_warehouse_stays_busy_waits_and_the_other_groups_go_on(sto
     due_at = NOW - timedelta(minutes=5)
     add_mapping(store, "351", next_run=due_at)
     busy_group = store.group_id
-    group, _ = store.create_group(
-        "350",
-        118,
-        [
-            PropertyInput("cliniko.api.key", "sandbox-key-abcdef-au4", True, "p0"),
-            PropertyInput("birdeye.api.key", "birdeye-key-0001", True, "p1"),
-        ],
-        [TriggerInput(129, 1, None, "t0")],
-    )
-    store.group_id = group["groupId"]
+    store.group_id = add_group(store, "350")
     add_mapping(store, "352", next_run=due_at)
     instance.add_dynamic_partitions(MAPPING_DIMENSION, ["351", "352"])
     monkeypatch.setattr(sensors, "WAREHOUSE_WAIT_SECONDS", 0.5)
