@@ -132,9 +132,10 @@ def analytics_database(context: dg.AssetExecutionContext, pipeline: PipelineReso
 
     Exports only the partitions of the mapping's group whose rows changed since that group's last refresh
     (this one, and any that a failed refresh left), as Parquet under `$DATA_DIR/analytics/`, which the views
-    read: it costs what changed, not the history, and reads no other group's warehouse. The small file of views is rebuilt and swapped in atomically, so an analyst may keep it open
-    (read-only) while runs go on: their session never makes a run fail, and a run never breaks their
-    session. Metadata: the rows exported per table.
+    read: it costs what changed, not the history, and reads no other group's warehouse. The small file of
+    views is rebuilt and swapped in atomically, so an analyst may keep it open (read-only) while runs go on:
+    their session never makes a run fail, and a run never breaks their session. Metadata: the rows exported
+    per table.
     """
     _, mapping = pipeline.partition(context)
     settings = pipeline.settings
