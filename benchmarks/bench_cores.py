@@ -54,7 +54,11 @@ def main() -> list[Figure]:
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="bench_cores_"))
     workdir.mkdir(parents=True, exist_ok=True)
     day = date.today() - timedelta(days=1)
+    # Each group posts with its own Birdeye key, as clinics do: one key shared by the 40 groups would make
+    # its rate (10 requests/s, shared by every process) the bound instead of the cores.
+    birdeye_keys = {account: f"bench-birdeye-key-{account:04d}" for account in range(args.accounts)}
     options = [
+        *(f"--birdeye-key={key}" for key in birdeye_keys.values()),
         "--size=tiny",
         f"--accounts={args.accounts}",
         f"--businesses={args.businesses}",
@@ -70,7 +74,7 @@ def main() -> list[Figure]:
         print(f"{args.mappings} mappings over {accounts} groups; {day} with 1 and 2 workers", flush=True)
         for workers in (1, 2):
             data_dir = workdir / f"data_{workers}"
-            create_mappings(data_dir, box, mappings)
+            create_mappings(data_dir, box, mappings, birdeye_keys)
             env = environment(data_dir, box)
             sandbox_cpu = _cpu_seconds(box.process.pid)
             run = run_command(

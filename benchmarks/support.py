@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,10 +168,17 @@ def environment(data_dir: Path, box: Sandbox, **extra: str) -> dict[str, str]:
     }
 
 
-def create_mappings(data_dir: Path, box: Sandbox, mappings: Sequence[tuple[str, int, str]]) -> None:
+def create_mappings(
+    data_dir: Path,
+    box: Sandbox,
+    mappings: Sequence[tuple[str, int, str]],
+    birdeye_keys: Mapping[int, str] | None = None,
+) -> None:
     """A registry under `data_dir` with one group per Cliniko account used and the given mappings.
 
     `mappings` holds (business number, account index, comma-separated Cliniko business names).
+    `birdeye_keys`: each group's own Birdeye key by account index (the sandbox must accept them); by default
+    every group posts with the sandbox's one key, whose rate they then share.
     """
     from dataclasses import replace
 
@@ -187,7 +194,9 @@ def create_mappings(data_dir: Path, box: Sandbox, mappings: Sequence[tuple[str, 
                 118,
                 [
                     PropertyInput("cliniko.api.key", box.accounts[account]["api_key"], True, "p0"),
-                    PropertyInput("birdeye.api.key", box.birdeye_key, True, "p1"),
+                    PropertyInput(
+                        "birdeye.api.key", (birdeye_keys or {}).get(account, box.birdeye_key), True, "p1"
+                    ),
                 ],
                 [TriggerInput(129, 1, None, "t0")],
             )
