@@ -162,7 +162,8 @@ class CalendarExports:
         entries = {}
         for mapping in self.mappings:
             bn, old = mapping.business_number, known.get(mapping.business_number)
-            zones = self.zones.get(bn, tuple(old["time_zones"]) if old and old.get("time_zones") else None)
+            seen = old.get("time_zones") if old else None  # what the last export saw; None: never fetched
+            zones = self.zones.get(bn, tuple(seen) if seen is not None else None)
             ran_from = self.ran.get(bn) or (old and old["ran_from"] and date.fromisoformat(old["ran_from"]))
             s = schedule(mapping, zones)
             fingerprint = _fingerprint(s, ran_from, self.partitions_start)
