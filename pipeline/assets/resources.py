@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -69,6 +70,25 @@ def split_legacy_warehouse(settings: Settings, registry: Registry) -> None:
 
         group_of = {m.business_number: m.group_id for m in registry.mappings(active_only=False)}
         split_legacy(settings.legacy_warehouse_path, settings.warehouse_path, group_of, settings.alerts_path)
+
+
+def refresh_analysts_db(
+    settings: Settings, registry: Registry, now: datetime | None = None, *, group_id: int | None = None
+) -> dict[str, int]:
+    """Refresh `analytics.duckdb` (with `coverage`) from the partitions that changed in `group_id`'s warehouse
+    file, or in every group's if None: what the sink's last asset, the failure hook and the sensor share."""
+    from pipeline.automation.partitions import PARTITIONS_START_DATE
+    from pipeline.calendar import coverage
+
+    return coverage.refresh(
+        list(settings.warehouse_paths().values()),
+        settings.alerts_path,
+        settings.analytics_path,
+        registry.mappings(active_only=False),
+        PARTITIONS_START_DATE,
+        now,
+        changed=None if group_id is None else [settings.warehouse_path(group_id)],
+    )
 
 
 def column_schema(ddl_path: str, table: str) -> dg.TableSchema:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from pipeline.assets.resources import PipelineResource
-from pipeline.automation.partitions import PARTITIONS_START_DATE, mapping_day
-from pipeline.calendar import coverage, store
+from pipeline.assets.resources import PipelineResource, refresh_analysts_db
+from pipeline.automation.partitions import mapping_day
+from pipeline.calendar import store
 from pipeline.warehouse import connect
 from pipeline.warehouse.analysts_db import NothingToRefresh
 from pipeline.warehouse.slices import ensure_tables
@@ -55,13 +55,6 @@ def record_failed_run(context: dg.HookContext) -> None:
             now=datetime.now(UTC),
         )
     try:
-        coverage.refresh(
-            list(settings.warehouse_paths().values()),
-            settings.alerts_path,
-            settings.analytics_path,
-            pipeline.registry().mappings(active_only=False),
-            PARTITIONS_START_DATE,
-            changed=[warehouse_path],
-        )
+        refresh_analysts_db(settings, pipeline.registry(), group_id=mapping.group_id)
     except NothingToRefresh as problem:
         context.log.info(f"analysts' database not refreshed: {problem}")

@@ -5,11 +5,11 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from pipeline.assets.models import appointment_eligibility
-from pipeline.assets.resources import PipelineResource
+from pipeline.assets.resources import PipelineResource, refresh_analysts_db
 from pipeline.assets.runs import record_failed_run
-from pipeline.automation.partitions import PARTITIONS_START_DATE, mapping_day_partitions
+from pipeline.automation.partitions import mapping_day_partitions
 from pipeline.automation.sensors import CALENDAR_ALERTS_CHECK, calendar_alerts_result
-from pipeline.calendar import coverage, store
+from pipeline.calendar import store
 from pipeline.calendar.alerts import open_alerts, raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
 from pipeline.sink import BirdeyeKeyRefused, post_review_requests
@@ -139,14 +139,7 @@ def analytics_database(context: dg.AssetExecutionContext, pipeline: PipelineReso
     """
     _, mapping = pipeline.partition(context)
     settings = pipeline.settings
-    counts = coverage.refresh(
-        list(settings.warehouse_paths().values()),
-        settings.alerts_path,
-        settings.analytics_path,
-        pipeline.registry().mappings(active_only=False),
-        PARTITIONS_START_DATE,
-        changed=[settings.warehouse_path(mapping.group_id)],
-    )
+    counts = refresh_analysts_db(settings, pipeline.registry(), group_id=mapping.group_id)
     return dg.MaterializeResult(metadata={"path": str(settings.analytics_path), **(counts or {})})
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from pipeline.assets.resources import split_legacy_warehouse
+from pipeline.assets.resources import refresh_analysts_db, split_legacy_warehouse
 from pipeline.automation.partitions import (
     MAPPING_DIMENSION,
     PARTITIONS_START_DATE,
@@ -296,14 +296,7 @@ def schedule_tick(
     changed = bool(new or resolved or ended or flight.gone)
     if changed:  # what the analysts' `coverage` and `alerts` show changed
         with contextlib.suppress(NothingToRefresh):  # no analysts' database to refresh yet
-            coverage.refresh(
-                list(settings.warehouse_paths().values()),
-                settings.alerts_path,
-                settings.analytics_path,
-                registry.mappings(active_only=False),
-                PARTITIONS_START_DATE,
-                now,
-            )
+            refresh_analysts_db(settings, registry, now)
     return requests, notes, bool(new or resolved)
 
 
