@@ -10,7 +10,10 @@ same outcome on well-formed and malformed records (`tests/unit/test_cliniko_page
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import duckdb
@@ -54,9 +57,7 @@ def type_pages(resource: str, bodies: Iterable[bytes], batch_pages: int = 32) ->
         raise ValueError(f"no page parser for {resource!r}; expected one of {', '.join(PAGE_RESOURCES)}")
     kept: list[bytes] = []
     frames: list[pd.DataFrame] = []
-    with duckdb.connect() as con:
-        con.execute("set TimeZone = 'UTC'")
-        con.execute(read_sql("parse/macros.sql"))
+    with _parser() as con:
         sql = read_sql(f"parse/cliniko_{resource}.sql")
         batch: list[bytes] = []
         for body in bodies:
@@ -70,6 +71,25 @@ def type_pages(resource: str, bodies: Iterable[bytes], batch_pages: int = 32) ->
             kept += batch
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return TypedPages(resource, _dedupe(frame, _ID_COLUMN[resource]), kept)
+
+
+_parser_lock = threading.Lock()
+# By process id: a parent's connection, inherited by a forked child, is neither used nor closed there.
+_parsers: dict[int, duckdb.DuckDBPyConnection] = {}
+
+
+@contextmanager
+def _parser() -> Iterator[duckdb.DuckDBPyConnection]:
+    """This process's DuckDB for typing pages, with the parsers' macros: made once per process, as a new
+    DuckDB and its macros cost about 20 ms of CPU and a partition types twice. Typing holds it alone: the
+    macros and the registered `pages` belong to the connection."""
+    with _parser_lock:
+        con = _parsers.get(os.getpid())
+        if con is None:
+            con = _parsers[os.getpid()] = duckdb.connect()
+            con.execute("set TimeZone = 'UTC'")
+            con.execute(read_sql("parse/macros.sql"))
+        yield con
 
 
 def _type_batch(

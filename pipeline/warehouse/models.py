@@ -14,7 +14,6 @@ ART index: the zonemaps already skip the history (`benchmarks/bench_models.py` m
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import duckdb
 
 from pipeline.warehouse.phone import register_phone_functions
-from pipeline.warehouse.slices import TABLE_DDL
+from pipeline.warehouse.slices import TABLE_DDL, ensure_definitions
 from pipeline.warehouse.sql_files import SQL_DIR, run_sql_file
 
 # Creates or replaces everything that holds no partition data; idempotent and cheap, run by every build.
@@ -46,31 +45,10 @@ PARTITION_FILES = (
 CHECKS = tuple(sorted(path.stem for path in (SQL_DIR / "checks").glob("*.sql")))
 
 
-DEFINITIONS_VERSION = hashlib.sha256(
-    "".join((SQL_DIR / path).read_text() for path in DEFINITION_FILES).encode()
-).hexdigest()
-
-
 def ensure_models(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the schemas, seed and views the models need, so a fresh warehouse can be built.
-
-    Re-running the definitions costs about 40 ms of catalog writes, a fifth of a partition build, so they run
-    only when their text changed since the warehouse last saw them (`seeds.model_definitions`).
-    """
-    recorded = con.execute(
-        "select 1 from duckdb_tables() where database_name = current_database() "
-        "and schema_name = 'seeds' and table_name = 'model_definitions'"
-    ).fetchall()
-    if recorded and con.execute("select version from seeds.model_definitions").fetchall() == [
-        (DEFINITIONS_VERSION,)
-    ]:
-        return
-    for path in DEFINITION_FILES:
-        run_sql_file(con, path)
-    con.execute(
-        "create or replace table seeds.model_definitions as select $version as version, now() as defined_at",
-        {"version": DEFINITIONS_VERSION},
-    )
+    """Create the schemas, seed and views the models need, so a fresh warehouse can be built (about 40 ms
+    of catalog writes, a fifth of a partition build, so only when their text changed)."""
+    ensure_definitions(con, "models", DEFINITION_FILES)
 
 
 def build_partition(

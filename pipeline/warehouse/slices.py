@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import duckdb
 
-from pipeline.warehouse.sql_files import run_sql_file
+from pipeline.warehouse.sql_files import read_sql, run_sql_file
 
 # The tables of a group's warehouse that hold state (Cliniko's raw rows, the ledger, the calendar's runs), and
 # the view that reads the calendar's runs. The alerts live in a file of their own (`ALERTS_DDL`).
@@ -24,14 +26,46 @@ ALERTS_DDL = "calendar/alerts.sql"
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create a group warehouse's state tables on first use (every statement is `if not exists`)."""
-    for relative_path in TABLE_DDL:
-        run_sql_file(con, relative_path)
+    """Create a group warehouse's state tables on first use, and after a release that changes them."""
+    ensure_definitions(con, "tables", TABLE_DDL)
 
 
 def ensure_alerts(con: duckdb.DuckDBPyConnection) -> None:
     """Create the alerts table of the alerts file on first use."""
-    run_sql_file(con, ALERTS_DDL)
+    ensure_definitions(con, "alerts", (ALERTS_DDL,))
+
+
+def ensure_definitions(con: duckdb.DuckDBPyConnection, name: str, files: Sequence[str]) -> None:
+    """Run the definition files `files` (idempotent: `if not exists`, `create or replace`) unless the open
+    warehouse already ran their current text, as `main.definitions` records under `name`.
+
+    Running them costs 5-40 ms of catalog writes, and a partition's run asks about ten times; the check
+    costs under a millisecond. A release that changes a file runs them all again.
+    """
+    version = _version(tuple(files))
+    recorded = con.execute(
+        "select 1 from duckdb_tables() where database_name = current_database() "
+        "and schema_name = 'main' and table_name = 'definitions'"
+    ).fetchall()
+    if recorded and con.execute(
+        "select version from main.definitions where name = $name", {"name": name}
+    ).fetchall() == [(version,)]:
+        return
+    for path in files:
+        run_sql_file(con, path)
+    con.execute(
+        "create table if not exists main.definitions "
+        "(name varchar primary key, version varchar not null, defined_at timestamptz not null)"
+    )
+    con.execute(
+        "insert or replace into main.definitions values ($name, $version, now())",
+        {"name": name, "version": version},
+    )
+
+
+@cache
+def _version(files: tuple[str, ...]) -> str:
+    return hashlib.sha256("\0".join(read_sql(path) for path in files).encode()).hexdigest()
 
 
 def replace_slice(con: duckdb.DuckDBPyConnection, table: str, rows: Any, slice_key: Mapping[str, Any]) -> int:
