@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: install browser faketime demo test ui bench lint admin sandbox
+.PHONY: install browser faketime postgres demo test ui bench lint admin sandbox
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -26,7 +26,12 @@ faketime:
 	@test -e $(FAKETIME_LIB) && command -v gcc >/dev/null || { apt-get update -qq >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime gcc libc6-dev >/dev/null; }
 
-test: install browser faketime
+# The PostgreSQL tests (tests/postgres_server.py) start throwaway clusters of Debian's server.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+test: install browser faketime postgres
 	$(UV) run --frozen pytest
 
 ui: install

@@ -30,6 +30,14 @@ class Settings:
     registry_secret_key: str | None = field(repr=False)
     # Where alerts are posted as JSON (SPEC §8); secret like a key, since webhook URLs carry a token.
     alert_webhook_url: str | None = field(default=None, repr=False)
+    # `DATABASE_URL` (postgresql://user:password@host:port/database): the shared state goes to PostgreSQL,
+    # so that hosts can share it (docs/deploy.md). Unset, everything stays in files under DATA_DIR.
+    database_url: str | None = field(default=None, repr=False)
+
+    @property
+    def dagster_postgres_url(self) -> str | None:
+        """`database_url` with the driver Dagster's PostgreSQL storage needs (psycopg2), for dagster.yaml."""
+        return self.database_url and self.database_url.replace("postgresql://", "postgresql+psycopg2://", 1)
 
     @property
     def registry_path(self) -> Path:
@@ -96,4 +104,18 @@ def load_settings() -> Settings:
         admin_token=_env("ADMIN_TOKEN"),
         registry_secret_key=_env("REGISTRY_SECRET_KEY"),
         alert_webhook_url=_env("ALERT_WEBHOOK_URL"),
+        database_url=_database_url(_env("DATABASE_URL")),
+    )
+
+
+def _database_url(url: str | None) -> str | None:
+    """`DATABASE_URL` as given, once it names PostgreSQL (the one server the shared state can live in)."""
+    if url is None or url.startswith("postgresql://"):
+        return url
+    scheme = url.split("://", 1)[0] if "://" in url else "(none)"
+    if scheme == "postgres":  # Heroku's spelling; SQLAlchemy and Dagster want the full name
+        return "postgresql://" + url.split("://", 1)[1]
+    raise ValueError(
+        f"DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host:5432/database); its scheme "
+        f"is {scheme!r}. Unset it to keep the shared state in files under DATA_DIR."
     )

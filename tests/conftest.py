@@ -1,6 +1,7 @@
 """Shared by every test directory. Its presence puts `tests/` on `sys.path` (pytest's default `prepend`
 import mode), which lets any test import the helpers beside it, e.g. `from ingest_support import ...`."""
 
+import uuid
 from collections.abc import Iterator
 
 import dagster as dg
@@ -17,3 +18,23 @@ def dagster_instance() -> Iterator[dg.DagsterInstance]:
         yield instance
     finally:
         instance.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (tests/postgres_server.py)."""
+    from postgres_server import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def database_url(postgres_server_url, request) -> str:
+    """A new, empty PostgreSQL database for this test: its URL, as DATABASE_URL takes it."""
+    import re
+
+    from postgres_server import create_database
+
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    return create_database(postgres_server_url, f"{name}_{uuid.uuid4().hex[:8]}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
+
 from pipeline.settings import Settings
 
 # Two cores: three runs at a time keep both busy while one waits on HTTP. Runs queue on the warehouse
@@ -46,14 +48,39 @@ run_monitoring:
 telemetry:
   enabled: false
 """
+# With DATABASE_URL, Dagster keeps runs, events and schedules in PostgreSQL (`dagster-postgres`), which
+# every host of a deployment reaches. The URL stays in the environment, never in the file:
+# `ensure_dagster_home` exports it, with the driver Dagster needs, as DAGSTER_POSTGRES_URL for the Dagster
+# processes it starts.
+POSTGRES_URL_VARIABLE = "DAGSTER_POSTGRES_URL"
+POSTGRES_STORAGE_YAML = f"""\
+storage:
+  postgres:
+    postgres_url:
+      env: {POSTGRES_URL_VARIABLE}
+"""
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME from the environment, else `$DATA_DIR/dagster_home`; created with our dagster.yaml."""
+    """DAGSTER_HOME from the environment, else `$DATA_DIR/dagster_home`; created with our dagster.yaml,
+    which keeps Dagster's storage in PostgreSQL when `DATABASE_URL` is set.
+
+    Raises ValueError when `DATABASE_URL` is set but an existing dagster.yaml keeps the storage in SQLite
+    files: the runs would silently stay on this host.
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(DAGSTER_YAML)
+        config.write_text(DAGSTER_YAML + (POSTGRES_STORAGE_YAML if settings.database_url else ""))
+    elif settings.database_url and "postgres" not in (yaml.safe_load(config.read_text()) or {}).get(
+        "storage", {}
+    ):
+        raise ValueError(
+            f"DATABASE_URL is set, but {config} keeps Dagster's runs in SQLite files on this host. Add "
+            f"this to it (or delete it to have it written again):\n{POSTGRES_STORAGE_YAML}"
+        )
     os.environ["DAGSTER_HOME"] = str(home)
+    if settings.dagster_postgres_url:
+        os.environ[POSTGRES_URL_VARIABLE] = settings.dagster_postgres_url
     return home

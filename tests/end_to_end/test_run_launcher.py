@@ -22,7 +22,7 @@ import yaml
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from pipeline.automation import warm
-from pipeline.automation.instance import DAGSTER_YAML
+from pipeline.automation.instance import DAGSTER_YAML, POSTGRES_STORAGE_YAML, POSTGRES_URL_VARIABLE
 from pipeline.automation.launcher import PID_TAG
 from pipeline.automation.partitions import IN_FLIGHT, MAPPING_DIMENSION
 from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
@@ -71,7 +71,12 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=60)
 
 
-def test_runs_fork_from_a_warm_server_terminate_and_follow_code_changes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_runs_fork_from_a_warm_server_terminate_and_follow_code_changes(
+    storage, tmp_path, monkeypatch, request
+):
+    """On Dagster's default storage (SQLite files) and on PostgreSQL (`DATABASE_URL`): a forked run must open
+    its own connections, never use its fork server's."""
     now = datetime.now(UTC)
     today = now.date()
     account = generate_account(
@@ -80,6 +85,10 @@ def test_runs_fork_from_a_warm_server_terminate_and_follow_code_changes(tmp_path
     data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    if storage == "postgres":
+        (home / "dagster.yaml").write_text(DAGSTER_YAML + POSTGRES_STORAGE_YAML)
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("database_url"))
+        monkeypatch.setenv(POSTGRES_URL_VARIABLE, load_settings().dagster_postgres_url)
     slow = FaultConfig(slow_rate=1.0, slow_seconds=0.4)  # every Cliniko request: a run lasts seconds
     with (
         running_cliniko(ClinikoEmulatorConfig(accounts=[account], faults=slow)) as cliniko_url,
