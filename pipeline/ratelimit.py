@@ -1,4 +1,5 @@
-"""A request budget per API key, shared by every process on this machine that uses the key.
+"""A request budget per API key, shared by every process on this machine that uses the key (or, with
+`DATABASE_URL`, by every host: `PostgresRateLimiter`).
 
 Cliniko allows 200 requests per minute per user and answers 429 beyond that; Birdeye limits each key too (it
 publishes no number: the product paces itself at `BIRDEYE_RATE_LIMIT_PER_SECOND`). Several Dagster runs (one
@@ -28,7 +29,10 @@ import hashlib
 import os
 import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 _HEADER = struct.Struct("<8sIId")  # magic, capacity, head index, blocked_until (epoch s)
 _MAGIC = b"clnkrl01"
@@ -167,3 +171,129 @@ class _FileLock:
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+
+
+class PostgresRateLimiter:
+    """`SharedRateLimiter`'s budget in PostgreSQL (`DATABASE_URL`), shared by every host that uses the key.
+
+    The same sliding-window log, as one row of `rate_budgets` per key (sql/postgres/0001_rate_budgets.sql),
+    taken with `SELECT ... FOR UPDATE`, so grants of every host queue on the row. Times are the server's
+    (`clock_timestamp()`), not each host's: hosts whose clocks disagree still share one window.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        database_url: str,
+        limit: int = 200,
+        window_seconds: float = 60.0,
+        *,
+        service: str = "cliniko",
+        window_margin: float = 0.01,
+    ) -> None:
+        if limit < 1 or window_seconds <= 0:
+            raise ValueError(
+                f"rate limit needs limit >= 1 and window_seconds > 0, got {limit}/{window_seconds}s"
+            )
+        self.limit = limit
+        self.window_seconds = float(window_seconds)
+        self.capacity = limit
+        self.effective_window = self.window_seconds * (1 + window_margin)
+        self.budget = f"{service}-{key_fingerprint(api_key)}"
+        self._url = database_url
+        self._con: tuple[int, Any] | None = None
+        self.waited_seconds = 0.0
+        self.grants = 0
+
+    def __repr__(self) -> str:
+        return f"PostgresRateLimiter({self.capacity}/{self.window_seconds}s, budget={self.budget})"
+
+    def acquire(self) -> float:
+        """Take one request slot, sleeping as long as needed; returns the seconds slept."""
+        started = time.monotonic()
+        while (wait := self._try_take()) > 0:
+            time.sleep(wait)
+        waited = time.monotonic() - started
+        self.waited_seconds += waited
+        self.grants += 1
+        return waited
+
+    def block_until(self, epoch_seconds: float) -> None:
+        """Hold back every user of this key until `epoch_seconds` (never shortens an existing block)."""
+        with self._row() as (cur, _now, _head, blocked_until, _stamps):
+            if epoch_seconds > blocked_until:
+                cur.execute(
+                    "update rate_budgets set blocked_until = %s where budget = %s",
+                    (epoch_seconds, self.budget),
+                )
+
+    def _try_take(self) -> float:
+        with self._row() as (cur, now, head, blocked_until, stamps):
+            oldest = stamps[head]
+            if oldest > now:  # the server's clock stepped back: count those grants as given now
+                stamps, oldest = [min(stamp, now) for stamp in stamps], now
+                cur.execute("update rate_budgets set stamps = %s where budget = %s", (stamps, self.budget))
+            wait = max(blocked_until - now, oldest + self.effective_window - now)
+            if wait > 0:
+                return wait
+            stamps[head] = now
+            cur.execute(
+                "update rate_budgets set head = %s, stamps = %s where budget = %s",
+                ((head + 1) % self.capacity, stamps, self.budget),
+            )
+            return 0.0
+
+    @contextmanager
+    def _row(self) -> Iterator[tuple[Any, float, int, float, list[float]]]:
+        """The key's row locked in a transaction (made on first use, re-laid for a new capacity keeping the
+        newest grants): the cursor, the server's time now, head, blocked_until and the ring."""
+        con = self._connection()
+        with con, con.cursor() as cur:
+            cur.execute(
+                "insert into rate_budgets (budget, capacity, stamps) values (%s, %s, %s) "
+                "on conflict (budget) do nothing",
+                (self.budget, self.capacity, [0.0] * self.capacity),
+            )
+            cur.execute(
+                "select extract(epoch from clock_timestamp())::float8, capacity, head, blocked_until, stamps "
+                "from rate_budgets where budget = %s for update",
+                (self.budget,),
+            )
+            now, capacity, head, blocked_until, stamps = cur.fetchone()
+            if capacity != self.capacity or len(stamps) != self.capacity:
+                newest = sorted(stamps)[-self.capacity :]
+                stamps, head = [0.0] * (self.capacity - len(newest)) + newest, 0
+                cur.execute(
+                    "update rate_budgets set capacity = %s, head = 0, stamps = %s where budget = %s",
+                    (self.capacity, stamps, self.budget),
+                )
+            yield cur, now, head % self.capacity, blocked_until, list(stamps)
+
+    def _connection(self) -> Any:
+        """This limiter's connection, opened on first use (and anew in a forked child)."""
+        if self._con is None or self._con[0] != os.getpid():
+            from pipeline.postgres import connect
+
+            self._con = (os.getpid(), connect(self._url))
+        return self._con[1]
+
+
+def shared_rate_limiter(
+    api_key: str,
+    *,
+    rate_limit_dir: Path,
+    database_url: str | None,
+    limit: int,
+    window_seconds: float,
+    service: str = "cliniko",
+    window_margin: float = 0.01,
+) -> SharedRateLimiter | PostgresRateLimiter:
+    """The key's budget: in PostgreSQL when `database_url` is set (every host shares it), else in a file of
+    `rate_limit_dir` (every process of this machine shares it)."""
+    if database_url:
+        return PostgresRateLimiter(
+            api_key, database_url, limit, window_seconds, service=service, window_margin=window_margin
+        )
+    return SharedRateLimiter(
+        api_key, rate_limit_dir, limit, window_seconds, service=service, window_margin=window_margin
+    )

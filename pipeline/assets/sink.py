@@ -79,6 +79,7 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
             rows,
             api_key=mapping.birdeye_api_key.reveal() if mapping.birdeye_api_key else None,
             rate_limit_dir=settings.rate_limit_dir,
+            database_url=settings.database_url,
             base_url=settings.birdeye_base_url,
             concurrency=settings.birdeye_concurrency,
             rate_per_second=settings.birdeye_rate_limit_per_second,

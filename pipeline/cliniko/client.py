@@ -62,7 +62,7 @@ from pipeline.cliniko.records import (
     rows_of_columns,
 )
 from pipeline.cliniko.shards import base_url_for
-from pipeline.ratelimit import SharedRateLimiter
+from pipeline.ratelimit import shared_rate_limiter
 from pipeline.settings import Settings, load_settings
 from pipeline.tls import tls_context
 
@@ -151,7 +151,15 @@ class ClinikoClient:
         )
         window = settings.cliniko_rate_limit_window_seconds if window_seconds is None else window_seconds
         self.limiter = (
-            SharedRateLimiter(api_key, settings.rate_limit_dir, limit, window) if limit > 0 else None
+            shared_rate_limiter(
+                api_key,
+                rate_limit_dir=settings.rate_limit_dir,
+                database_url=settings.database_url,
+                limit=limit,
+                window_seconds=window,
+            )
+            if limit > 0
+            else None
         )
         self.max_retries = max_retries
         self.backoff_initial = backoff_initial

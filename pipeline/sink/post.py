@@ -41,7 +41,7 @@ from pipeline.birdeye import (
     mask,
 )
 from pipeline.leases import Lease, holder_alive
-from pipeline.ratelimit import SharedRateLimiter
+from pipeline.ratelimit import shared_rate_limiter
 from pipeline.sink import ledger
 from pipeline.warehouse import connect
 
@@ -147,6 +147,7 @@ def post_review_requests(
     *,
     api_key: str | None,
     rate_limit_dir: Path,
+    database_url: str | None = None,
     concurrency: int = 8,
     rate_per_second: float = 10.0,
     max_attempts: int = 5,
@@ -163,7 +164,8 @@ def post_review_requests(
     `rows` are dicts with the keys of `ROW_FIELDS`; a row the ledger does not hold (never claimed) is never
     posted. Rows another live run is posting are left to it and counted as `sending`. The key's rate,
     `rate_per_second` with bursts of `burst`, holds across every process that posts with it (a budget file in
-    `rate_limit_dir`). Raises `BirdeyeKeyRefused` when Birdeye refuses the key.
+    `rate_limit_dir`, or in PostgreSQL across hosts with `database_url`). Raises `BirdeyeKeyRefused` when
+    Birdeye refuses the key.
     """
     if concurrency < 1 or max_attempts < 1:
         raise ValueError(f"concurrency and max_attempts must be >= 1, got {concurrency} and {max_attempts}")
@@ -195,9 +197,9 @@ def post_review_requests(
             if client_factory
             else BirdeyeClient(api_key, base_url=base_url, max_connections=concurrency)
         )
-        limiter = SharedRateLimiter(
-            api_key or "", rate_limit_dir, max(burst, 1), max(burst, 1) / rate_per_second,
-            service="birdeye", window_margin=0.0,
+        limiter = shared_rate_limiter(
+            api_key or "", rate_limit_dir=rate_limit_dir, database_url=database_url, limit=max(burst, 1),
+            window_seconds=max(burst, 1) / rate_per_second, service="birdeye", window_margin=0.0,
         )  # fmt: skip
 
         def post(key: tuple[str, str]) -> Outcome:

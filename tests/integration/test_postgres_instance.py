@@ -1,5 +1,6 @@
-"""`DATABASE_URL` puts Dagster's instance (runs, events, schedules) in PostgreSQL: runs of the command line go
-there and nowhere on the host, and the URL's password appears in no file, log or table.
+"""`DATABASE_URL` puts Dagster's instance (runs, events, schedules) and the per-key request budgets in
+PostgreSQL: runs of the command line keep them there and nowhere on the host, and the URL's password appears
+in no file, log or table.
 
 Real parts: a PostgreSQL server of Debian's package (tests/postgres_server.py), the Cliniko and Birdeye
 emulators over HTTP, `cliniko-reviews run` as its own process."""
@@ -82,11 +83,18 @@ def test_the_command_lines_runs_are_kept_in_postgresql_and_the_password_nowhere(
             assert [row[0] for row in cur.fetchall()] == [MappingDay("901", day).key for day in days]
             cur.execute("select count(*) from event_logs where event like %s", (f"%{PASSWORD}%",))
             assert cur.fetchone()[0] == 0
+            # The Cliniko and Birdeye keys' budgets are there too, each named by a hash, with its grants.
+            cur.execute("select split_part(budget, '-', 1), array_length(stamps, 1) from rate_budgets")
+            budgets = dict(cur.fetchall())
+            assert set(budgets) == {"cliniko", "birdeye"}
+            cur.execute("select count(*) from rate_budgets where budget like %s", (f"%{DEFAULT_API_KEY}%",))
+            assert cur.fetchone()[0] == 0
     finally:
         con.close()
 
     # Nothing of Dagster's storage on the host, and the password in no file of DATA_DIR or in the output.
     assert not list(home.rglob("*.db"))
+    assert not list(settings.rate_limit_dir.glob("*"))
     assert "env: DAGSTER_POSTGRES_URL" in (home / "dagster.yaml").read_text()
     assert PASSWORD not in done.stdout + done.stderr
     for path in tmp_path.rglob("*"):

@@ -1,0 +1,67 @@
+"""The PostgreSQL database of `DATABASE_URL`: connections, and the versioned migrations of our own tables.
+
+Dagster keeps its instance tables there too (`dagster-postgres` migrates those itself). Ours are the numbered
+files of `sql/postgres/` (`0001_rate_budgets.sql`, ...), applied in order, each once, by the first process
+that connects after a release, in one transaction under an advisory lock: processes that start at once apply
+each file exactly once, and the others wait for it.
+Plain SQL files, as the rest of `sql/`: a handful of tables without an ORM model does not need Alembic.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+
+import psycopg2
+import psycopg2.extensions
+
+from pipeline.warehouse.sql_files import SQL_DIR
+
+MIGRATIONS_DIR = SQL_DIR / "postgres"
+_LOCK_ID = 0x636C696E  # pg_advisory_xact_lock id of our migrations ("clin")
+_migrated: set[tuple[int, str]] = set()  # (process id, url) that ran the migrations
+_lock = threading.Lock()
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, file name) of every migration, in order."""
+    found = []
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        number = re.match(r"(\d+)_", path.name)
+        if number is None:
+            raise RuntimeError(f"{path} is not named <number>_<what>.sql")
+        found.append((int(number.group(1)), path.name))
+    return sorted(found)
+
+
+def connect(url: str) -> psycopg2.extensions.connection:
+    """A new connection to `url` (`DATABASE_URL`), once our tables are migrated to this release."""
+    con = psycopg2.connect(url, application_name="cliniko-reviews")
+    key = (os.getpid(), url)
+    if key not in _migrated:
+        with _lock:
+            if key not in _migrated:
+                migrate(con)
+                _migrated.add(key)
+    return con
+
+
+def migrate(con: psycopg2.extensions.connection) -> list[str]:
+    """Apply the migrations this database has not had, in order; returns the files applied."""
+    applied: list[str] = []
+    # One transaction: the lock, the bookkeeping table and every file, or nothing.
+    with con, con.cursor() as cur:
+        cur.execute("select pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+        cur.execute(
+            "create table if not exists schema_migrations ("
+            "version integer primary key, name text not null, applied_at timestamptz not null default now())"
+        )
+        cur.execute("select version from schema_migrations")
+        done = {row[0] for row in cur.fetchall()}
+        for version, name in migrations():
+            if version not in done:
+                cur.execute((MIGRATIONS_DIR / name).read_text())
+                cur.execute("insert into schema_migrations (version, name) values (%s, %s)", (version, name))
+                applied.append(name)
+    return applied
