@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_USER_AGENT = "cliniko-reviews (ops@example.com)"
@@ -42,6 +43,14 @@ class Settings:
     @property
     def registry_path(self) -> Path:
         return self.data_dir / "registry.sqlite3"
+
+    @property
+    def registry_location(self) -> str:
+        """Where the registry is, for messages: its file, or the PostgreSQL database (never the password)."""
+        if self.database_url is None:
+            return str(self.registry_path)
+        parts = urlsplit(self.database_url)
+        return f"PostgreSQL database {parts.path.lstrip('/')} on {parts.hostname}:{parts.port or 5432}"
 
     @property
     def warehouse_dir(self) -> Path:

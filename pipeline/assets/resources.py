@@ -51,7 +51,7 @@ class PipelineResource(dg.ConfigurableResource):
         mapping = self.registry().mapping(day.business_number)
         if mapping is None:
             raise dg.Failure(
-                f"Mapping {day.business_number} is not in the registry at {self.settings.registry_path}. "
+                f"Mapping {day.business_number} is not in the registry at {self.settings.registry_location}. "
                 "Create it with PUT /integration/add/businessintegrationmapping."
             )
         if not mapping.active:

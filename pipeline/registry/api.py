@@ -24,6 +24,7 @@ import logging
 import sqlite3
 from typing import Annotated, Any, Literal
 
+import psycopg2
 import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -217,6 +218,12 @@ async def _on_sqlite_error(request: Request, exc: sqlite3.OperationalError) -> J
     return _error(500, None, "registry database error; see the server log")
 
 
+async def _on_postgres_error(request: Request, exc: psycopg2.OperationalError) -> JSONResponse:
+    """`DATABASE_URL`'s server is down or unreachable (psycopg2 names the host, never a password)."""
+    log.error("registry database unreachable on %s %s: %s", request.method, request.url.path, exc)
+    return _error(503, None, "the registry's database is unreachable; retry shortly", **{"Retry-After": "5"})
+
+
 async def _on_secret_key_error(request: Request, exc: SecretKeyError) -> JSONResponse:
     log.error("%s", exc)
     return _error(500, None, str(exc))
@@ -326,6 +333,7 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
     app.add_exception_handler(RegistryError, _on_registry_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(sqlite3.OperationalError, _on_sqlite_error)
+    app.add_exception_handler(psycopg2.OperationalError, _on_postgres_error)
     app.add_exception_handler(SecretKeyError, _on_secret_key_error)
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(RequestGuard, token=settings.admin_token)
@@ -481,5 +489,5 @@ def serve(host: str = "127.0.0.1", port: int = 8300) -> None:
         raise SystemExit(f"Error: {refusal}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    log.info("registry at %s (schema version %s)", settings.registry_path, SCHEMA_VERSION)
+    log.info("registry at %s (schema version %s)", settings.registry_location, SCHEMA_VERSION)
     uvicorn.run(app, host=host, port=port, server_header=False, log_level="info")

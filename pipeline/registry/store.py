@@ -1,10 +1,16 @@
-"""The registry in SQLite: schema and migrations, and one transaction per operation.
+"""The registry in SQLite (or PostgreSQL, with `DATABASE_URL`): schema and migrations, and one transaction per
+operation.
 
 Several processes (the admin API, Dagster's sensor and runs) open the file at once, so every connection
 runs in WAL mode with a busy timeout, every write takes the write lock up front (`BEGIN IMMEDIATE`, so two
 writers never deadlock upgrading a read lock), and every operation validates and writes inside that one
 transaction: a request that fails leaves nothing behind. Connections are opened per operation, which keeps
 the store safe to use from FastAPI's thread pool.
+
+With `DATABASE_URL` the same tables live in PostgreSQL (`sql/postgres/0002_registry.sql`, migrated by
+`pipeline.postgres`), where every host sees them; the same queries run there (`_PostgresConnection` takes
+SQLite's `?` parameters), and a write transaction takes the registry's advisory lock first, as `BEGIN
+IMMEDIATE` takes SQLite's write lock.
 
 Group ids are server-assigned from a sequence that starts at 22253, the group id of the support manual:
 the manual's follow-up commands (trigger replace, mappings) name that id verbatim, so they work unchanged
@@ -22,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pipeline.registry.model import (
     CLINIKO_API_KEY,
@@ -46,6 +53,7 @@ log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_SECONDS = 30.0
 FIRST_GROUP_ID = 22253
+_REGISTRY_LOCK_ID = 0x72656769  # pg_advisory_xact_lock id of registry writes ("regi")
 
 _SCHEMA_V1 = (
     """CREATE TABLE integration_source (
@@ -199,7 +207,13 @@ def _sync_catalogue(con: sqlite3.Connection) -> None:
     for trigger in TRIGGERS:
         (source_id,) = trigger["sourceIdsList"]
         con.execute(
-            """INSERT OR REPLACE INTO integration_trigger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            """INSERT INTO integration_trigger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (trigger_id) DO UPDATE SET source_id = excluded.source_id,
+                 trigger_service = excluded.trigger_service, display_name = excluded.display_name,
+                 description = excluded.description, active = excluded.active,
+                 trigger_type_id = excluded.trigger_type_id, trigger_type_name = excluded.trigger_type_name,
+                 action_group_id = excluded.action_group_id, trigger_name = excluded.trigger_name,
+                 case_type_id = excluded.case_type_id""",
             (
                 trigger["id"],
                 source_id,
@@ -270,18 +284,21 @@ def _stamp(moment: datetime) -> str:
 class RegistryStore:
     """Groups, triggers and mappings in one SQLite file; every public method is one transaction."""
 
-    def __init__(self, path: Path, box: SecretBox) -> None:
+    def __init__(self, path: Path, box: SecretBox, database_url: str | None = None) -> None:
         self.path = Path(path)
+        self.database_url = database_url
         self._box = box
         self._initialise()
 
     @classmethod
     def open(cls, settings: Settings) -> RegistryStore:
-        return cls(settings.registry_path, SecretBox(load_fernet(settings)))
+        return cls(settings.registry_path, SecretBox(load_fernet(settings)), settings.database_url)
 
     # -- connections -----------------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        if self.database_url is not None:
+            return _PostgresConnection(self.database_url)  # type: ignore[return-value]
         con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
         con.row_factory = sqlite3.Row
         con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
@@ -290,6 +307,10 @@ class RegistryStore:
         return con
 
     def _initialise(self) -> None:
+        if self.database_url is not None:  # the tables are migrated by `pipeline.postgres.connect`
+            with self._transaction(write=True) as con:
+                _sync_catalogue(con)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect()
         try:
@@ -307,7 +328,9 @@ class RegistryStore:
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
         con = self._connect()
         try:
-            con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            con.execute(("BEGIN IMMEDIATE" if write else "BEGIN") if self.database_url is None else "BEGIN")
+            if self.database_url is not None and write:
+                con.execute("SELECT pg_advisory_xact_lock(?)", (_REGISTRY_LOCK_ID,))
             yield con
             con.execute("COMMIT")
         finally:
@@ -404,7 +427,8 @@ class RegistryStore:
             con.execute(
                 f"""INSERT INTO {table} ({owner_column}, property_key, property_value, is_secure, encrypted,
                         masked_value) VALUES (?, ?, ?, ?, ?, ?)
-                    ON CONFLICT DO UPDATE SET property_value = excluded.property_value,
+                    ON CONFLICT ({owner_column}, property_key) DO UPDATE SET
+                        property_value = excluded.property_value,
                         is_secure = excluded.is_secure, encrypted = excluded.encrypted,
                         masked_value = excluded.masked_value""",
                 (
@@ -472,9 +496,9 @@ class RegistryStore:
             stamp = _stamp(_now())
             group_id = con.execute(
                 """INSERT INTO integration_group (parent_business_number, source_id, created_at, updated_at)
-                   VALUES (?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?) RETURNING group_id""",
                 (parent_business_number, source_id, stamp, stamp),
-            ).lastrowid
+            ).fetchone()[0]
             self._write_properties(con, "group_property", "group_id", group_id, props)
             self._write_triggers(con, group_id, resolved, replace=True)
             log.info("integration group %s created for parent business %s", group_id, parent_business_number)
@@ -505,8 +529,8 @@ class RegistryStore:
             con.execute(
                 """INSERT INTO group_trigger (group_id, trigger_id, trigger_type_id, action_ids, position)
                    VALUES (?, ?, ?, ?, ?)
-                   ON CONFLICT DO UPDATE SET trigger_type_id = excluded.trigger_type_id,
-                     action_ids = excluded.action_ids""",
+                   ON CONFLICT (group_id, trigger_id) DO UPDATE SET
+                     trigger_type_id = excluded.trigger_type_id, action_ids = excluded.action_ids""",
                 (group_id, trigger_id, type_id, json.dumps(list(actions)), position),
             )
 
@@ -891,10 +915,17 @@ class RegistryStore:
                 table: sorted(tuple(row) for row in con.execute(f"SELECT * FROM {table}"))
                 for table in _TABLES
             }
-            dump["sqlite_sequence"] = sorted(
-                tuple(row) for row in con.execute("SELECT * FROM sqlite_sequence")
-            )
-            dump["user_version"] = [(con.execute("PRAGMA user_version").fetchone()[0],)]
+            if self.database_url is None:
+                dump["sqlite_sequence"] = sorted(
+                    tuple(row) for row in con.execute("SELECT * FROM sqlite_sequence")
+                )
+                dump["user_version"] = [(con.execute("PRAGMA user_version").fetchone()[0],)]
+            else:
+                sequence = "SELECT last_value, is_called FROM integration_group_group_id_seq"
+                dump["group_id_sequence"] = [tuple(con.execute(sequence).fetchone())]
+                dump["schema_migrations"] = [
+                    tuple(row) for row in con.execute("SELECT version FROM schema_migrations ORDER BY 1")
+                ]
             return dump
 
 
@@ -940,3 +971,31 @@ def _trigger_view(row: sqlite3.Row) -> dict:
         "triggerName": row["trigger_name"],
         "caseTypeId": row["case_type_id"],
     }
+
+
+class _PostgresConnection:
+    """The part of `sqlite3.Connection` the store uses, over a psycopg2 connection: `execute` with SQLite's
+    `?` parameters (the store's SQL has no other `?` nor `%`), rows readable by name and by index,
+    `BEGIN`/`COMMIT`/`ROLLBACK` as statements, `in_transaction`."""
+
+    def __init__(self, url: str) -> None:
+        from pipeline.postgres import connect
+
+        self._con = connect(url)
+        self._con.autocommit = True  # transactions are the store's own BEGIN ... COMMIT
+
+    @property
+    def in_transaction(self) -> bool:
+        import psycopg2.extensions
+
+        return self._con.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        import psycopg2.extras
+
+        cursor = self._con.cursor(cursor_factory=psycopg2.extras.DictCursor)
+        cursor.execute(sql.replace("?", "%s"), tuple(params))
+        return cursor
+
+    def close(self) -> None:
+        self._con.close()

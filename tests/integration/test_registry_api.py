@@ -1,4 +1,7 @@
-"""The admin API over real HTTP: the manual's curl payloads, bad input, operator routes, secrets, auth."""
+"""The admin API over real HTTP: the manual's curl payloads, bad input, operator routes, secrets, auth.
+
+Every test runs on both stores of the registry: its SQLite file, and PostgreSQL (`DATABASE_URL`, a real
+server: tests/postgres_server.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +22,7 @@ import pytest
 import uvicorn
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
+from postgres_server import create_database
 
 from pipeline.registry.api import create_app
 from pipeline.registry.manual import (
@@ -57,8 +62,12 @@ def serving(app: FastAPI) -> Iterator[str]:
         sock.close()
 
 
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    if request.param == "postgres":
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("database_url"))
+    else:
+        monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     monkeypatch.setenv("REGISTRY_SECRET_KEY", Fernet.generate_key().decode())
     monkeypatch.delenv("ADMIN_TOKEN", raising=False)
@@ -82,11 +91,18 @@ def client(base_url: str) -> Iterator[httpx.Client]:
         yield http
 
 
-@pytest.fixture(scope="module")
-def seeded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI, httpx.Client]]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def seeded_server(
+    request, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[FastAPI, httpx.Client]]:
     """One server for the read-mostly tests: the manual's set-up, plus a source and trigger of another
     integration for the cross-source case. Tests that use it must leave the registry as they found it."""
     with pytest.MonkeyPatch.context() as env:
+        if request.param == "postgres":
+            server = request.getfixturevalue("postgres_server_url")
+            env.setenv("DATABASE_URL", create_database(server, f"seeded_{uuid.uuid4().hex[:8]}"))
+        else:
+            env.delenv("DATABASE_URL", raising=False)
         env.setenv("DATA_DIR", str(tmp_path_factory.mktemp("seeded")))
         env.setenv("REGISTRY_SECRET_KEY", Fernet.generate_key().decode())
         env.delenv("ADMIN_TOKEN", raising=False)
@@ -96,7 +112,7 @@ def seeded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fa
         assert all(reply.status_code < 300 for reply in replies.values()), {
             name: reply.text for name, reply in replies.items()
         }
-        with sqlite3.connect(app.state.registry.path) as con:
+        with app.state.registry._transaction(write=True) as con:  # a catalogue of another integration
             con.execute(
                 "INSERT INTO integration_source "
                 "VALUES (200, 'OTHER', 'Healthcare', 'Birdeye API', 'Standard', 0)"
@@ -800,8 +816,10 @@ def test_api_keys_never_appear_in_clear(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     # A reader held open keeps SQLite from folding the WAL back into the file when the writer closes.
-    reader = sqlite3.connect(settings.registry_path)
-    reader.execute("SELECT count(*) FROM integration_group").fetchone()
+    reader = None
+    if settings.database_url is None:
+        reader = sqlite3.connect(settings.registry_path)
+        reader.execute("SELECT count(*) FROM integration_group").fetchone()
     texts = [reply.text for reply in replay_manual(base_url).values()]
     with httpx.Client(base_url=base_url) as http:
         for reply in (
@@ -827,9 +845,15 @@ def test_api_keys_never_appear_in_clear(
         Path(f"{settings.registry_path}-wal"),
         Path(f"{settings.registry_path}-shm"),
     ]
-    assert Path(f"{settings.registry_path}-wal").stat().st_size > 0
-    stored = b"".join(path.read_bytes() for path in files if path.exists())
-    reader.close()
+    if settings.database_url is None:
+        assert Path(f"{settings.registry_path}-wal").stat().st_size > 0
+        stored = b"".join(path.read_bytes() for path in files if path.exists())
+    else:  # every row of every table, as the server keeps it
+        assert not settings.registry_path.exists()
+        stored = repr(app.state.registry.snapshot()).encode()
+        assert b"gAAAAA" in stored  # the Fernet tokens of the keys are there
+    if reader is not None:
+        reader.close()
     for secret in secrets:
         assert all(secret not in text for text in texts)
         assert secret not in caplog.text

@@ -1,4 +1,5 @@
-"""Two processes open a fresh registry file and write groups and mappings at the same time."""
+"""Two processes open a fresh registry (its SQLite file, or a new PostgreSQL database) and write groups and
+mappings at the same time."""
 
 from __future__ import annotations
 
@@ -27,16 +28,16 @@ def _group_args(parent: str, key: str) -> tuple:
     )
 
 
-def _worker(path: str, key: str, worker: int, start, results) -> None:
+def _worker(path: str, database_url: str | None, key: str, worker: int, start, results) -> None:
     try:
-        _write(path, key, worker, start, results)
+        _write(path, database_url, key, worker, start, results)
     except Exception:  # the parent asserts on the traceback instead of timing out on an empty queue
         results.put((worker, traceback.format_exc(), None, None))
 
 
-def _write(path: str, key: str, worker: int, start, results) -> None:
-    start.wait()  # both processes create the schema of the same fresh file at once
-    store = RegistryStore(Path(path), SecretBox(Fernet(key)))
+def _write(path: str, database_url: str | None, key: str, worker: int, start, results) -> None:
+    start.wait()  # both processes create the schema of the same fresh registry at once
+    store = RegistryStore(Path(path), SecretBox(Fernet(key)), database_url)
     made = []
     for index in range(PER_PROCESS):
         parent = f"{worker}00000000{index:04d}"
@@ -51,18 +52,24 @@ def _write(path: str, key: str, worker: int, start, results) -> None:
             )
         )
         made.append((group["groupId"], mapping["businessNumber"]))
+    start.wait()  # and both ask for the same new group at once
     shared, created = store.create_group(*_group_args(SHARED_PARENT, "SHAREDKEY-au1"))
     results.put((worker, made, shared["groupId"], created))
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_two_processes_write_at_once_and_nothing_is_lost(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request
 ) -> None:
+    database_url = request.getfixturevalue("database_url") if store == "postgres" else None
     key = Fernet.generate_key().decode()
     path = tmp_path / "registry.sqlite3"
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(2), context.Queue()
-    workers = [context.Process(target=_worker, args=(str(path), key, n, start, results)) for n in (1, 2)]
+    workers = [
+        context.Process(target=_worker, args=(str(path), database_url, key, worker, start, results))
+        for worker in (1, 2)
+    ]
     for process in workers:
         process.start()
     outcomes = sorted(results.get(timeout=60) for _ in workers)
@@ -78,6 +85,9 @@ def test_two_processes_write_at_once_and_nothing_is_lost(
 
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     monkeypatch.setenv("REGISTRY_SECRET_KEY", key)
+    if database_url:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        assert not path.exists()
     registry = Registry.open(load_settings())
     snapshot = registry.store.snapshot()
     assert len(snapshot["integration_group"]) == 2 * PER_PROCESS + 1
