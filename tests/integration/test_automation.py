@@ -2,7 +2,8 @@
 
 The calendar's arithmetic has its own unit tests; these check the sensor's bookkeeping: run keys and tags,
 when `nextRunTime` advances, retries, alerts, and that one bad mapping never stops the others. The daemon over
-simulated days is `tests/end_to_end/test_calendar_daemon.py`.
+simulated days is `tests/end_to_end/test_calendar_daemon.py`. Every test runs twice: with the shared state in
+files (the registry in SQLite, Dagster's instance in SQLite), and in PostgreSQL (`DATABASE_URL`).
 """
 
 from datetime import UTC, datetime, time, timedelta
@@ -28,8 +29,20 @@ from pipeline.warehouse.slices import ensure_tables
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
+@pytest.fixture(params=["files", "postgres"])
+def shared_state(request, monkeypatch) -> str | None:
+    """Where the shared state lives: files of DATA_DIR and Dagster's SQLite, or PostgreSQL (`DATABASE_URL`:
+    the registry, the request budgets and Dagster's instance). Returns the database URL or None."""
+    if request.param == "files":
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+        return None
+    url = request.getfixturevalue("database_url")
+    monkeypatch.setenv("DATABASE_URL", url)
+    return url
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> RegistryStore:
+def store(shared_state, tmp_path, monkeypatch) -> RegistryStore:
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     monkeypatch.delenv("REGISTRY_SECRET_KEY", raising=False)
     monkeypatch.delenv("ALERT_WEBHOOK_URL", raising=False)
@@ -86,8 +99,9 @@ def add_mapping(
 
 
 @pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
+def instance(shared_state):
+    storage = {"storage": {"postgres": {"postgres_url": load_settings().dagster_postgres_url}}}
+    with dg.instance_for_test(overrides=storage if shared_state else None) as instance:
         yield instance
 
 
