@@ -19,6 +19,7 @@ import psycopg2.extensions
 from pipeline.warehouse.sql_files import SQL_DIR
 
 MIGRATIONS_DIR = SQL_DIR / "postgres"
+CONNECT_TIMEOUT_SECONDS = 10
 _LOCK_ID = 0x636C696E  # pg_advisory_xact_lock id of our migrations ("clin")
 _migrated: set[tuple[int, str]] = set()  # (process id, url) that ran the migrations
 _lock = threading.Lock()
@@ -37,7 +38,7 @@ def migrations() -> list[tuple[int, str]]:
 
 def connect(url: str) -> psycopg2.extensions.connection:
     """A new connection to `url` (`DATABASE_URL`), once our tables are migrated to this release."""
-    con = psycopg2.connect(url, application_name="cliniko-reviews")
+    con = psycopg2.connect(url, application_name="cliniko-reviews", connect_timeout=CONNECT_TIMEOUT_SECONDS)
     key = (os.getpid(), url)
     if key not in _migrated:
         with _lock:
@@ -59,7 +60,13 @@ def migrate(con: psycopg2.extensions.connection) -> list[str]:
         )
         cur.execute("select version from schema_migrations")
         done = {row[0] for row in cur.fetchall()}
-        for version, name in migrations():
+        known = migrations()
+        if done - {version for version, _ in known}:
+            raise RuntimeError(
+                f"the PostgreSQL database has migrations {sorted(done)}, newer than this code's "
+                f"{[version for version, _ in known]}; upgrade cliniko-reviews"
+            )
+        for version, name in known:
             if version not in done:
                 cur.execute((MIGRATIONS_DIR / name).read_text())
                 cur.execute("insert into schema_migrations (version, name) values (%s, %s)", (version, name))

@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import os
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +45,38 @@ def key_fingerprint(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:24]
 
 
-class SharedRateLimiter:
+class _SlidingWindowLog:
+    """What both stores of a key's budget share: the limit, the window with its margin, and the loop that
+    waits for a slot. A store implements `_try_take()` (grant a slot now and return 0, or return how long
+    to wait) and `block_until(epoch)`."""
+
+    def __init__(self, limit: int, window_seconds: float, window_margin: float) -> None:
+        if limit < 1 or window_seconds <= 0:
+            raise ValueError(
+                f"rate limit needs limit >= 1 and window_seconds > 0, got {limit}/{window_seconds}s"
+            )
+        self.limit = limit
+        self.window_seconds = float(window_seconds)
+        self.capacity = limit
+        self.effective_window = self.window_seconds * (1 + window_margin)
+        self.waited_seconds = 0.0
+        self.grants = 0
+
+    def acquire(self) -> float:
+        """Take one request slot, sleeping as long as needed; returns the seconds slept."""
+        started = time.monotonic()
+        while (wait := self._try_take()) > 0:
+            time.sleep(wait)
+        waited = time.monotonic() - started
+        self.waited_seconds += waited
+        self.grants += 1
+        return waited
+
+    def _try_take(self) -> float:
+        raise NotImplementedError
+
+
+class SharedRateLimiter(_SlidingWindowLog):
     """At most `limit` requests per `window_seconds` for one key, across processes.
 
     `acquire()` blocks until a slot is free and returns the seconds it waited. `block_until(epoch)` pauses
@@ -61,34 +93,12 @@ class SharedRateLimiter:
         service: str = "cliniko",
         window_margin: float = 0.01,
     ) -> None:
-        if limit < 1 or window_seconds <= 0:
-            raise ValueError(
-                f"rate limit needs limit >= 1 and window_seconds > 0, got {limit}/{window_seconds}s"
-            )
-        self.limit = limit
-        self.window_seconds = float(window_seconds)
-        self.capacity = limit
-        self.effective_window = self.window_seconds * (1 + window_margin)
+        super().__init__(limit, window_seconds, window_margin)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{service}-{key_fingerprint(api_key)}.ratelimit"
-        self.waited_seconds = 0.0
-        self.grants = 0
 
     def __repr__(self) -> str:
         return f"SharedRateLimiter({self.capacity}/{self.window_seconds}s, file={self.path.name})"
-
-    def acquire(self) -> float:
-        """Take one request slot, sleeping as long as needed; returns the seconds slept."""
-        started = time.monotonic()
-        while True:
-            wait = self._try_take()
-            if wait <= 0:
-                break
-            time.sleep(wait)
-        waited = time.monotonic() - started
-        self.waited_seconds += waited
-        self.grants += 1
-        return waited
 
     def block_until(self, epoch_seconds: float) -> None:
         """Hold back every user of this key until `epoch_seconds` (never shortens an existing block)."""
@@ -173,12 +183,13 @@ class _FileLock:
         os.close(self.fd)
 
 
-class PostgresRateLimiter:
+class PostgresRateLimiter(_SlidingWindowLog):
     """`SharedRateLimiter`'s budget in PostgreSQL (`DATABASE_URL`), shared by every host that uses the key.
 
     The same sliding-window log, as one row of `rate_budgets` per key (sql/postgres/0001_rate_budgets.sql),
     taken with `SELECT ... FOR UPDATE`, so grants of every host queue on the row. Times are the server's
-    (`clock_timestamp()`), not each host's: hosts whose clocks disagree still share one window.
+    (`clock_timestamp()`), not each host's: hosts whose clocks disagree still share one window. Threads of
+    one process (the Birdeye sender's pool) take turns on the limiter's one connection.
     """
 
     def __init__(
@@ -191,40 +202,23 @@ class PostgresRateLimiter:
         service: str = "cliniko",
         window_margin: float = 0.01,
     ) -> None:
-        if limit < 1 or window_seconds <= 0:
-            raise ValueError(
-                f"rate limit needs limit >= 1 and window_seconds > 0, got {limit}/{window_seconds}s"
-            )
-        self.limit = limit
-        self.window_seconds = float(window_seconds)
-        self.capacity = limit
-        self.effective_window = self.window_seconds * (1 + window_margin)
+        super().__init__(limit, window_seconds, window_margin)
         self.budget = f"{service}-{key_fingerprint(api_key)}"
         self._url = database_url
-        self._con: tuple[int, Any] | None = None
-        self.waited_seconds = 0.0
-        self.grants = 0
+        self._lock = threading.Lock()
+        self._connections: dict[int, Any] = {}  # by process id: a parent's is never used nor closed by a fork
 
     def __repr__(self) -> str:
         return f"PostgresRateLimiter({self.capacity}/{self.window_seconds}s, budget={self.budget})"
 
-    def acquire(self) -> float:
-        """Take one request slot, sleeping as long as needed; returns the seconds slept."""
-        started = time.monotonic()
-        while (wait := self._try_take()) > 0:
-            time.sleep(wait)
-        waited = time.monotonic() - started
-        self.waited_seconds += waited
-        self.grants += 1
-        return waited
-
     def block_until(self, epoch_seconds: float) -> None:
-        """Hold back every user of this key until `epoch_seconds` (never shortens an existing block)."""
-        with self._row() as (cur, _now, _head, blocked_until, _stamps):
-            if epoch_seconds > blocked_until:
+        """Hold back every user of this key until `epoch_seconds` of this host's clock (never shortens an
+        existing block). The block is stored on the server's clock: this host's delay from now."""
+        delay = epoch_seconds - time.time()
+        with self._row() as (cur, now, _head, blocked_until, _stamps):
+            if now + delay > blocked_until:
                 cur.execute(
-                    "update rate_budgets set blocked_until = %s where budget = %s",
-                    (epoch_seconds, self.budget),
+                    "update rate_budgets set blocked_until = %s where budget = %s", (now + delay, self.budget)
                 )
 
     def _try_take(self) -> float:
@@ -232,7 +226,11 @@ class PostgresRateLimiter:
             oldest = stamps[head]
             if oldest > now:  # the server's clock stepped back: count those grants as given now
                 stamps, oldest = [min(stamp, now) for stamp in stamps], now
-                cur.execute("update rate_budgets set stamps = %s where budget = %s", (stamps, self.budget))
+                blocked_until = min(blocked_until, now + self.effective_window)
+                cur.execute(
+                    "update rate_budgets set stamps = %s, blocked_until = %s where budget = %s",
+                    (stamps, blocked_until, self.budget),
+                )
             wait = max(blocked_until - now, oldest + self.effective_window - now)
             if wait > 0:
                 return wait
@@ -247,35 +245,37 @@ class PostgresRateLimiter:
     def _row(self) -> Iterator[tuple[Any, float, int, float, list[float]]]:
         """The key's row locked in a transaction (made on first use, re-laid for a new capacity keeping the
         newest grants): the cursor, the server's time now, head, blocked_until and the ring."""
-        con = self._connection()
-        with con, con.cursor() as cur:
-            cur.execute(
-                "insert into rate_budgets (budget, capacity, stamps) values (%s, %s, %s) "
-                "on conflict (budget) do nothing",
-                (self.budget, self.capacity, [0.0] * self.capacity),
-            )
-            cur.execute(
-                "select extract(epoch from clock_timestamp())::float8, capacity, head, blocked_until, stamps "
-                "from rate_budgets where budget = %s for update",
-                (self.budget,),
-            )
-            now, capacity, head, blocked_until, stamps = cur.fetchone()
-            if capacity != self.capacity or len(stamps) != self.capacity:
-                newest = sorted(stamps)[-self.capacity :]
-                stamps, head = [0.0] * (self.capacity - len(newest)) + newest, 0
+        with self._lock:
+            con = self._connection()
+            with con, con.cursor() as cur:
                 cur.execute(
-                    "update rate_budgets set capacity = %s, head = 0, stamps = %s where budget = %s",
-                    (self.capacity, stamps, self.budget),
+                    "insert into rate_budgets (budget, capacity, stamps) values (%s, %s, %s) "
+                    "on conflict (budget) do nothing",
+                    (self.budget, self.capacity, [0.0] * self.capacity),
                 )
-            yield cur, now, head % self.capacity, blocked_until, list(stamps)
+                cur.execute(
+                    "select extract(epoch from clock_timestamp())::float8, capacity, head, blocked_until, "
+                    "stamps from rate_budgets where budget = %s for update",
+                    (self.budget,),
+                )
+                now, capacity, head, blocked_until, stamps = cur.fetchone()
+                if capacity != self.capacity or len(stamps) != self.capacity:
+                    newest = sorted(stamps)[-self.capacity :]
+                    stamps, head = [0.0] * (self.capacity - len(newest)) + newest, 0
+                    cur.execute(
+                        "update rate_budgets set capacity = %s, head = 0, stamps = %s where budget = %s",
+                        (self.capacity, stamps, self.budget),
+                    )
+                yield cur, now, head % self.capacity, blocked_until, list(stamps)
 
     def _connection(self) -> Any:
-        """This limiter's connection, opened on first use (and anew in a forked child)."""
-        if self._con is None or self._con[0] != os.getpid():
+        """This process's connection of the limiter, opened on first use and again once it broke."""
+        con = self._connections.get(os.getpid())
+        if con is None or con.closed:
             from pipeline.postgres import connect
 
-            self._con = (os.getpid(), connect(self._url))
-        return self._con[1]
+            con = self._connections[os.getpid()] = connect(self._url)
+        return con
 
 
 def shared_rate_limiter(

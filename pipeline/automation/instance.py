@@ -73,8 +73,8 @@ def ensure_dagster_home(settings: Settings) -> Path:
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(DAGSTER_YAML + (POSTGRES_STORAGE_YAML if settings.database_url else ""))
-    elif settings.database_url and "postgres" not in (yaml.safe_load(config.read_text()) or {}).get(
-        "storage", {}
+    elif settings.database_url and "postgres" not in (
+        (yaml.safe_load(config.read_text()) or {}).get("storage") or {}
     ):
         raise ValueError(
             f"DATABASE_URL is set, but {config} keeps Dagster's runs in SQLite files on this host. Add "

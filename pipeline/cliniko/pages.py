@@ -78,6 +78,14 @@ _parser_lock = threading.Lock()
 _parsers: dict[int, duckdb.DuckDBPyConnection] = {}
 
 
+def _after_fork_in_child() -> None:
+    global _parser_lock
+    _parser_lock = threading.Lock()  # a fork while another thread typed would copy the lock held
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @contextmanager
 def _parser() -> Iterator[duckdb.DuckDBPyConnection]:
     """This process's DuckDB for typing pages, with the parsers' macros: made once per process, as a new

@@ -310,6 +310,9 @@ class RegistryStore:
         if self.database_url is not None:  # the tables are migrated by `pipeline.postgres.connect`
             with self._transaction(write=True) as con:
                 _sync_catalogue(con)
+                empty = con.execute("SELECT count(*) FROM integration_group").fetchone()[0] == 0
+            if empty:
+                self._refuse_a_forgotten_file()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect()
@@ -324,13 +327,38 @@ class RegistryStore:
                 con.execute("ROLLBACK")
             con.close()
 
+    def _refuse_a_forgotten_file(self) -> None:
+        """With `DATABASE_URL` set and its registry empty, a registry file with groups beside it is one the
+        deployment ran on before: refuse, or every clinic set up in it would silently stop running."""
+        if not self.path.exists():
+            return
+        con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            groups = con.execute("SELECT count(*) FROM integration_group").fetchone()[0]
+        except sqlite3.DatabaseError:
+            groups = 0
+        finally:
+            con.close()
+        if groups:
+            raise RuntimeError(
+                f"DATABASE_URL is set and its registry is empty, but {self.path} holds {groups} integration "
+                "group(s) that would no longer run. Set them up again through the admin API against the "
+                "new registry (the manual's commands replay unchanged), then move that file away; or unset "
+                "DATABASE_URL."
+            )
+
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
         con = self._connect()
         try:
-            con.execute(("BEGIN IMMEDIATE" if write else "BEGIN") if self.database_url is None else "BEGIN")
-            if self.database_url is not None and write:
+            if self.database_url is None:
+                con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            elif write:  # writers queue on one lock, as on SQLite's, and give up after as long
+                con.execute("BEGIN")
+                con.execute(f"SET LOCAL lock_timeout = '{int(BUSY_TIMEOUT_SECONDS * 1000)}ms'")
                 con.execute("SELECT pg_advisory_xact_lock(?)", (_REGISTRY_LOCK_ID,))
+            else:  # one snapshot for every statement of a read, as SQLite's read transaction
+                con.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             yield con
             con.execute("COMMIT")
         finally:
@@ -988,13 +1016,15 @@ class _PostgresConnection:
     def in_transaction(self) -> bool:
         import psycopg2.extensions
 
+        if self._con.closed:  # the server went away: nothing to roll back
+            return False
         return self._con.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         import psycopg2.extras
 
         cursor = self._con.cursor(cursor_factory=psycopg2.extras.DictCursor)
-        cursor.execute(sql.replace("?", "%s"), tuple(params))
+        cursor.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(params))
         return cursor
 
     def close(self) -> None:

@@ -130,3 +130,21 @@ def test_a_database_url_of_another_server_is_refused_without_its_password(monkey
     with pytest.raises(ValueError, match="must be a PostgreSQL URL") as refused:
         load_settings()
     assert "hunter2" not in str(refused.value)
+
+
+def test_a_registry_file_with_clinics_is_not_silently_left_behind_by_database_url(
+    database_url, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    store = RegistryStore.open(load_settings())  # the registry file this deployment ran on until now
+    store.create_group(
+        "801",
+        118,
+        [PropertyInput("cliniko.api.key", "sandbox-key-abcdef-au4", True, "p0")],
+        [TriggerInput(129, 1, None, "t0")],
+    )
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    with pytest.raises(RuntimeError, match=r"holds 1 integration group\(s\) that would no longer run"):
+        RegistryStore.open(load_settings())
+    assert [group["groupId"] for group in store.groups()] == [22253]  # the file is as it was

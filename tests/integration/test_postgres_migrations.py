@@ -6,8 +6,9 @@ import multiprocessing
 import time
 
 import psycopg2
+import pytest
 
-from pipeline.postgres import connect, migrations
+from pipeline.postgres import connect, migrate, migrations
 
 
 def _start(url: str, start_at: float, result: "multiprocessing.Queue") -> None:
@@ -40,3 +41,15 @@ def test_processes_starting_at_once_apply_each_migration_exactly_once(database_u
     finally:
         con.close()
     assert [name for _, name in migrations()][0] == "0001_rate_budgets.sql"
+
+
+def test_a_database_migrated_by_a_newer_release_is_refused_in_words(database_url):
+    connect(database_url).close()
+    con = psycopg2.connect(database_url)
+    try:
+        with con, con.cursor() as cur:
+            cur.execute("insert into schema_migrations (version, name) values (9999, '9999_later.sql')")
+        with pytest.raises(RuntimeError, match="newer than this code's .*upgrade cliniko-reviews"):
+            migrate(con)
+    finally:
+        con.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -78,6 +79,28 @@ def test_four_processes_share_one_budget(store, tmp_path: Path) -> None:
     span = max(stamps) - min(stamps)
     assert 2 * budget.effective_window - 0.05 <= span <= 2 * budget.effective_window + 1.0
     assert waited > 1.0
+
+
+def test_threads_of_one_process_share_one_limiter_without_overrunning_it(store) -> None:
+    """The Birdeye sender's pool: eight threads acquire through one limiter object at once."""
+    shared = make_limiter(*store, limit=20, window_seconds=1.0)
+    stamps: list[float] = []
+    start = threading.Barrier(8)
+
+    def grab() -> None:
+        start.wait()
+        for _ in range(6):
+            shared.acquire()
+            stamps.append(time.time())
+
+    threads = [threading.Thread(target=grab) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(stamps) == 48
+    assert max_in_any_window(stamps, 1.0) <= 20
+    assert max(stamps) - min(stamps) >= 2 * shared.effective_window - 0.05
 
 
 def test_the_file_is_named_by_a_hash_never_the_key(tmp_path: Path) -> None:
