@@ -13,7 +13,11 @@ both, their ratio (the issue's goal: the daemon's wall time per partition <= 1.3
 the peak memory of a process. The daemon's wall time counts from its start, so it includes the seconds before
 the calendar sensor's first tick.
 
-    uv run python benchmarks/bench_daemon.py [--mappings 300] [--dir DIR]
+With `--database-url postgresql://...` (a server's maintenance database), each side keeps its shared state
+(Dagster's instance, the registry, the request budgets) in a new database of that server, as `DATABASE_URL`
+does, instead of in files.
+
+    uv run python benchmarks/bench_daemon.py [--mappings 300] [--dir DIR] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from benchmarks.support import (
     run_command,
     sandbox,
 )
-from pipeline.automation.instance import DAGSTER_YAML
+from pipeline.automation.instance import DAGSTER_YAML, POSTGRES_STORAGE_YAML, POSTGRES_URL_VARIABLE
 from pipeline.automation.partitions import MAPPING_DIMENSION, mapping_day
 from pipeline.registry.store import MappingPatch, RegistryStore
 from pipeline.settings import load_settings
@@ -67,6 +71,28 @@ def make_due(data_dir: Path, business_numbers: list[str], due: datetime) -> None
     store = RegistryStore.open(replace(load_settings(), data_dir=data_dir))
     for business_number in business_numbers:
         store.update_mapping(business_number, MappingPatch(next_run_time=due))
+
+
+def shared_state(server_url: str | None, side: str) -> dict[str, str]:
+    """The environment that puts a side's shared state in a new database of `server_url` (nothing without
+    one). Also set in this process, which writes the side's registry and reads its runs."""
+    if not server_url:
+        return {}
+    import psycopg2
+
+    name = f"bench_{side}_{os.getpid()}"
+    con = psycopg2.connect(server_url)
+    try:
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute(f"create database {name}")
+    finally:
+        con.close()
+    url = server_url.rsplit("/", 1)[0] + f"/{name}"
+    dagster_url = replace(load_settings(), database_url=url).dagster_postgres_url
+    variables = {"DATABASE_URL": url, POSTGRES_URL_VARIABLE: dagster_url}
+    os.environ.update(variables)
+    return variables
 
 
 def deployment(work: Path, env: dict[str, str]) -> tuple[subprocess.Popen, subprocess.Popen, PeakMemory]:
@@ -157,6 +183,7 @@ def main() -> list[Figure]:
     parser.add_argument("--businesses", type=int, default=5, help="Cliniko businesses per account")
     parser.add_argument("--appointments", type=int, default=2000, help="per account over 21 days")
     parser.add_argument("--dir", type=Path, help="keep the data here (default: a temp dir)")
+    parser.add_argument("--database-url", help="a PostgreSQL server: the shared state of each side in it")
     args = parser.parse_args()
     adopt_orphans()
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="bench_daemon_"))
@@ -180,11 +207,12 @@ def main() -> list[Figure]:
 
         # The scheduler's way: the daemon and its code server on the project's instance configuration.
         daemon_dir = workdir / "daemon" / "data"
-        env = environment(daemon_dir, box)
+        env = environment(daemon_dir, box, **shared_state(args.database_url, "daemon"))
         create_mappings(daemon_dir, box, mappings)
         make_due(daemon_dir, numbers, due)
         home = Path(env["DAGSTER_HOME"])
-        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+        storage = POSTGRES_STORAGE_YAML if args.database_url else ""
+        (home / "dagster.yaml").write_text(DAGSTER_YAML + storage)
         print(
             f"{args.mappings} mappings over {accounts} Cliniko keys, first due at {due:%Y-%m-%d %H:%M} UTC",
             flush=True,
@@ -216,7 +244,7 @@ def main() -> list[Figure]:
 
         # The command line's way: the same partitions, `run --workers 3`, one command per partition date.
         cli_dir = workdir / "cli" / "data"
-        cli_env = environment(cli_dir, box)
+        cli_env = environment(cli_dir, box, **shared_state(args.database_url, "cli"))
         create_mappings(cli_dir, box, mappings)
         by_date: dict = defaultdict(list)
         for day in days:
