@@ -23,6 +23,9 @@ CONNECT_TIMEOUT_SECONDS = 10
 _LOCK_ID = 0x636C696E  # pg_advisory_xact_lock id of our migrations ("clin")
 _migrated: set[tuple[int, str]] = set()  # (process id, url) that ran the migrations
 _lock = threading.Lock()
+# Idle connections by (process id, url): a forked child never takes its parent's.
+_idle: dict[tuple[int, str], list[psycopg2.extensions.connection]] = {}
+_IDLE_MAX = 8
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -46,6 +49,30 @@ def connect(url: str) -> psycopg2.extensions.connection:
                 migrate(con)
                 _migrated.add(key)
     return con
+
+
+def take(url: str) -> psycopg2.extensions.connection:
+    """A connection to `url` from this process's idle ones (see `give_back`), or a new one: a connection
+    costs the server a process and the client a round trip or three, and the registry makes one per
+    operation."""
+    with _lock:
+        idle = _idle.get((os.getpid(), url))
+        if idle:
+            return idle.pop()
+    return connect(url)
+
+
+def give_back(url: str, con: psycopg2.extensions.connection) -> None:
+    """Return a connection `take` gave: kept for the next caller while it is open and outside any
+    transaction, closed otherwise (or when enough are idle already)."""
+    healthy = not con.closed and con.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    if healthy:
+        with _lock:
+            idle = _idle.setdefault((os.getpid(), url), [])
+            if len(idle) < _IDLE_MAX:
+                idle.append(con)
+                return
+    con.close()
 
 
 def migrate(con: psycopg2.extensions.connection) -> list[str]:

@@ -1007,9 +1007,10 @@ class _PostgresConnection:
     `BEGIN`/`COMMIT`/`ROLLBACK` as statements, `in_transaction`."""
 
     def __init__(self, url: str) -> None:
-        from pipeline.postgres import connect
+        from pipeline.postgres import take
 
-        self._con = connect(url)
+        self._url = url
+        self._con = take(url)
         self._con.autocommit = True  # transactions are the store's own BEGIN ... COMMIT
 
     @property
@@ -1028,4 +1029,6 @@ class _PostgresConnection:
         return cursor
 
     def close(self) -> None:
-        self._con.close()
+        from pipeline.postgres import give_back
+
+        give_back(self._url, self._con)  # kept for the next operation of this process
