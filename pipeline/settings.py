@@ -32,7 +32,7 @@ class Settings:
     # Where alerts are posted as JSON (SPEC §8); secret like a key, since webhook URLs carry a token.
     alert_webhook_url: str | None = field(default=None, repr=False)
     # `DATABASE_URL` (postgresql://user:password@host:port/database): the shared state goes to PostgreSQL,
-    # so that hosts can share it (docs/deploy.md). Unset, everything stays in files under DATA_DIR.
+    # so that hosts can share it (docs/scaling.md). Unset, everything stays in files under DATA_DIR.
     database_url: str | None = field(default=None, repr=False)
 
     @property
