@@ -16,7 +16,7 @@ import threading
 import psycopg2
 import psycopg2.extensions
 
-from pipeline.warehouse.sql_files import SQL_DIR
+from pipeline.warehouse.sql_files import SQL_DIR, read_sql
 
 MIGRATIONS_DIR = SQL_DIR / "postgres"
 CONNECT_TIMEOUT_SECONDS = 10
@@ -95,7 +95,7 @@ def migrate(con: psycopg2.extensions.connection) -> list[str]:
             )
         for version, name in known:
             if version not in done:
-                cur.execute((MIGRATIONS_DIR / name).read_text())
+                cur.execute(read_sql(f"postgres/{name}"))
                 cur.execute("insert into schema_migrations (version, name) values (%s, %s)", (version, name))
                 applied.append(name)
     return applied

@@ -28,7 +28,6 @@ import fcntl
 import hashlib
 import os
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -188,8 +187,9 @@ class PostgresRateLimiter(_SlidingWindowLog):
 
     The same sliding-window log, as one row of `rate_budgets` per key (sql/postgres/0001_rate_budgets.sql),
     taken with `SELECT ... FOR UPDATE`, so grants of every host queue on the row. Times are the server's
-    (`clock_timestamp()`), not each host's: hosts whose clocks disagree still share one window. Threads of
-    one process (the Birdeye sender's pool) take turns on the limiter's one connection.
+    (`clock_timestamp()`), not each host's: hosts whose clocks disagree still share one window. Each grant
+    is a transaction on a connection of the process's idle ones (`pipeline.postgres.take`), so the threads of
+    one process (the Birdeye sender's pool) queue on the row like every other process.
     """
 
     def __init__(
@@ -205,8 +205,6 @@ class PostgresRateLimiter(_SlidingWindowLog):
         super().__init__(limit, window_seconds, window_margin)
         self.budget = f"{service}-{key_fingerprint(api_key)}"
         self._url = database_url
-        self._lock = threading.Lock()
-        self._connections: dict[int, Any] = {}  # by process id: a parent's is never used nor closed by a fork
 
     def __repr__(self) -> str:
         return f"PostgresRateLimiter({self.capacity}/{self.window_seconds}s, budget={self.budget})"
@@ -245,8 +243,11 @@ class PostgresRateLimiter(_SlidingWindowLog):
     def _row(self) -> Iterator[tuple[Any, float, int, float, list[float]]]:
         """The key's row locked in a transaction (made on first use, re-laid for a new capacity keeping the
         newest grants): the cursor, the server's time now, head, blocked_until and the ring."""
-        with self._lock:
-            con = self._connection()
+        from pipeline.postgres import give_back, take
+
+        con = take(self._url)
+        try:
+            con.autocommit = False  # `with con` below is the transaction
             with con, con.cursor() as cur:
                 cur.execute(
                     "insert into rate_budgets (budget, capacity, stamps) values (%s, %s, %s) "
@@ -267,15 +268,8 @@ class PostgresRateLimiter(_SlidingWindowLog):
                         (self.capacity, stamps, self.budget),
                     )
                 yield cur, now, head % self.capacity, blocked_until, list(stamps)
-
-    def _connection(self) -> Any:
-        """This process's connection of the limiter, opened on first use and again once it broke."""
-        con = self._connections.get(os.getpid())
-        if con is None or con.closed:
-            from pipeline.postgres import connect
-
-            con = self._connections[os.getpid()] = connect(self._url)
-        return con
+        finally:
+            give_back(self._url, con)  # closed instead when it broke
 
 
 def shared_rate_limiter(
