@@ -298,11 +298,14 @@ def requeue(
 
     settings = load_settings()
     split_legacy_warehouse(settings, Registry.open(settings))
+    # Every group's ledger: one in PostgreSQL, or one in each group's warehouse.
+    warehouses = [None] if settings.database_url else list(settings.warehouse_paths().values())
     rows = [
         row
-        for path in settings.warehouse_paths().values()  # every group's ledger
+        for path in warehouses
         for row in requeue_rows(
             path,
+            database_url=settings.database_url,
             business_numbers=mappings or None,
             partition_dates=[d.date() for d in dates] or None,
             statuses=statuses or ("uncertain", "failed"),

@@ -75,6 +75,19 @@ def give_back(url: str, con: psycopg2.extensions.connection) -> None:
     con.close()
 
 
+_NAMED = re.compile(r"\$([a-z_]+)")
+
+
+def execute(
+    con: psycopg2.extensions.connection, sql: str, params: dict | None = None
+) -> psycopg2.extensions.cursor:
+    """Run `sql` written for DuckDB's named parameters (`$name`) on `con`; the cursor holds the result. Lets
+    one statement serve both stores where the SQL itself is common to both (`pipeline/sink/ledger.py`)."""
+    cursor = con.cursor()
+    cursor.execute(_NAMED.sub(r"%(\1)s", sql.replace("%", "%%")), params or {})
+    return cursor
+
+
 def migrate(con: psycopg2.extensions.connection) -> list[str]:
     """Apply the migrations this database has not had, in order; returns the files applied."""
     applied: list[str] = []

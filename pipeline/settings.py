@@ -88,9 +88,10 @@ class Settings:
         return self.data_dir / "rate_limits"
 
     @property
-    def run_lease_dir(self) -> Path:
-        """Leases of the Dagster runs working on partitions (see `pipeline.leases`)."""
-        return self.data_dir / "run_leases"
+    def run_leases(self) -> Path | str:
+        """Where the Dagster runs working on partitions keep their leases (see `pipeline.leases`): in
+        PostgreSQL with `DATABASE_URL`, so a host can tell another host's run alive; else a directory."""
+        return self.database_url or self.data_dir / "run_leases"
 
     def cliniko_base_url_for(self, shard: str) -> str:
         """`CLINIKO_BASE_URL` wins for every key when set; otherwise the key's shard host."""

@@ -13,6 +13,7 @@ from pipeline.automation.partitions import mapping_day_partitions
 from pipeline.calendar import rules, store
 from pipeline.calendar.alerts import raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
+from pipeline.sink.ledger import shared_decision
 from pipeline.warehouse import connect
 from pipeline.warehouse.models import CHECKS, build_partition, ensure_models, run_check
 from pipeline.warehouse.slices import ensure_tables
@@ -75,7 +76,8 @@ def appointment_eligibility(
         zones = fetched[day.business_number].time_zones if day.business_number in fetched else None
         params["close_at"] = rules.close_time(target, zones)
         try:
-            counts = build_partition(con, **params)
+            with shared_decision(pipeline.settings.database_url, mapping.group_id) as shared_ledger:
+                counts = build_partition(con, **params, shared_ledger=shared_ledger)
         except duckdb.InvalidInputException as error:
             if "was already built by run" not in str(error):
                 raise

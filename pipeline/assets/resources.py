@@ -46,7 +46,7 @@ class PipelineResource(dg.ConfigurableResource):
         Holds the run's lease from its first step on, so the calendar sensor can tell a run whose process
         died (its partition must be retried) from one that is still working.
         """
-        hold(self.settings.run_lease_dir, context.run.run_id)
+        hold(self.settings.run_leases, context.run.run_id)
         day = mapping_day(context.partition_key)
         mapping = self.registry().mapping(day.business_number)
         if mapping is None:

@@ -66,7 +66,7 @@ class RunsInFlight:
     gone: list[tuple[MappingDay, dg.RunRecord]]  # STARTED in Dagster, but their process is gone
 
 
-def runs_in_flight(instance: dg.DagsterInstance, lease_dir: Path, now: datetime) -> RunsInFlight:
+def runs_in_flight(instance: dg.DagsterInstance, leases: Path | str, now: datetime) -> RunsInFlight:
     """The queued and running runs of mapping-day partitions, with their partitions.
 
     A run Dagster still calls STARTED whose process is gone (its lease is free, or it never took one long
@@ -82,7 +82,7 @@ def runs_in_flight(instance: dg.DagsterInstance, lease_dir: Path, now: datetime)
         except Exception:  # no partition, or a partition of another job
             continue
         if run.status == dg.DagsterRunStatus.STARTED:
-            alive = holder_alive(lease_dir, run.run_id)
+            alive = holder_alive(leases, run.run_id)
             started = datetime.fromtimestamp(record.start_time or now.timestamp(), UTC)
             if alive is False or (alive is None and now - started > LEASE_GRACE):
                 instance.report_run_failed(run, "the run's process is gone (killed, or its machine stopped)")

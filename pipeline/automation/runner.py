@@ -73,7 +73,7 @@ def busy_partitions(
 ) -> list[str]:
     """The partitions among `days` that a queued or running run holds (the scheduler's, a UI backfill's)."""
     wanted = set(days)
-    held = runs_in_flight(instance, settings.run_lease_dir, datetime.now(UTC)).held
+    held = runs_in_flight(instance, settings.run_leases, datetime.now(UTC)).held
     return sorted(f"{day} (run {record.dagster_run.run_id})" for day, record in held if day in wanted)
 
 

@@ -194,8 +194,8 @@ def schedule_tick(
     split_legacy_warehouse(settings, registry)
     mappings = registry.mappings(active_only=True)
     known = set(instance.get_dynamic_partitions(MAPPING_DIMENSION))
-    flight = runs_in_flight(instance, settings.run_lease_dir, now)
-    sweep(settings.run_lease_dir)  # the leases of runs that ended
+    flight = runs_in_flight(instance, settings.run_leases, now)
+    sweep(settings.run_leases)  # the leases of runs that ended
     in_flight: dict[str, set[date]] = defaultdict(set)
     for day, _ in flight.held:
         in_flight[day.business_number].add(day.partition_date)

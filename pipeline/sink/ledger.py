@@ -1,25 +1,71 @@
 """The review-request ledger: every state change of `sink.review_request_ledger`, one short transaction each.
 
-Callers pass an open connection from `pipeline.warehouse.connect` and close it right after: nothing here
-holds the warehouse across an HTTP call.
+The ledger is a table of the group's DuckDB warehouse, or with `DATABASE_URL` one table in PostgreSQL shared
+by every host (`sql/postgres/0003_ledger.sql`); each function here runs the same SQL on either (`$name`
+parameters, arrays cast to their type). Callers pass an open connection (`pipeline.warehouse.connect`, or an
+autocommit one of `pipeline.postgres.take`) and give it back right after: nothing here holds the ledger across
+an HTTP call.
+
+In PostgreSQL the warehouse keeps a copy of the rows its models and the analysts read: `copy_rows` of
+`DECISION_ROWS` before a partition is decided, `push_claims` after (both under the group's advisory lock, so a
+decision on one host sees the claims of another), and `copy_rows` of its rows after a posting run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from pipeline.warehouse import run_sql_file
 
+if TYPE_CHECKING:
+    import psycopg2.extensions
+
+    Connection = duckdb.DuckDBPyConnection | psycopg2.extensions.connection
+
 STATUSES = ("pending", "sending", "sent", "failed", "uncertain", "dry_run")
 REQUEUEABLE = ("uncertain", "failed")
 TABLE = "sink.review_request_ledger"
 
-_KEYS = "select unnest($business_numbers) as business_number, unnest($appointment_ids) as appointment_id"
+_KEYS = (
+    "select unnest($business_numbers::varchar[]) as business_number, "
+    "unnest($appointment_ids::varchar[]) as appointment_id"
+)
+# Every column, with its type, in table order: what a copy between the stores carries.
+COLUMNS = {
+    "business_number": "varchar",
+    "appointment_id": "varchar",
+    "partition_date": "date",
+    "target_date": "date",
+    "group_id": "bigint",
+    "patient_id": "varchar",
+    "channels": "varchar",
+    "status": "varchar",
+    "attempts": "integer",
+    "error_code": "varchar",
+    "error_message": "varchar",
+    "birdeye_customer_id": "varchar",
+    "first_attempt_at": "timestamptz",
+    "sent_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "run_id": "varchar",
+    "next_attempt_at": "timestamptz",
+    "requeued_at": "timestamptz",
+}
+
+
+def _run(con: Connection, sql: str, params: dict[str, Any] | None = None) -> Any:
+    """`sql` on a DuckDB or a PostgreSQL connection; the result has `fetchall`, `fetchone`, `description`."""
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        return con.execute(sql, params) if params else con.execute(sql)
+    from pipeline.postgres import execute
+
+    return execute(con, sql, params)
 
 
 @dataclass(frozen=True)
@@ -37,29 +83,31 @@ class Result:
     refused: bool = False  # Birdeye refused the key: the POST does not count as an attempt
 
 
-def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_ledger(con: Connection) -> None:
     run_sql_file(con, "sink/review_request_ledger.sql")
 
 
-def _key_params(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+def key_params(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     return {"business_numbers": [k[0] for k in keys], "appointment_ids": [k[1] for k in keys]}
 
 
 def fail_unposted(
-    con: duckdb.DuckDBPyConnection, rejections: Sequence[tuple[str, str, str | None, str]], now: datetime
+    con: Connection, rejections: Sequence[tuple[str, str, str | None, str]], now: datetime
 ) -> int:
     """`pending` rows Birdeye would certainly answer 400, as (business number, appointment id, code, message):
     `failed` without a POST, their message prefixed `not posted: `."""
     if not rejections:
         return 0
-    rows = con.execute(
+    rows = _run(
+        con,
         f"""
         update {TABLE} as l
         set status = 'failed', error_code = u.code, error_message = 'not posted: ' || u.message,
             updated_at = $now
         from (
-            select unnest($business_numbers) as business_number, unnest($appointment_ids) as appointment_id,
-                   unnest($codes::varchar[]) as code, unnest($messages) as message
+            select unnest($business_numbers::varchar[]) as business_number,
+                   unnest($appointment_ids::varchar[]) as appointment_id,
+                   unnest($codes::varchar[]) as code, unnest($messages::varchar[]) as message
         ) as u
         where l.business_number = u.business_number and l.appointment_id = u.appointment_id
           and l.status = 'pending'
@@ -76,15 +124,16 @@ def fail_unposted(
     return len(rows)
 
 
-def sending_run_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
+def sending_run_ids(con: Connection) -> list[str]:
     """Runs that have rows in flight (or had, if they died)."""
-    rows = con.execute(f"select distinct run_id from {TABLE} where status = 'sending'").fetchall()
+    rows = _run(con, f"select distinct run_id from {TABLE} where status = 'sending'").fetchall()
     return [r[0] for r in rows]
 
 
-def mark_run_died(con: duckdb.DuckDBPyConnection, run_id: str, now: datetime) -> int:
+def mark_run_died(con: Connection, run_id: str, now: datetime) -> int:
     """A dead run's `sending` rows: Birdeye may or may not have them, so they become `uncertain`."""
-    rows = con.execute(
+    rows = _run(
+        con,
         f"""
         update {TABLE} set status = 'uncertain', error_code = 'run_died', updated_at = $now,
             error_message = 'the run posting this request died before recording the outcome; '
@@ -98,7 +147,7 @@ def mark_run_died(con: duckdb.DuckDBPyConnection, run_id: str, now: datetime) ->
 
 
 def claim(
-    con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]], run_id: str, limit: int, now: datetime
+    con: Connection, keys: Sequence[tuple[str, str]], run_id: str, limit: int, now: datetime
 ) -> list[tuple[str, str, int]]:
     """Mark up to `limit` due `pending` rows of `keys` `sending` by `run_id`.
 
@@ -106,7 +155,8 @@ def claim(
 
     Runs under the warehouse lock, so two runs can never claim the same row: the first makes it `sending`.
     """
-    return con.execute(
+    return _run(
+        con,
         f"""
         update {TABLE} as l
         set status = 'sending', attempts = l.attempts + 1,
@@ -121,26 +171,28 @@ def claim(
             limit $limit
         ) as c
         where l.business_number = c.business_number and l.appointment_id = c.appointment_id
+          and l.status = 'pending'  -- PostgreSQL re-reads a row another host claimed meanwhile: not ours then
         returning l.business_number, l.appointment_id, l.attempts
         """,
-        {**_key_params(keys), "run_id": run_id, "limit": limit, "now": now},
+        {**key_params(keys), "run_id": run_id, "limit": limit, "now": now},
     ).fetchall()
 
 
-def next_due(con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]]) -> datetime | None:
+def next_due(con: Connection, keys: Sequence[tuple[str, str]]) -> datetime | None:
     """When the earliest `pending` row among `keys` may be claimed; None when none is pending."""
-    row = con.execute(
+    row = _run(
+        con,
         f"""
         select count(*), min(coalesce(p.next_attempt_at, p.updated_at))
         from {TABLE} as p join ({_KEYS}) as k using (business_number, appointment_id)
         where p.status = 'pending'
         """,
-        _key_params(keys),
+        key_params(keys),
     ).fetchone()
     return row[1] if row[0] else None
 
 
-def record(con: duckdb.DuckDBPyConnection, results: Sequence[Result], run_id: str, now: datetime) -> None:
+def record(con: Connection, results: Sequence[Result], run_id: str, now: datetime) -> None:
     """Write a batch's outcomes in one statement; only rows still `sending` by this run are touched."""
     if not results:
         return
@@ -160,7 +212,8 @@ def record(con: duckdb.DuckDBPyConnection, results: Sequence[Result], run_id: st
         "run_id": run_id,
         "now": now,
     }
-    con.execute(
+    _run(
+        con,
         f"""
         update {TABLE} as l
         set status = u.status, error_code = u.error_code, error_message = u.error_message,
@@ -168,8 +221,9 @@ def record(con: duckdb.DuckDBPyConnection, results: Sequence[Result], run_id: st
             birdeye_customer_id = coalesce(u.customer_id, l.birdeye_customer_id),
             sent_at = coalesce(u.sent_at, l.sent_at), next_attempt_at = u.next_attempt_at, updated_at = $now
         from (
-            select unnest($business_number) as business_number, unnest($appointment_id) as appointment_id,
-                   unnest($status) as status, unnest($error_code::varchar[]) as error_code,
+            select unnest($business_number::varchar[]) as business_number,
+                   unnest($appointment_id::varchar[]) as appointment_id,
+                   unnest($status::varchar[]) as status, unnest($error_code::varchar[]) as error_code,
                    unnest($error_message::varchar[]) as error_message,
                    unnest($customer_id::varchar[]) as customer_id, unnest($sent_at::timestamptz[]) as sent_at,
                    unnest($next_attempt_at::timestamptz[]) as next_attempt_at,
@@ -182,16 +236,17 @@ def record(con: duckdb.DuckDBPyConnection, results: Sequence[Result], run_id: st
     )
 
 
-def counts(con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]]) -> dict[str, int]:
+def counts(con: Connection, keys: Sequence[tuple[str, str]]) -> dict[str, int]:
     """Rows by status among `keys`, every status present (0 when none)."""
     found = dict(
-        con.execute(
+        _run(
+            con,
             f"""
             select p.status, count(*)
             from {TABLE} as p join ({_KEYS}) as k using (business_number, appointment_id)
             group by p.status
             """,
-            _key_params(keys),
+            key_params(keys),
         ).fetchall()
     )
     return {status: int(found.get(status, 0)) for status in STATUSES}
@@ -204,24 +259,25 @@ _LISTED = (
 
 
 def select_for_requeue(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     *,
     business_numbers: Iterable[str] | None,
     partition_dates: Iterable[date] | None,
     statuses: Iterable[str],
     appointment_ids: Iterable[str] | None,
 ) -> list[dict[str, Any]]:
-    clauses = ["list_contains($statuses, status)"]
+    clauses = ["status in (select unnest($statuses::varchar[]))"]
     params: dict[str, Any] = {"statuses": list(statuses)}
-    for column, values in (
-        ("business_number", business_numbers),
-        ("partition_date", partition_dates),
-        ("appointment_id", appointment_ids),
+    for column, values, kind in (
+        ("business_number", business_numbers, "varchar"),
+        ("partition_date", partition_dates, "date"),
+        ("appointment_id", appointment_ids, "varchar"),
     ):
         if values is not None:
-            clauses.append(f"list_contains(${column}s, {column})")
+            clauses.append(f"{column} in (select unnest(${column}s::{kind}[]))")
             params[f"{column}s"] = list(values)
-    cursor = con.execute(
+    cursor = _run(
+        con,
         f"select {_LISTED} from {TABLE} where {' and '.join(clauses)} "
         "order by business_number, partition_date, appointment_id",
         params,
@@ -231,18 +287,124 @@ def select_for_requeue(
 
 
 def move_to_pending(
-    con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]], statuses: Sequence[str], now: datetime
+    con: Connection, keys: Sequence[tuple[str, str]], statuses: Sequence[str], now: datetime
 ) -> int:
     """Requeue: back to `pending` with a fresh retry budget; the last error stays until the next outcome."""
-    rows = con.execute(
+    rows = _run(
+        con,
         f"""
         update {TABLE} as l set status = 'pending', attempts = 0, next_attempt_at = null, run_id = null,
             requeued_at = $now, updated_at = $now
         from ({_KEYS}) as k
         where l.business_number = k.business_number and l.appointment_id = k.appointment_id
-          and list_contains($statuses, l.status)
+          and l.status in (select unnest($statuses::varchar[]))
         returning l.appointment_id
         """,
-        {**_key_params(keys), "statuses": list(statuses), "now": now},
+        {**key_params(keys), "statuses": list(statuses), "now": now},
     ).fetchall()
     return len(rows)
+
+
+# The rows a decision reads (sql/marts/appointment_eligibility.sql): its partition's, and its group's whose
+# target day can fall inside the partition's cool-off window (the same bounds as the model's `live_requests`).
+DECISION_ROWS = """
+    (business_number = $business_number and partition_date = cast($partition_date as date))
+    or (group_id = $group_id
+        and target_date > cast($partition_date as date) - cast($fetch_delay_days as integer)
+                          - cast($cooloff_days as integer)
+        and target_date < cast($partition_date as date) - cast($fetch_delay_days as integer)
+                          + cast($cooloff_days as integer))
+"""
+KEY_ROWS = f"exists (select 1 from ({_KEYS}) as k where k.business_number = {TABLE}.business_number "
+KEY_ROWS += f"and k.appointment_id = {TABLE}.appointment_id)"
+
+
+def copy_rows(source: Connection, target: Connection, where: str, params: dict[str, Any]) -> int:
+    """Make `target`'s rows matching `where` those of `source` (deleted, then inserted); returns how many.
+
+    Between the two stores, so `where` and `params` must read alike in both (see `DECISION_ROWS`).
+    """
+    names = ", ".join(COLUMNS)
+    rows = _run(source, f"select {names} from {TABLE} where {where}", params).fetchall()
+    _run(target, f"delete from {TABLE} where {where}", params)
+    _insert(target, rows, conflict="")
+    return len(rows)
+
+
+def _insert(con: Connection, rows: Sequence[tuple], *, conflict: str) -> None:
+    if not rows:
+        return
+    columns = list(COLUMNS)
+    values = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
+    unnested = ", ".join(f"unnest(${name}::{kind}[])" for name, kind in COLUMNS.items())
+    _run(con, f"insert into {TABLE} ({', '.join(columns)}) select {unnested} {conflict}", values)
+
+
+def push_claims(warehouse: duckdb.DuckDBPyConnection, shared: Connection, params: dict[str, Any]) -> None:
+    """The claims the warehouse just made for a partition (`sql/sink/claims.sql`), made in `shared` too:
+    its `pending` rows the decision no longer makes are withdrawn, the new ones inserted, the rest left as
+    they are there (a posting run may have taken them since)."""
+    partition = {"business_number": params["business_number"], "partition_date": params["partition_date"]}
+    where = "business_number = $business_number and partition_date = cast($partition_date as date)"
+    names = ", ".join(COLUMNS)
+    rows = _run(warehouse, f"select {names} from {TABLE} where {where}", partition).fetchall()
+    _run(
+        shared,
+        f"delete from {TABLE} where {where} and status = 'pending' "
+        "and appointment_id not in (select unnest($kept::varchar[]))",
+        {**partition, "kept": [row[1] for row in rows]},
+    )
+    _insert(shared, rows, conflict="on conflict do nothing")
+
+
+class SharedDecision:
+    """PostgreSQL's ledger during one decision (`shared_decision`): what `build_partition` calls inside its
+    warehouse transaction, before deciding (`pull`) and after claiming (`push`)."""
+
+    def __init__(self, con: psycopg2.extensions.connection) -> None:
+        self.con = con
+
+    def pull(self, warehouse: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
+        """The warehouse's copy of the rows the decision reads, made PostgreSQL's. A warehouse's first
+        decision with PostgreSQL first copies its whole ledger there (kept before `DATABASE_URL` was set)."""
+        warehouse.execute("create table if not exists sink.ledger_shared (since timestamptz not null)")
+        if warehouse.execute("select count(*) from sink.ledger_shared").fetchone()[0] == 0:
+            names = ", ".join(COLUMNS)
+            _insert(
+                self.con,
+                _run(warehouse, f"select {names} from {TABLE}").fetchall(),
+                conflict="on conflict do nothing",
+            )
+            warehouse.execute("insert into sink.ledger_shared values (current_timestamp)")
+        copy_rows(self.con, warehouse, DECISION_ROWS, {name: params[name] for name in _DECISION_PARAMS})
+
+    def push(self, warehouse: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
+        push_claims(warehouse, self.con, params)
+
+
+_DECISION_PARAMS = ("business_number", "partition_date", "group_id", "fetch_delay_days", "cooloff_days")
+
+
+@contextmanager
+def shared_decision(database_url: str | None, group_id: int) -> Iterator[SharedDecision | None]:
+    """With `database_url`, a PostgreSQL transaction holding group `group_id`'s advisory lock for a decision:
+    decisions of a group, on any host, happen one at a time, each seeing the claims of those before. Committed
+    when the block ends, rolled back if it raises. Without, None: the warehouse's own lock does it."""
+    if database_url is None:
+        yield None
+        return
+    from pipeline.postgres import give_back, take
+
+    con = take(database_url)
+    try:
+        con.autocommit = False
+        _run(con, "select pg_advisory_xact_lock(hashtextextended('decide-group-' || $group_id, 0))",
+             {"group_id": str(group_id)})  # fmt: skip
+        yield SharedDecision(con)
+        con.commit()
+    except BaseException:
+        if not con.closed:
+            con.rollback()
+        raise
+    finally:
+        give_back(database_url, con)

@@ -12,6 +12,9 @@ The models claim a partition's eligible candidates as `pending` ledger rows when
    Birdeye refusing the key (401/403) stops the run: the refused rows and those not yet posted stay
    `pending` (Birdeye processed nothing) and `BirdeyeKeyRefused` is raised, so the run fails and is retried.
 
+With `database_url` (`DATABASE_URL`) the ledger, the leases and the key's rate live in PostgreSQL, shared by
+every host; the run ends by copying its rows' outcomes into the warehouse's copy of the ledger.
+
 A SIGKILL therefore loses at most the one batch in flight, to `uncertain`. A batch is `batch_size` rows, or by
 default about half a second of posting at the pace of the previous batch (see `adaptive_batch_size` and
 `benchmarks/bench_sink.py`).
@@ -21,13 +24,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
-
-import duckdb
 
 from pipeline.birdeye import (
     Accepted,
@@ -118,21 +120,43 @@ def _result(
     raise TypeError(f"not a Birdeye outcome: {outcome!r}")
 
 
-def reap_dead_runs(warehouse_path: Path | str) -> int:
+def reap_dead_runs(warehouse_path: Path | str, database_url: str | None = None) -> int:
     """Turn the `sending` rows of every run that is gone into `uncertain`; returns how many."""
-    with connect(warehouse_path) as con:
-        ledger.ensure_ledger(con)
-        return _reap(con, warehouse_path)
+    with ledger_connection(warehouse_path, database_url) as con:
+        return _reap(con, leases_of(warehouse_path, database_url))
 
 
-def lease_dir(warehouse_path: Path | str) -> Path:
-    """Where posting runs keep their leases: beside the warehouse, whose ledger rows they hold."""
+def leases_of(warehouse_path: Path | str, database_url: str | None) -> Path | str:
+    """Where posting runs keep their leases: where the ledger whose rows they hold is (PostgreSQL), or
+    beside the warehouse."""
     path = Path(warehouse_path)
-    return path.with_name(path.name + ".sink-runs")
+    return database_url or path.with_name(path.name + ".sink-runs")
 
 
-def _reap(con: duckdb.DuckDBPyConnection, warehouse_path: Path | str) -> int:
-    leases = lease_dir(warehouse_path)
+@contextmanager
+def ledger_connection(
+    warehouse_path: Path | str | None, database_url: str | None
+) -> Iterator[ledger.Connection]:
+    """A short connection to the ledger: PostgreSQL's with `database_url` (autocommit, one of the process's
+    idle ones), else the group's warehouse (its lock held until the block ends)."""
+    if database_url is None:
+        if warehouse_path is None:
+            raise ValueError("a ledger needs a warehouse file, or a database URL for PostgreSQL's")
+        with connect(warehouse_path) as con:
+            ledger.ensure_ledger(con)
+            yield con
+        return
+    from pipeline.postgres import give_back, take
+
+    con = take(database_url)
+    try:
+        con.autocommit = True
+        yield con
+    finally:
+        give_back(database_url, con)
+
+
+def _reap(con: ledger.Connection, leases: Path | str) -> int:
     dead = [r for r in ledger.sending_run_ids(con) if r is None or not holder_alive(leases, r)]
     return sum(ledger.mark_run_died(con, run_id, _now()) for run_id in dead)
 
@@ -178,10 +202,40 @@ def post_review_requests(
     keys = list(by_key)
     check_ins = {key: check_in_for_row(row) for key, row in by_key.items()}
 
-    with Lease(lease_dir(warehouse_path)) as lease:
-        with connect(warehouse_path) as con:
-            ledger.ensure_ledger(con)
-            _reap(con, warehouse_path)
+    try:
+        return _post(
+            warehouse_path, keys, check_ins, api_key, rate_limit_dir, database_url, concurrency,
+            rate_per_second, max_attempts, batch_size, base_url, client_factory, burst, backoff_base_seconds,
+            backoff_cap_seconds,
+        )  # fmt: skip
+    finally:
+        if database_url is not None:  # the warehouse's copy of these rows, for its models and the analysts
+            with ledger_connection(warehouse_path, database_url) as shared, connect(warehouse_path) as con:
+                ledger.ensure_ledger(con)
+                ledger.copy_rows(shared, con, ledger.KEY_ROWS, ledger.key_params(keys))
+
+
+def _post(
+    warehouse_path: Path | str,
+    keys: list[tuple[str, str]],
+    check_ins: dict[tuple[str, str], CheckIn],
+    api_key: str | None,
+    rate_limit_dir: Path,
+    database_url: str | None,
+    concurrency: int,
+    rate_per_second: float,
+    max_attempts: int,
+    batch_size: int | None,
+    base_url: str | None,
+    client_factory: Callable[[], CheckInPoster] | None,
+    burst: int,
+    backoff_base_seconds: float,
+    backoff_cap_seconds: float,
+) -> dict[str, int]:
+    leases = leases_of(warehouse_path, database_url)
+    with Lease(leases) as lease:
+        with ledger_connection(warehouse_path, database_url) as con:
+            _reap(con, leases)
             certain = [(key, check_in.local_rejection()) for key, check_in in check_ins.items()]
             ledger.fail_unposted(
                 con, [(*key, r.code, r.message) for key, r in certain if r is not None], _now()
@@ -213,6 +267,7 @@ def post_review_requests(
             with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="birdeye-post") as pool:
                 counts, refused = _post_loop(
                     warehouse_path,
+                    database_url,
                     keys,
                     lease.name,
                     batch_size,
@@ -236,6 +291,7 @@ def post_review_requests(
 
 def _post_loop(
     warehouse_path: Path | str,
+    database_url: str | None,
     keys: Sequence[tuple[str, str]],
     run_id: str,
     batch_size: int | None,
@@ -254,7 +310,7 @@ def _post_loop(
     results: list[ledger.Result] = []
     while True:
         refused = next((r for r in results if r.refused), None)
-        with connect(warehouse_path) as con:
+        with ledger_connection(warehouse_path, database_url) as con:
             ledger.record(con, results, run_id, _now())
             claimed = [] if refused else ledger.claim(con, keys, run_id, size, _now())
             due = None if claimed or refused else ledger.next_due(con, keys)

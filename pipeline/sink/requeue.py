@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.sink import ledger
-from pipeline.warehouse import connect
+from pipeline.sink.post import ledger_connection
 
 
 def requeue(
-    warehouse_path: Path | str,
+    warehouse_path: Path | str | None,
     *,
+    database_url: str | None = None,
     business_numbers: Iterable[str] | None = None,
     partition_dates: Iterable[date | str] | None = None,
     statuses: Iterable[str] = ledger.REQUEUEABLE,
@@ -26,6 +27,8 @@ def requeue(
     row belongs to a live run (or becomes `uncertain` at the next run). Re-posting an `uncertain` row may
     reach Birdeye twice; that is the operator's decision. A requeued row is posted by the next run of its
     partition.
+    The ledger is the group's warehouse's (`warehouse_path`), or every group's in PostgreSQL with
+    `database_url`; there the warehouses' copies show the change after the partition's next run.
     Returned rows carry no contact details (the ledger holds none).
     """
     statuses = list(statuses)
@@ -39,8 +42,7 @@ def requeue(
         if partition_dates is None
         else [d if isinstance(d, date) else date.fromisoformat(d) for d in partition_dates]
     )
-    with connect(warehouse_path) as con:
-        ledger.ensure_ledger(con)
+    with ledger_connection(warehouse_path, database_url) as con:
         rows = ledger.select_for_requeue(
             con,
             business_numbers=None if business_numbers is None else [str(b) for b in business_numbers],

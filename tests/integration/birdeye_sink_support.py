@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pipeline.sink.post import ledger_connection
 from pipeline.warehouse import connect
 from pipeline.warehouse.slices import ensure_tables
 
@@ -34,14 +35,20 @@ def eligible_rows(
     ]
 
 
-def claim(warehouse: Path, rows: list[dict], status: str = "pending") -> None:
-    """Put `rows` in the ledger as the models' claims do (sql/sink/claims.sql); known rows stay as is."""
+def claim(
+    warehouse: Path, rows: list[dict], status: str = "pending", database_url: str | None = None
+) -> None:
+    """Put `rows` in the ledger (the warehouse's, or PostgreSQL's with `database_url`) as the models'
+    claims do (sql/sink/claims.sql); known rows stay as is."""
     with connect(warehouse) as con:
         ensure_tables(con)
-        con.executemany(
+    with ledger_connection(warehouse, database_url) as con:
+        (con if database_url is None else con.cursor()).executemany(
             "insert into sink.review_request_ledger (business_number, appointment_id, partition_date, "
             "target_date, group_id, patient_id, channels, status, updated_at) "
-            "values (?, ?, ?, ?, ?, ?, ?, ?, current_timestamp) on conflict do nothing",
+            "values (%s, %s, %s, %s, %s, %s, %s, %s, current_timestamp) on conflict do nothing".replace(
+                "%s", "?" if database_url is None else "%s"
+            ),
             [
                 [r["business_number"], r["appointment_id"], r["partition_date"], r["target_date"],
                  r["group_id"], r["patient_id"], r["channels"], status]
@@ -50,10 +57,11 @@ def claim(warehouse: Path, rows: list[dict], status: str = "pending") -> None:
         )  # fmt: skip
 
 
-def ledger_rows(warehouse: Path) -> dict[str, dict[str, Any]]:
-    """appointment id -> ledger row."""
-    with connect(warehouse) as con:
-        cursor = con.execute("select * from sink.review_request_ledger")
+def ledger_rows(warehouse: Path, database_url: str | None = None) -> dict[str, dict[str, Any]]:
+    """appointment id -> ledger row, of the warehouse's ledger, or PostgreSQL's with `database_url`."""
+    with ledger_connection(warehouse, database_url) as con:
+        cursor = con if database_url is None else con.cursor()
+        cursor.execute("select * from sink.review_request_ledger order by appointment_id")
         names = [d[0] for d in cursor.description]
         return {row[1]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
 

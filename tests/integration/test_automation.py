@@ -12,12 +12,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
+from lease_support import abandon_lease
 
 from pipeline.automation import sensors
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
 from pipeline.automation.runner import busy_partitions
 from pipeline.automation.sensors import DUE_TAG, calendar_sensor, mapping_partitions_sensor
-from pipeline.leases import Lease
+from pipeline.leases import Lease, holder_alive
 from pipeline.registry import Registry
 from pipeline.registry.model import Frequency
 from pipeline.registry.store import MappingInput, MappingPatch, PropertyInput, RegistryStore, TriggerInput
@@ -323,11 +324,11 @@ def test_a_run_whose_process_died_is_failed_and_its_partition_retried(store, ins
     instance.add_dynamic_partitions(MAPPING_DIMENSION, ["801"])
     request = tick(instance).run_requests[0]
     run = launched(instance, request, status=dg.DagsterRunStatus.STARTED)
-    lease_dir = load_settings().run_lease_dir
-    with Lease(lease_dir, run.run_id):  # its process holds the lease: in flight, nothing is asked
+    leases = load_settings().run_leases
+    with Lease(leases, run.run_id):  # its process holds the lease: in flight, nothing is asked
         assert requested(tick(instance)) == []
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
-    (lease_dir / f"{run.run_id}.lock").touch()  # the lease file of a process that is gone: nobody holds it
+    abandon_lease(leases, run.run_id)  # the lease of a process that is gone: nobody holds it
     tick(instance)
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
     # It died during ingestion, before it built anything: it still counts as a failure of its partition, so
@@ -335,7 +336,7 @@ def test_a_run_whose_process_died_is_failed_and_its_partition_retried(store, ins
     with connect(warehouse()) as con:
         rows = con.execute("select run_id, status, error from calendar.partition_runs").fetchall()
     assert rows == [(run.run_id, "failed", "the run's process is gone (killed, or its machine stopped)")]
-    assert not (lease_dir / f"{run.run_id}.lock").exists()  # swept
+    assert holder_alive(leases, run.run_id) is None  # swept
 
 
 def test_the_run_command_waits_for_a_live_run_of_its_partition_not_for_a_dead_one(store, instance):
@@ -347,8 +348,8 @@ def test_the_run_command_waits_for_a_live_run_of_its_partition_not_for_a_dead_on
         status=dg.DagsterRunStatus.STARTED,
         tags={"dagster/partition": str(day)},
     )
-    with Lease(settings.run_lease_dir, run.run_id):  # its process works on the partition
+    with Lease(settings.run_leases, run.run_id):  # its process works on the partition
         assert busy_partitions(instance, settings, [day]) == [f"{day} (run {run.run_id})"]
-    (settings.run_lease_dir / f"{run.run_id}.lock").touch()  # killed: a lease file nobody holds
+    abandon_lease(settings.run_leases, run.run_id)  # killed: a lease nobody holds
     assert busy_partitions(instance, settings, [day]) == []
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
