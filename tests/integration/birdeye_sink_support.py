@@ -57,13 +57,21 @@ def claim(
         )  # fmt: skip
 
 
-def ledger_rows(warehouse: Path, database_url: str | None = None) -> dict[str, dict[str, Any]]:
-    """appointment id -> ledger row, of the warehouse's ledger, or PostgreSQL's with `database_url`."""
+def ledger_rows(
+    warehouse: Path, database_url: str | None = None, business_numbers: set[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """appointment id -> ledger row, of the warehouse's ledger, or PostgreSQL's with `database_url`; only
+    the rows of `business_numbers` when given (appointment ids repeat across businesses)."""
     with ledger_connection(warehouse, database_url) as con:
         cursor = con if database_url is None else con.cursor()
-        cursor.execute("select * from sink.review_request_ledger order by appointment_id")
+        cursor.execute("select * from sink.review_request_ledger order by business_number, appointment_id")
         names = [d[0] for d in cursor.description]
-        return {row[1]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return {
+        r["appointment_id"]: r
+        for r in rows
+        if business_numbers is None or r["business_number"] in business_numbers
+    }
 
 
 def delivered_counts(records) -> Counter:

@@ -1,6 +1,7 @@
 """One run's decision and claims in its own process, for the race tests: `python claim_worker.py JOB`.
 
-The JOB file holds `warehouse` and the keyword arguments of `build_partition`. The worker prints `ready` once
+The JOB file holds `warehouse`, `database_url` (PostgreSQL's shared ledger, or null) and the keyword arguments
+of `build_partition`. The worker prints `ready` once
 imported and builds when a line arrives on stdin, so two workers start their builds at the same instant.
 It prints the partition's counts as JSON, or `superseded: <message>` when a later run already built it.
 """
@@ -11,6 +12,7 @@ from datetime import date, datetime
 
 import duckdb
 
+from pipeline.sink.ledger import shared_decision
 from pipeline.warehouse import connect
 from pipeline.warehouse.models import build_partition
 
@@ -26,6 +28,8 @@ if __name__ == "__main__":
     sys.stdin.readline()
     with connect(job["warehouse"]) as con:
         try:
-            print(json.dumps(build_partition(con, **params)), flush=True)
+            with shared_decision(job.get("database_url"), params["group_id"]) as shared_ledger:
+                counts = build_partition(con, **params, shared_ledger=shared_ledger)
+            print(json.dumps(counts), flush=True)
         except duckdb.InvalidInputException as error:
             print(f"superseded: {error}", flush=True)

@@ -1,7 +1,8 @@
 """Two runs of one integration group decide and claim at the same instant, in two processes.
 
 The cool-off and duplicate rules hold at the moment a request is claimed (SPEC §8): a decision and its claims
-are one warehouse transaction, so whichever process goes second sees the first one's claim.
+are one warehouse transaction, so whichever process goes second sees the first one's claim. With PostgreSQL
+the two processes are two hosts, each with its own warehouse: the group's advisory lock orders them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from pipeline.warehouse import connect
 WORKER = Path(__file__).with_name("claim_worker.py")
 
 
-def start(tmp_path: Path, name: str, warehouse: Path, **build) -> subprocess.Popen:
+def start(
+    tmp_path: Path, name: str, warehouse: Path, database_url: str | None = None, **build
+) -> subprocess.Popen:
     params = {
         "business_number": "1001",
         "partition_date": PARTITION_DATE.isoformat(),
@@ -35,7 +38,7 @@ def start(tmp_path: Path, name: str, warehouse: Path, **build) -> subprocess.Pop
         "close_at": CLOSE_AT.isoformat(),
     } | build
     job = tmp_path / f"{name}.json"
-    job.write_text(json.dumps({"warehouse": str(warehouse), "build": params}))
+    job.write_text(json.dumps({"warehouse": str(warehouse), "database_url": database_url, "build": params}))
     return subprocess.Popen(
         [sys.executable, str(WORKER), str(job)],
         stdin=subprocess.PIPE,
@@ -66,6 +69,16 @@ def two_mappings_sharing_a_patient(warehouse: Path) -> None:
             wh.appointment(number, f"a-{number}", patient_id="p1", ends_at="2026-11-24 10:00")
 
 
+def outcomes_in(warehouse: Path) -> dict[str, str]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return dict(
+            con.execute(
+                "select business_number, coalesce(restriction_code, 'eligible') "
+                "from marts.appointment_eligibility"
+            ).fetchall()
+        )
+
+
 def test_two_mappings_of_one_group_claim_one_patient_at_once_and_exactly_one_wins(tmp_path):
     for trial in range(4):
         warehouse = tmp_path / f"warehouse{trial}.duckdb"
@@ -77,16 +90,36 @@ def test_two_mappings_of_one_group_claim_one_patient_at_once_and_exactly_one_win
         )
         with duckdb.connect(str(warehouse), read_only=True) as con:
             claims = con.execute("select business_number, status from sink.review_request_ledger").fetchall()
-            outcomes = dict(
-                con.execute(
-                    "select business_number, coalesce(restriction_code, 'eligible') "
-                    "from marts.appointment_eligibility"
-                ).fetchall()
-            )
+        outcomes = outcomes_in(warehouse)
         assert len(claims) == 1 and claims[0][1] == "pending", claims
         winner = claims[0][0]
         loser = "1002" if winner == "1001" else "1001"
         assert outcomes == {winner: "eligible", loser: "cooled_off"}
+
+
+def test_two_hosts_deciding_one_group_at_once_claim_one_patient_once(tmp_path, database_url):
+    """Each host has ingested the same Cliniko data into its own warehouse; only PostgreSQL is shared."""
+    import psycopg2
+
+    for trial in range(4):
+        hosts = {
+            number: tmp_path / f"trial{trial}-host-{number}" / "warehouse.duckdb"
+            for number in ("1001", "1002")
+        }
+        for warehouse in hosts.values():
+            warehouse.parent.mkdir()
+            two_mappings_sharing_a_patient(warehouse)
+        order = (("1001", "1002"), ("1002", "1001"))[trial % 2]
+        race(*(start(tmp_path, f"run-{n}-{trial}", hosts[n], database_url, business_number=n) for n in order))
+        with psycopg2.connect(database_url) as con, con.cursor() as cur:
+            cur.execute("select business_number, status from sink.review_request_ledger")
+            claims = cur.fetchall()
+            cur.execute("delete from sink.review_request_ledger")  # the next trial starts afresh
+        assert len(claims) == 1 and claims[0][1] == "pending", claims
+        winner = claims[0][0]
+        loser = "1002" if winner == "1001" else "1001"
+        assert outcomes_in(hosts[winner]) == {winner: "eligible"}
+        assert outcomes_in(hosts[loser]) == {loser: "cooled_off"}  # it saw the other host's claim
 
 
 def test_an_older_run_never_replaces_a_newer_runs_decisions(tmp_path):

@@ -1,6 +1,8 @@
 """At-most-once under SIGKILL, under concurrent runs of one partition, and under 429 storms and 5xx bursts.
 
-The posting runs are real subprocesses against the emulator served by this test process over loopback.
+The posting runs are real subprocesses against the emulator served by this test process over loopback. With
+PostgreSQL (`db`), each subprocess is a host of its own: its own warehouse file, the ledger, leases and rates
+shared through the server only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from birdeye_sink_support import KEY, claim, delivered_counts, eligible_rows, ledger_rows
 
 from pipeline.sandbox.birdeye_emulator import BirdeyeEmulatorConfig, running_birdeye
@@ -24,12 +27,28 @@ BATCH = 8
 FAST = {"backoff_base_seconds": 0.01, "backoff_cap_seconds": 0.05, "rate_per_second": 500.0, "burst": 8}
 
 
-def start_worker(tmp_path: Path, name: str, warehouse: Path, base_url: str, rows: list[dict], **options):
+@pytest.fixture(params=["files", "postgres"])
+def db(request) -> str | None:
+    """Where the ledger lives: the group's warehouse file (None), or PostgreSQL (`DATABASE_URL`)."""
+    return None if request.param == "files" else request.getfixturevalue("database_url")
+
+
+def host_warehouse(tmp_path: Path, db: str | None, name: str) -> Path:
+    """The warehouse file of worker `name`: one for every worker on one machine, one per host with `db`."""
+    return tmp_path / (f"host-{name}" if db else "") / "warehouse.duckdb"
+
+
+def start_worker(
+    tmp_path: Path, name: str, db: str | None, base_url: str, rows: list[dict], **options
+) -> subprocess.Popen:
     """A posting run in its own process for `rows`, which the models have claimed."""
-    claim(warehouse, rows)
+    warehouse = host_warehouse(tmp_path, db, name)
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    claim(warehouse, rows, database_url=db)
     job = tmp_path / f"{name}.json"
     options = FAST | {"concurrency": 4, "batch_size": BATCH, "max_attempts": 4} | options
-    options["rate_limit_dir"] = str(tmp_path / "rate_limits")
+    options["rate_limit_dir"] = str(warehouse.parent / "rate_limits")
+    options["database_url"] = db
     spec = {
         "warehouse": str(warehouse),
         "base_url": base_url,
@@ -59,12 +78,14 @@ def received_for(birdeye, bid: str) -> int:
     return sum(1 for r in birdeye.records() if r.bid == bid)
 
 
-def assert_at_most_once_and_nothing_lost(birdeye, warehouse: Path, rows: list[dict]) -> dict[str, dict]:
+def assert_at_most_once_and_nothing_lost(
+    birdeye, warehouse: Path, rows: list[dict], db: str | None
+) -> dict[str, dict]:
     bids = {r["business_number"] for r in rows}
     records = [r for r in birdeye.records() if r.bid in bids]
     delivered = delivered_counts(records)
     assert not [key for key, n in delivered.items() if n > 1], "an appointment reached Birdeye twice"
-    ledger = {k: v for k, v in ledger_rows(warehouse).items() if v["business_number"] in bids}
+    ledger = ledger_rows(warehouse, db, bids)
     assert set(ledger) == {r["appointment_id"] for r in rows}, (
         "an eligible appointment vanished from the ledger"
     )
@@ -78,9 +99,9 @@ def assert_at_most_once_and_nothing_lost(birdeye, warehouse: Path, rows: list[di
     return ledger
 
 
-def test_sigkill_at_random_points_never_posts_twice_and_loses_nothing(tmp_path):
+def test_sigkill_at_random_points_never_posts_twice_and_loses_nothing(tmp_path, db):
     rng = random.Random(20261124)
-    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse = host_warehouse(tmp_path, db, "survivor")
     config = BirdeyeEmulatorConfig(
         keys={KEY: None}, latency_seconds=0.01, drop_rate=0.03, server_error_rate=0.05
     )
@@ -96,7 +117,7 @@ def test_sigkill_at_random_points_never_posts_twice_and_loses_nothing(tmp_path):
         for trial, rows in enumerate(trials):
             while len(workers) < min(trial + 4, len(trials)):
                 n = len(workers)
-                workers.append(start_worker(tmp_path, f"trial{n}", warehouse, birdeye.base_url, trials[n]))
+                workers.append(start_worker(tmp_path, f"trial{n}", db, birdeye.base_url, trials[n]))
             bid = rows[0]["business_number"]
             worker = workers[trial]
             go(worker)
@@ -112,29 +133,28 @@ def test_sigkill_at_random_points_never_posts_twice_and_loses_nothing(tmp_path):
             worker.communicate()
             killed_mid_flight += not finished and received_for(birdeye, bid) > 0
 
+            warehouse.parent.mkdir(parents=True, exist_ok=True)
             post_review_requests(
-                warehouse, rows, api_key=KEY, base_url=birdeye.base_url, rate_limit_dir=tmp_path, **FAST
-            )
+                warehouse, rows, api_key=KEY, base_url=birdeye.base_url, rate_limit_dir=tmp_path,
+                database_url=db, **FAST,
+            )  # fmt: skip
 
-            ledger = assert_at_most_once_and_nothing_lost(birdeye, warehouse, rows)
+            ledger = assert_at_most_once_and_nothing_lost(birdeye, warehouse, rows, db)
             assert ledger["1005"]["status"] == "failed" and ledger["1005"]["attempts"] == 0
             died = [a for a, row in ledger.items() if row["error_code"] == "run_died"]
             assert len(died) <= BATCH, f"trial {trial}: a kill lost {len(died)} rows, more than one batch"
     assert killed_mid_flight >= 5, "the kills should mostly land while requests are in flight"
 
 
-def test_two_concurrent_runs_of_one_partition_post_each_appointment_once(tmp_path):
-    warehouse = tmp_path / "warehouse.duckdb"
+def test_two_concurrent_runs_of_one_partition_post_each_appointment_once(tmp_path, db):
     config = BirdeyeEmulatorConfig(keys={KEY: None}, latency_seconds=0.01)
     with running_birdeye(config) as birdeye:
         for scenario, bid in enumerate(["9100000000001", "9100000000002"]):
             rows = eligible_rows(60, business_number=bid)
             # Paced at 20/s (about 3 s for 60 rows, in batches of about 10), the first run is still posting
             # when the second, already imported and waiting for its go, starts.
-            first = start_worker(
-                tmp_path, f"a{scenario}", warehouse, birdeye.base_url, rows, rate_per_second=20.0
-            )
-            second = start_worker(tmp_path, f"b{scenario}", warehouse, birdeye.base_url, rows)
+            first = start_worker(tmp_path, f"a{scenario}", db, birdeye.base_url, rows, rate_per_second=20.0)
+            second = start_worker(tmp_path, f"b{scenario}", db, birdeye.base_url, rows)
             go(first)
             if scenario == 1:  # the second run starts while the first has rows in `sending`
                 while received_for(birdeye, bid) < 5 and first.poll() is None:
@@ -142,7 +162,9 @@ def test_two_concurrent_runs_of_one_partition_post_each_appointment_once(tmp_pat
             go(second)
             outputs = [worker.communicate(timeout=60) for worker in (first, second)]
             assert [w.returncode for w in (first, second)] == [0, 0], outputs
-            ledger = assert_at_most_once_and_nothing_lost(birdeye, warehouse, rows)
+            ledger = assert_at_most_once_and_nothing_lost(
+                birdeye, host_warehouse(tmp_path, db, f"a{scenario}"), rows, db
+            )
             assert {row["status"] for row in ledger.values()} == {"sent"}, (
                 "a live run's rows were marked uncertain"
             )
@@ -191,17 +213,17 @@ def test_a_5xx_burst_ends_sent_or_failed_with_the_reason(tmp_path):
             assert row["attempts"] <= 4 and delivered[(row["business_number"], appointment)] == 1
 
 
-def test_two_processes_posting_with_one_key_share_its_rate(tmp_path):
+def test_two_processes_posting_with_one_key_share_its_rate(tmp_path, db):
     """The Birdeye rate per key holds across processes: two runs of different mappings with one key, at
-    20/s each alone, reach Birdeye at 20/s together (and Birdeye, limiting at 25/s, never answers 429)."""
-    warehouse = tmp_path / "warehouse.duckdb"
+    20/s each alone, reach Birdeye at 20/s together (and Birdeye, limiting at 25/s, never answers 429); with
+    PostgreSQL, from two hosts."""
     config = BirdeyeEmulatorConfig(keys={KEY: None}, rate_per_second=25.0, burst=2)
     with running_birdeye(config) as birdeye:
         workers = [
             start_worker(
                 tmp_path,
                 name,
-                warehouse,
+                db,
                 birdeye.base_url,
                 eligible_rows(20, business_number=bid),
                 rate_per_second=20.0,
