@@ -118,5 +118,6 @@ class SecretBox:
         except InvalidToken:
             raise SecretKeyError(
                 "a stored API key cannot be decrypted: REGISTRY_SECRET_KEY (or data/.registry_secret_key) "
-                "is not the key it was written with"
+                "is not the key it was written with (with DATABASE_URL, every host must set the same "
+                "REGISTRY_SECRET_KEY)"
             ) from None
