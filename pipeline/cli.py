@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -119,14 +120,44 @@ def sql(query: str) -> None:
 @main.command()
 def ui() -> None:
     """Start the Dagster UI (`dagster dev`) on this project's instance and data."""
+    _exec_on_instance(["dagster", "dev", "-w", "workspace.yaml"])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def dagster(command: tuple[str, ...]) -> None:
+    """Run one of Dagster's processes on this project's instance, e.g. `cliniko-reviews dagster
+    dagster-daemon run -w deploy/workspace.yaml`.
+
+    Writes `DAGSTER_HOME/dagster.yaml` if it is missing and exports the PostgreSQL URL it names when
+    `DATABASE_URL` is set, as `run` and `ui` do, then replaces itself with COMMAND (`dagster-webserver`,
+    `dagster-daemon`, `dagster api grpc`): the way the deployment files start each process (deploy/).
+    """
+    if command[0] not in ("dagster", "dagster-webserver", "dagster-daemon"):
+        raise click.UsageError(
+            f"{command[0]} is not a Dagster command (dagster, dagster-webserver, dagster-daemon)"
+        )
+    _exec_on_instance(list(command))
+
+
+def _exec_on_instance(command: list[str]) -> None:
+    """`command` on this project's instance, found beside this Python first (a venv not on PATH)."""
     import os
+    import shutil
 
     from pipeline.automation.instance import ensure_dagster_home
     from pipeline.settings import PROJECT_ROOT, load_settings
 
-    ensure_dagster_home(load_settings())
+    try:
+        ensure_dagster_home(load_settings())
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     os.chdir(PROJECT_ROOT)
-    os.execvp("dagster", ["dagster", "dev", "-w", "workspace.yaml"])
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    executable = shutil.which(command[0], path=search)
+    if executable is None:
+        raise click.UsageError(f"{command[0]} is not installed; run `make install` (or `uv sync`) first")
+    os.execv(executable, command)
 
 
 @main.command()

@@ -156,6 +156,21 @@ def ledger_connection(
         give_back(database_url, con)
 
 
+@contextmanager
+def _copied_to_warehouse(
+    warehouse_path: Path | str, database_url: str | None, keys: Sequence[tuple[str, str]]
+) -> Iterator[None]:
+    """With PostgreSQL's ledger, `keys`' rows are copied into the warehouse once the block ends, however it
+    ends: the copy its models and the analysts read."""
+    try:
+        yield
+    finally:
+        if database_url is not None:
+            with ledger_connection(warehouse_path, database_url) as shared, connect(warehouse_path) as con:
+                ledger.ensure_ledger(con)
+                ledger.copy_rows(shared, con, ledger.KEY_ROWS, ledger.key_params(keys))
+
+
 def _reap(con: ledger.Connection, leases: Path | str) -> int:
     dead = [r for r in ledger.sending_run_ids(con) if r is None or not holder_alive(leases, r)]
     return sum(ledger.mark_run_died(con, run_id, _now()) for run_id in dead)
@@ -202,38 +217,8 @@ def post_review_requests(
     keys = list(by_key)
     check_ins = {key: check_in_for_row(row) for key, row in by_key.items()}
 
-    try:
-        return _post(
-            warehouse_path, keys, check_ins, api_key, rate_limit_dir, database_url, concurrency,
-            rate_per_second, max_attempts, batch_size, base_url, client_factory, burst, backoff_base_seconds,
-            backoff_cap_seconds,
-        )  # fmt: skip
-    finally:
-        if database_url is not None:  # the warehouse's copy of these rows, for its models and the analysts
-            with ledger_connection(warehouse_path, database_url) as shared, connect(warehouse_path) as con:
-                ledger.ensure_ledger(con)
-                ledger.copy_rows(shared, con, ledger.KEY_ROWS, ledger.key_params(keys))
-
-
-def _post(
-    warehouse_path: Path | str,
-    keys: list[tuple[str, str]],
-    check_ins: dict[tuple[str, str], CheckIn],
-    api_key: str | None,
-    rate_limit_dir: Path,
-    database_url: str | None,
-    concurrency: int,
-    rate_per_second: float,
-    max_attempts: int,
-    batch_size: int | None,
-    base_url: str | None,
-    client_factory: Callable[[], CheckInPoster] | None,
-    burst: int,
-    backoff_base_seconds: float,
-    backoff_cap_seconds: float,
-) -> dict[str, int]:
     leases = leases_of(warehouse_path, database_url)
-    with Lease(leases) as lease:
+    with _copied_to_warehouse(warehouse_path, database_url, keys), Lease(leases) as lease:
         with ledger_connection(warehouse_path, database_url) as con:
             _reap(con, leases)
             certain = [(key, check_in.local_rejection()) for key, check_in in check_ins.items()]
