@@ -13,6 +13,7 @@ import os
 import re
 import threading
 
+import duckdb
 import psycopg2
 import psycopg2.extensions
 
@@ -78,11 +79,14 @@ def give_back(url: str, con: psycopg2.extensions.connection) -> None:
 _NAMED = re.compile(r"\$([a-z_]+)")
 
 
-def execute(
-    con: psycopg2.extensions.connection, sql: str, params: dict | None = None
-) -> psycopg2.extensions.cursor:
-    """Run `sql` written for DuckDB's named parameters (`$name`) on `con`; the cursor holds the result. Lets
-    one statement serve both stores where the SQL itself is common to both (`pipeline/sink/ledger.py`)."""
+def run(
+    con: duckdb.DuckDBPyConnection | psycopg2.extensions.connection, sql: str, params: dict | None = None
+):
+    """Run `sql`, written with DuckDB's named parameters (`$name`), on a DuckDB connection or a PostgreSQL
+    one; the result has `fetchall`, `fetchone` and `description`. Lets one statement serve both stores where
+    the SQL is common to both (the ledger, the alerts)."""
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        return con.execute(sql, params) if params else con.execute(sql)
     cursor = con.cursor()
     cursor.execute(_NAMED.sub(r"%(\1)s", sql.replace("%", "%%")), params or {})
     return cursor

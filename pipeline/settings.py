@@ -71,8 +71,14 @@ class Settings:
 
     @property
     def alerts_path(self) -> Path:
-        """The calendar's alerts (SPEC §8), of every group: small, written rarely."""
+        """The calendar's alerts (SPEC §8) of every group, in a file: small, written rarely."""
         return self.data_dir / "alerts.duckdb"
+
+    @property
+    def alerts(self) -> Path | str:
+        """Where the alerts are (`pipeline.calendar.alerts`): in PostgreSQL with `DATABASE_URL`, so every host
+        raises and resolves the same ones; else `alerts_path`."""
+        return self.database_url or self.alerts_path
 
     @property
     def legacy_warehouse_path(self) -> Path:

@@ -87,7 +87,7 @@ def appointment_eligibility(
         shares = findings[SHARE_CHECK]
     if not shares and not partial:  # a whole day with ordinary shares: a jump alert is over
         resolve_alerts(
-            pipeline.settings.alerts_path,
+            pipeline.settings.alerts,
             kinds=["restriction_share_jump"],
             business_numbers=[day.business_number],
         )
@@ -96,7 +96,7 @@ def appointment_eligibility(
             f"{r['restriction_code']} {r['share_before']:.0%} -> {r['share_now']:.0%}" for r in shares
         )
         raise_alerts(
-            pipeline.settings.alerts_path,
+            pipeline.settings.alerts,
             pipeline.settings.alert_webhook_url,
             [
                 Alert(

@@ -82,7 +82,7 @@ def refresh_analysts_db(
 
     return coverage.refresh(
         list(settings.warehouse_paths().values()),
-        settings.alerts_path,
+        settings.alerts,
         settings.analytics_path,
         registry.mappings(active_only=False),
         PARTITIONS_START_DATE,

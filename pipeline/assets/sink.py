@@ -86,7 +86,7 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
         )
     except BirdeyeKeyRefused as refused:
         raise_alerts(
-            settings.alerts_path,
+            settings.alerts,
             settings.alert_webhook_url,
             [
                 Alert(
@@ -103,7 +103,7 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
     with connect(warehouse_path) as con:
         doubles = con.execute(DOUBLE_SENT).fetchall()
         closed = store.record_success(con, context.run.run_id, datetime.now(UTC))
-    resolve_alerts(settings.alerts_path, kinds=["birdeye_auth"], business_numbers=[day.business_number])
+    resolve_alerts(settings.alerts, kinds=["birdeye_auth"], business_numbers=[day.business_number])
     return dg.MaterializeResult(
         metadata={
             "eligible": len(rows),
@@ -153,5 +153,5 @@ def analytics_database(context: dg.AssetExecutionContext, pipeline: PipelineReso
     "the metadata lists them (all: `cliniko-reviews status`, or `alerts` in the analysts' database).",
 )
 def calendar_alerts(pipeline: PipelineResource) -> dg.AssetCheckResult:
-    passed, metadata = calendar_alerts_result(open_alerts(pipeline.settings.alerts_path))
+    passed, metadata = calendar_alerts_result(open_alerts(pipeline.settings.alerts))
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)

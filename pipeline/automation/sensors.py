@@ -279,16 +279,16 @@ def schedule_tick(
 
     inactive = [m.business_number for m in registry.mappings(active_only=False) if not m.active]
     wait = WAREHOUSE_WAIT_SECONDS
-    new = raise_alerts(settings.alerts_path, None, alerts, now, wait_seconds=wait)
+    new = raise_alerts(settings.alerts, None, alerts, now, wait_seconds=wait)
     resolved = resolve_alerts(
-        settings.alerts_path,
+        settings.alerts,
         kinds=SENSOR_ALERTS,
         business_numbers=[*evaluated, *inactive],
         keep=[*(a.key for a in alerts), *ongoing],
         wait_seconds=wait,
     )
     notify(
-        settings.alerts_path,
+        settings.alerts,
         settings.alert_webhook_url,
         budget_seconds=NOTIFY_BUDGET_SECONDS,
         wait_seconds=wait,
@@ -348,8 +348,8 @@ def calendar_alerts_result(alerts: list[dict]) -> tuple[bool, dict]:
     return not alerts, {"open_alerts": len(alerts), "alerts": dg.MetadataValue.json(shown)}
 
 
-def calendar_alerts_evaluation(alerts_path: Path) -> dg.AssetCheckEvaluation:
-    passed, metadata = calendar_alerts_result(open_alerts(alerts_path, WAREHOUSE_WAIT_SECONDS))
+def calendar_alerts_evaluation(alerts_at: Path | str) -> dg.AssetCheckEvaluation:
+    passed, metadata = calendar_alerts_result(open_alerts(alerts_at, WAREHOUSE_WAIT_SECONDS))
     return dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey(CALENDAR_ALERTS_ASSET),
         check_name=CALENDAR_ALERTS_CHECK,
@@ -380,7 +380,7 @@ def calendar_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     for note in notes:
         context.log.info(note)
     # The UI shows the calendar's alerts as the `calendar_alerts` check of `analytics_database`.
-    events = [calendar_alerts_evaluation(settings.alerts_path)] if alerts_changed else []
+    events = [calendar_alerts_evaluation(settings.alerts)] if alerts_changed else []
     if not requests:
         reason = "nothing is due" + (f": {'; '.join(notes)}" if notes else "")
         return dg.SensorResult(skip_reason=reason, asset_events=events)

@@ -1,18 +1,23 @@
 """Raising alerts: recorded in `calendar.alerts`, then posted as JSON to `ALERT_WEBHOOK_URL` when it is set.
 
-The alerts table is the outbox: an alert is recorded first; `notify` posts the open alerts nobody was told of
-yet, oldest first, within a time budget, and notes each answer on the alert (`notified_at`, `notify_error`).
+The alerts table is the outbox: an alert is recorded first; `notify` takes the open alerts nobody was told of
+yet and no other notifier holds, posts them oldest first within a time budget, and notes each answer on the
+alert (`notified_at`, `notify_error`), so notifiers running at once post each alert once.
 What is not delivered is tried again at the next call (the calendar sensor calls it every tick), so a slow or
 broken receiver never holds up a run or a tick and never loses an alert. The URL can carry a token (Slack and
 Teams webhooks do): errors name its host only.
+
+The alerts live in `DATA_DIR/alerts.duckdb`, or with `DATABASE_URL` in PostgreSQL, where every host raises,
+resolves and notifies the same ones: the functions here take either place (`Settings.alerts`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,6 +31,33 @@ from pipeline.warehouse.slices import ensure_alerts
 
 log = logging.getLogger(__name__)
 POST_TIMEOUT_SECONDS = 5.0
+CLAIM_SECONDS = timedelta(seconds=60)  # a notifier's hold on the alerts it posts (see `notify`)
+
+
+@contextmanager
+def alerts_connection(where: Path | str, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> Iterator[object]:
+    """The alerts' store for one transaction: the alerts file under its lock, or with a PostgreSQL URL one
+    transaction holding the alerts' advisory lock (so two hosts never raise one condition twice), committed
+    when the block ends, rolled back if it raises."""
+    if not (isinstance(where, str) and where.startswith("postgresql://")):
+        with connect(where, wait_seconds=wait_seconds) as con:
+            ensure_alerts(con)
+            yield con
+        return
+    from pipeline.postgres import give_back, run, take
+
+    con = take(where)
+    try:
+        con.autocommit = False
+        run(con, "select pg_advisory_xact_lock(hashtextextended('calendar.alerts', 0))")
+        yield con
+        con.commit()
+    except BaseException:
+        if not con.closed:
+            con.rollback()
+        raise
+    finally:
+        give_back(where, con)
 
 
 def post_alert(
@@ -47,7 +79,7 @@ def post_alert(
 
 
 def notify(
-    alerts_path: Path,
+    alerts_at: Path | str,
     webhook_url: str | None,
     *,
     budget_seconds: float = 15.0,
@@ -57,9 +89,9 @@ def notify(
     how many were delivered. Without a webhook, does nothing."""
     if not webhook_url:
         return 0
-    with connect(alerts_path, wait_seconds=wait_seconds) as con:
-        ensure_alerts(con)
-        outbox = store.undelivered_alerts(con)
+    now = datetime.now(UTC)
+    with alerts_connection(alerts_at, wait_seconds) as con:
+        outbox = store.claim_undelivered_alerts(con, now, now - CLAIM_SECONDS)
     deadline = time.monotonic() + budget_seconds
     answers = []
     for alert, raised_at in outbox:
@@ -67,16 +99,17 @@ def notify(
         if left <= 0:
             break
         answers.append((alert, raised_at, post_alert(webhook_url, alert.payload(raised_at), min(left, 5.0))))
-    if answers:
-        with connect(alerts_path, wait_seconds=wait_seconds) as con:
+    if outbox:
+        with alerts_connection(alerts_at, wait_seconds) as con:
             for alert, raised_at, problem in answers:
                 notified_at = None if problem else datetime.now(UTC)
                 store.record_notification(con, alert.key, raised_at, notified_at=notified_at, error=problem)
+            store.release_alerts(con, [(alert.key, raised_at) for alert, raised_at in outbox[len(answers) :]])
     return sum(problem is None for *_, problem in answers)
 
 
 def raise_alerts(
-    alerts_path: Path,
+    alerts_at: Path | str,
     webhook_url: str | None,
     alerts: Iterable[Alert],
     now: datetime | None = None,
@@ -84,17 +117,16 @@ def raise_alerts(
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> list[Alert]:
     """Record the alerts not open yet and post what is undelivered; returns the new ones."""
-    with connect(alerts_path, wait_seconds=wait_seconds) as con:
-        ensure_alerts(con)
+    with alerts_connection(alerts_at, wait_seconds) as con:
         new = store.raise_alerts(con, alerts, now or datetime.now(UTC))
     for alert in new:
         log.warning("alert %s: %s", alert.kind, alert.message)
-    notify(alerts_path, webhook_url, wait_seconds=wait_seconds)
+    notify(alerts_at, webhook_url, wait_seconds=wait_seconds)
     return new
 
 
 def resolve_alerts(
-    alerts_path: Path,
+    alerts_at: Path | str,
     *,
     kinds: Sequence[str],
     business_numbers: Sequence[str],
@@ -102,15 +134,13 @@ def resolve_alerts(
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> int:
     """Close the open alerts of `kinds` about `business_numbers` that are not in `keep`."""
-    with connect(alerts_path, wait_seconds=wait_seconds) as con:
-        ensure_alerts(con)
+    with alerts_connection(alerts_at, wait_seconds) as con:
         return store.resolve_alerts(
             con, kinds=kinds, business_numbers=business_numbers, keep=keep, now=datetime.now(UTC)
         )
 
 
-def open_alerts(alerts_path: Path, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> list[dict[str, object]]:
+def open_alerts(alerts_at: Path | str, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> list[dict[str, object]]:
     """Every open alert (kind, key, business number, partition date, message, raised at), oldest first."""
-    with connect(alerts_path, wait_seconds=wait_seconds) as con:
-        ensure_alerts(con)
+    with alerts_connection(alerts_at, wait_seconds) as con:
         return store.open_alerts(con)

@@ -230,7 +230,7 @@ def add_coverage(con: duckdb.DuckDBPyConnection, alias: str) -> dict[str, int]:
 
 def refresh(
     warehouse_paths: Sequence[Path],
-    alerts_path: Path,
+    alerts_path: Path | str,
     analytics_path: Path,
     mappings: Sequence[MappingConfig],
     partitions_start: date,

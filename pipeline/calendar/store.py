@@ -1,8 +1,10 @@
 """The calendar's bookkeeping: runs of partitions, in each group's warehouse, and alerts, in the alerts file
-(`sql/calendar/`).
+or in PostgreSQL with `DATABASE_URL` (`sql/calendar/`, `sql/postgres/0004_alerts.sql`).
 
 Callers pass an open connection from `pipeline.warehouse.connect` (with `ensure_tables` or `ensure_alerts`
-run) and close it right after; every function is one short statement or transaction.
+run), or for the alerts one of `pipeline.calendar.alerts.alerts_connection`, and close it right after;
+every function is one short statement or transaction. The alerts' SQL runs on either store
+(`pipeline.postgres.run`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,17 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from pipeline.calendar.planner import History
+from pipeline.postgres import run
+
+if TYPE_CHECKING:
+    import psycopg2.extensions
+
+    AlertsConnection = duckdb.DuckDBPyConnection | psycopg2.extensions.connection
 
 
 @dataclass(frozen=True)
@@ -179,22 +188,24 @@ def stored_businesses(
     }
 
 
-def raise_alerts(con: duckdb.DuckDBPyConnection, alerts: Iterable[Alert], now: datetime) -> list[Alert]:
+def raise_alerts(con: AlertsConnection, alerts: Iterable[Alert], now: datetime) -> list[Alert]:
     """Record the alerts that are not open yet; returns those (to notify). Open ones are left as they are."""
     alerts = list(alerts)
     if not alerts:
         return []
     open_keys = {
         r[0]
-        for r in con.execute(
+        for r in run(
+            con,
             "select alert_key from calendar.alerts "
-            "where resolved_at is null and list_contains($keys, alert_key)",
+            "where resolved_at is null and alert_key in (select unnest($keys::varchar[]))",
             {"keys": [a.key for a in alerts]},
         ).fetchall()
     }
     new = [a for a in {a.key: a for a in alerts}.values() if a.key not in open_keys]
     for alert in new:
-        con.execute(
+        run(
+            con,
             """
             insert into calendar.alerts
                 (alert_key, kind, business_number, group_id, partition_date, message, raised_at)
@@ -214,7 +225,7 @@ def raise_alerts(con: duckdb.DuckDBPyConnection, alerts: Iterable[Alert], now: d
 
 
 def resolve_alerts(
-    con: duckdb.DuckDBPyConnection,
+    con: AlertsConnection,
     *,
     kinds: Sequence[str],
     business_numbers: Sequence[str],
@@ -223,11 +234,13 @@ def resolve_alerts(
 ) -> int:
     """Close the open alerts of `kinds` about `business_numbers` whose key is not in `keep` (their condition
     is gone); returns how many."""
-    rows = con.execute(
+    rows = run(
+        con,
         """
         update calendar.alerts set resolved_at = $now
-        where resolved_at is null and list_contains($kinds, kind)
-          and list_contains($business_numbers, business_number) and not list_contains($keep, alert_key)
+        where resolved_at is null and kind in (select unnest($kinds::varchar[]))
+          and business_number in (select unnest($business_numbers::varchar[]))
+          and alert_key not in (select unnest($keep::varchar[]))
         returning alert_key
         """,
         {"kinds": list(kinds), "business_numbers": list(business_numbers), "keep": list(keep), "now": now},
@@ -235,36 +248,60 @@ def resolve_alerts(
     return len(rows)
 
 
-def undelivered_alerts(con: duckdb.DuckDBPyConnection) -> list[tuple[Alert, datetime]]:
-    """The open alerts no webhook has accepted yet, oldest first, with when each was raised."""
-    rows = con.execute(
-        "select kind, alert_key, message, business_number, group_id, partition_date, raised_at "
-        "from calendar.alerts where resolved_at is null and notified_at is null order by raised_at, alert_key"
+def claim_undelivered_alerts(
+    con: AlertsConnection, now: datetime, stale_before: datetime
+) -> list[tuple[Alert, datetime]]:
+    """The open alerts no webhook has accepted yet and no other notifier holds (or held before
+    `stale_before`), oldest first, with when each was raised; they are this caller's to post until it
+    records each answer (`record_notification`) or lets go (`release_alerts`)."""
+    rows = run(
+        con,
+        """
+        update calendar.alerts set notify_claimed_at = $now
+        where resolved_at is null and notified_at is null
+          and (notify_claimed_at is null or notify_claimed_at < $stale_before)
+        returning kind, alert_key, message, business_number, group_id, partition_date, raised_at
+        """,
+        {"now": now, "stale_before": stale_before},
     ).fetchall()
-    return [(Alert(*row[:6]), row[6]) for row in rows]
+    return sorted(((Alert(*row[:6]), row[6]) for row in rows), key=lambda item: (item[1], item[0].key))
 
 
 def record_notification(
-    con: duckdb.DuckDBPyConnection,
+    con: AlertsConnection,
     alert_key: str,
     raised_at: datetime,
     *,
     notified_at: datetime | None,
     error: str | None,
 ) -> None:
-    """What the webhook answered for the alert raised as `alert_key` at `raised_at`."""
-    con.execute(
-        "update calendar.alerts set notified_at = $at, notify_error = $error "
+    """What the webhook answered for the alert raised as `alert_key` at `raised_at`; the claim ends."""
+    run(
+        con,
+        "update calendar.alerts set notified_at = $at, notify_error = $error, notify_claimed_at = null "
         "where alert_key = $key and raised_at = $raised_at",
         {"at": notified_at, "error": error, "key": alert_key, "raised_at": raised_at},
     )
 
 
-def open_alerts(con: duckdb.DuckDBPyConnection) -> list[dict[str, object]]:
+def release_alerts(con: AlertsConnection, claimed: Sequence[tuple[str, datetime]]) -> None:
+    """Let go of claimed alerts that were not posted (the time budget ran out): the next notifier takes
+    them."""
+    for alert_key, raised_at in claimed:
+        run(
+            con,
+            "update calendar.alerts set notify_claimed_at = null "
+            "where alert_key = $key and raised_at = $raised_at",
+            {"key": alert_key, "raised_at": raised_at},
+        )
+
+
+def open_alerts(con: AlertsConnection) -> list[dict[str, object]]:
     """Every open alert, oldest first."""
-    cursor = con.execute(
+    cursor = run(
+        con,
         "select alert_key, kind, business_number, group_id, partition_date, message, raised_at, notified_at, "
-        "notify_error from calendar.alerts where resolved_at is null order by raised_at, alert_key"
+        "notify_error from calendar.alerts where resolved_at is null order by raised_at, alert_key",
     )
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from pipeline.postgres import run as _run
 from pipeline.warehouse import run_sql_file
 
 if TYPE_CHECKING:
@@ -57,15 +58,6 @@ COLUMNS = {
     "next_attempt_at": "timestamptz",
     "requeued_at": "timestamptz",
 }
-
-
-def _run(con: Connection, sql: str, params: dict[str, Any] | None = None) -> Any:
-    """`sql` on a DuckDB or a PostgreSQL connection; the result has `fetchall`, `fetchone`, `description`."""
-    if isinstance(con, duckdb.DuckDBPyConnection):
-        return con.execute(sql, params) if params else con.execute(sql)
-    from pipeline.postgres import execute
-
-    return execute(con, sql, params)
 
 
 @dataclass(frozen=True)

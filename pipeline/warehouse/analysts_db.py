@@ -443,11 +443,30 @@ def _marks(root: Path) -> dict[str, str]:
     return marks if isinstance(marks, dict) else {}  # a release before per-group files kept one string
 
 
-def _copy_small_tables(con: duckdb.DuckDBPyConnection, alerts_path: Path | None, wait_seconds: float) -> None:
-    """`seeds.restriction_codes` and `calendar.alerts` (from `alerts_path`, empty without it) in the
-    refresh's own database, for `_write_catalog` to copy."""
+def _copy_small_tables(
+    con: duckdb.DuckDBPyConnection, alerts_at: Path | str | None, wait_seconds: float
+) -> None:
+    """`seeds.restriction_codes` and `calendar.alerts` (from the alerts file or PostgreSQL at `alerts_at`,
+    empty without it) in the refresh's own database, for `_write_catalog` to copy."""
     run_sql_file(con, "seeds/restriction_codes.sql")
     run_sql_file(con, ALERTS_DDL)
+    if isinstance(alerts_at, str) and alerts_at.startswith("postgresql://"):
+        from pipeline.postgres import give_back, take
+
+        shared = take(alerts_at)
+        try:
+            shared.autocommit = True
+            cursor = shared.cursor()
+            cursor.execute("select * from calendar.alerts")
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        finally:
+            give_back(alerts_at, shared)
+        if rows:
+            marks = ", ".join("?" * len(names))
+            con.executemany(f"insert into memory.calendar.alerts ({', '.join(names)}) values ({marks})", rows)
+        return
+    alerts_path = None if alerts_at is None else Path(alerts_at)
     if alerts_path is not None and alerts_path.exists():
         with locked(alerts_path, wait_seconds):
             con.execute(f"attach {_sql_string(str(alerts_path))} as alerts_file (read_only)")
@@ -527,7 +546,7 @@ def refresh_analytics(
                         exports.read(con, whole, partitions)
             if whole:
                 _settle_whole_export(con, root, {t: f"from {_shape(t)}" for t in PARTITIONED}, names, before)
-            _copy_small_tables(con, None if alerts_path is None else Path(alerts_path), wait_seconds)
+            _copy_small_tables(con, alerts_path, wait_seconds)
             name = f"{stamp:020d}-{tag}-own.parquet"
             for table, export in (exports.exports(con, whole) if exports else {}).items():
                 if not export.whole and not _schema_current(

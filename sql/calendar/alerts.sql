@@ -16,3 +16,6 @@ create table if not exists calendar.alerts (
     check (kind in ('partition_failing', 'mapping_stalled', 'mapping_unschedulable', 'birdeye_auth',
                     'restriction_share_jump'))
 );
+-- When a process took the alert to post it: another leaves it alone for a minute, so concurrent notifiers post
+-- it once (a notifier that died mid-post leaves it to be taken again after that minute).
+alter table calendar.alerts add column if not exists notify_claimed_at timestamptz;

@@ -364,3 +364,19 @@ def test_what_changed_is_exported_whoever_changed_it_and_after_a_failed_refresh(
         info = json.loads(con.execute("select row_counts from snapshot_info").fetchone()[0])
         assert info["restriction_reasons"] == 3 and info["restriction_codes"] == 8  # exported, copied
     assert refresh_analytics([warehouse_path], analytics_path)["restriction_reasons"] == 0  # nothing new
+
+
+@pytest.mark.parametrize("store", ["files", "postgres"])
+def test_the_analysts_see_the_alerts_where_the_hosts_keep_them(tmp_path: Path, store: str, request) -> None:
+    from pipeline.calendar.alerts import raise_alerts
+    from pipeline.calendar.store import Alert
+
+    alerts_at = tmp_path / "alerts.duckdb" if store == "files" else request.getfixturevalue("database_url")
+    warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
+    build(warehouse_path, "1001", 1)
+    alert = Alert("mapping_stalled", "mapping_stalled|1001", "Mapping 1001 stalled", "1001", 7, None)
+    raise_alerts(alerts_at, None, [alert])
+    coverage.refresh([warehouse_path], alerts_at, analytics_path, [], PARTITION_DATE)
+    with duckdb.connect(str(analytics_path), read_only=True) as con:
+        rows = con.execute("select alert_key, kind, business_number, resolved_at from alerts").fetchall()
+    assert rows == [("mapping_stalled|1001", "mapping_stalled", "1001", None)]

@@ -18,7 +18,9 @@ from pipeline.automation import sensors
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
 from pipeline.automation.runner import busy_partitions
 from pipeline.automation.sensors import DUE_TAG, calendar_sensor, mapping_partitions_sensor
+from pipeline.calendar import alerts
 from pipeline.leases import Lease, holder_alive
+from pipeline.postgres import run
 from pipeline.registry import Registry
 from pipeline.registry.model import Frequency
 from pipeline.registry.store import MappingInput, MappingPatch, PropertyInput, RegistryStore, TriggerInput
@@ -138,10 +140,8 @@ def record_run(number: str, day, status: str, finished_at: datetime, *, run_id: 
 
 
 def open_alerts() -> dict[str, str]:
-    with connect(load_settings().alerts_path) as con:
-        return dict(
-            con.execute("select alert_key, message from calendar.alerts where resolved_at is null").fetchall()
-        )
+    """The open alerts, where the settings keep them (the alerts file, or PostgreSQL)."""
+    return {row["alert_key"]: row["message"] for row in alerts.open_alerts(load_settings().alerts)}
 
 
 def test_partitions_sensor_follows_the_registry_inactive_included(store, instance):
@@ -240,8 +240,8 @@ def test_a_failed_partition_is_retried_after_its_backoff_and_alerts_after_three(
     # The retry is under way (it has built the partition): the alert stays open, it is not raised again.
     record_run("501", day, "built", now - timedelta(minutes=1), run_id="r4")
     assert requested(tick(instance)) == [] and list(open_alerts()) == [f"partition_failing|501|{day}"]
-    with connect(load_settings().alerts_path) as con:
-        assert con.execute("select count(*) from calendar.alerts").fetchone()[0] == 1
+    with alerts.alerts_connection(load_settings().alerts) as con:
+        assert run(con, "select count(*) from calendar.alerts").fetchone()[0] == 1
     with connect(warehouse()) as con:
         con.execute("update calendar.partition_runs set status = 'succeeded' where run_id = 'r4'")
     assert requested(tick(instance)) == [] and open_alerts() == {}  # closed: the alert is resolved
