@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import duckdb
 import psycopg2
@@ -90,6 +92,25 @@ def run(
     cursor = con.cursor()
     cursor.execute(_NAMED.sub(r"%(\1)s", sql.replace("%", "%%")), params or {})
     return cursor
+
+
+@contextmanager
+def locked_transaction(url: str, lock: str) -> Iterator[psycopg2.extensions.connection]:
+    """A connection in one transaction that holds the advisory lock named `lock` (every host's holders of
+    one name take turns), committed when the block ends, rolled back if it raises."""
+    con = take(url)
+    try:
+        con.autocommit = False
+        with con.cursor() as cur:
+            cur.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
+        yield con
+        con.commit()
+    except BaseException:
+        if not con.closed:
+            con.rollback()
+        raise
+    finally:
+        give_back(url, con)
 
 
 def migrate(con: psycopg2.extensions.connection) -> list[str]:

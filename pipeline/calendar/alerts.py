@@ -44,20 +44,10 @@ def alerts_connection(where: Path | str, wait_seconds: float = DEFAULT_WAIT_SECO
             ensure_alerts(con)
             yield con
         return
-    from pipeline.postgres import give_back, run, take
+    from pipeline.postgres import locked_transaction
 
-    con = take(where)
-    try:
-        con.autocommit = False
-        run(con, "select pg_advisory_xact_lock(hashtextextended('calendar.alerts', 0))")
+    with locked_transaction(where, "calendar.alerts") as con:
         yield con
-        con.commit()
-    except BaseException:
-        if not con.closed:
-            con.rollback()
-        raise
-    finally:
-        give_back(where, con)
 
 
 def post_alert(

@@ -385,18 +385,7 @@ def shared_decision(database_url: str | None, group_id: int) -> Iterator[SharedD
     if database_url is None:
         yield None
         return
-    from pipeline.postgres import give_back, take
+    from pipeline.postgres import locked_transaction
 
-    con = take(database_url)
-    try:
-        con.autocommit = False
-        _run(con, "select pg_advisory_xact_lock(hashtextextended('decide-group-' || $group_id, 0))",
-             {"group_id": str(group_id)})  # fmt: skip
+    with locked_transaction(database_url, f"decide-group-{group_id}") as con:
         yield SharedDecision(con)
-        con.commit()
-    except BaseException:
-        if not con.closed:
-            con.rollback()
-        raise
-    finally:
-        give_back(database_url, con)
