@@ -75,7 +75,7 @@ class Result:
     refused: bool = False  # Birdeye refused the key: the POST does not count as an attempt
 
 
-def ensure_ledger(con: Connection) -> None:
+def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
     run_sql_file(con, "sink/review_request_ledger.sql")
 
 
