@@ -7,8 +7,8 @@ Each "host" is a process tree with a `DATA_DIR` (its warehouse files) and a `DAG
 20 mappings in 4 integration groups, all on one Cliniko account (one key, so every request of both hosts
 counts against one per-key budget) and sharing its patients. Expected results come from the emulators' data:
 nothing posted twice, every completed appointment of every partition built on either host with exactly one
-outcome (the same on both hosts), cool-off intact in every group, and at most 200 requests a minute on the
-key, as the Cliniko emulator saw them.
+outcome (the same on both hosts), cool-off intact in every group, and the key's budget (lowered to 80 a
+minute so that this load exceeds it) held across both hosts, as the Cliniko emulator saw the requests.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ pytestmark = pytest.mark.timeout(900)
 GROUPS = 4
 PER_GROUP = 5
 COOLOFF_DAYS = 30
-CLINIKO_PER_MINUTE = 200
+# Cliniko allows 200 requests a minute per key; this load peaks near 105 (measured), so the hosts are given a
+# budget of 80 to make it bind: the emulator must then never see more than 80 in a minute from both together.
+CLINIKO_PER_MINUTE = 80
 
 
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -183,6 +185,7 @@ def test_two_hosts_run_the_same_groups_at_once_and_post_each_request_once(
                 "DAGSTER_HOME": str(home),
                 "CLINIKO_BASE_URL": cliniko_url,
                 "BIRDEYE_BASE_URL": birdeye.base_url,
+                "CLINIKO_RATE_LIMIT_PER_MINUTE": str(CLINIKO_PER_MINUTE),
             }
         home_a = Path(hosts["a"]["DAGSTER_HOME"])
         (home_a / "dagster.yaml").write_text(DAGSTER_YAML + POSTGRES_STORAGE_YAML)
