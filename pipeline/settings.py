@@ -34,6 +34,9 @@ class Settings:
     # `DATABASE_URL` (postgresql://user:password@host:port/database): the shared state goes to PostgreSQL,
     # so that hosts can share it (docs/scaling.md). Unset, everything stays in files under DATA_DIR.
     database_url: str | None = field(default=None, repr=False)
+    # `ADMIN_ALLOWED_HOSTS` (comma list): with ADMIN_TOKEN, the Host names the admin API answers to (any if
+    # unset). Without a token it answers to loopback names only (pipeline/registry/api.py).
+    admin_allowed_hosts: tuple[str, ...] | None = None
 
     @property
     def dagster_postgres_url(self) -> str | None:
@@ -121,7 +124,14 @@ def load_settings() -> Settings:
         registry_secret_key=_env("REGISTRY_SECRET_KEY"),
         alert_webhook_url=_env("ALERT_WEBHOOK_URL"),
         database_url=_database_url(_env("DATABASE_URL")),
+        admin_allowed_hosts=_names(_env("ADMIN_ALLOWED_HOSTS")),
     )
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    """A comma list of host names, lower-cased; None when unset or empty."""
+    names = tuple(name.strip().lower() for name in (value or "").split(",") if name.strip())
+    return names or None
 
 
 def _database_url(url: str | None) -> str | None:

@@ -237,12 +237,38 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 # -- transport guard -----------------------------------------------------------------------------------------
 
 
-class RequestGuard:
-    """Bearer token, body size and content type, checked before FastAPI reads a byte of the body."""
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
-    def __init__(self, app: ASGIApp, *, token: str | None, max_body: int = MAX_BODY_BYTES) -> None:
+
+def _host_name(host: str) -> str:
+    """`Host` (or an origin's authority) without its port, lower-cased: `[::1]:8300` -> `[::1]`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class RequestGuard:
+    """Host and Origin, bearer token, body size and content type, checked before FastAPI reads a byte of
+    the body.
+
+    Without a token the API answers only to loopback `Host` names, so a web page whose DNS name re-binds to
+    127.0.0.1 cannot drive it from the support engineer's browser; with one, to `allowed_hosts` (any if
+    None). A write whose `Origin` is another site than the one addressed is refused whatever the token:
+    the dashboard served here and curl (no `Origin`) are the clients.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        allowed_hosts: tuple[str, ...] | None = None,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.allowed_hosts = allowed_hosts if token else LOOPBACK_NAMES
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -250,6 +276,10 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = {key.decode("latin-1").lower(): value for key, value in scope["headers"]}
+        refusal = self._refused_host_or_origin(scope["method"], headers)
+        if refusal is not None:
+            await _error(403, *refusal)(scope, receive, send)
+            return
         if (
             self.token is not None
             and not is_public(scope["method"], scope["path"])
@@ -289,6 +319,29 @@ class RequestGuard:
             )(scope, receive, send)
             return
         await self.app(scope, _replay(bytes(body), receive), send)
+
+    def _refused_host_or_origin(self, method: str, headers: dict[str, bytes]) -> tuple[str, str] | None:
+        """(header, what to do) when the request must be refused for its Host or Origin, else None."""
+        host = headers.get("host", b"").decode("latin-1")
+        if self.allowed_hosts is not None and _host_name(host) not in self.allowed_hosts:
+            shown = ", ".join(self.allowed_hosts)
+            fix = (
+                "open it as http://127.0.0.1:<port>, or set ADMIN_TOKEN (and ADMIN_ALLOWED_HOSTS) to serve "
+                "other names"
+                if self.token is None
+                else "add the name to ADMIN_ALLOWED_HOSTS"
+            )
+            return "Host", f"this admin API answers only to Host {shown}, not {host or 'none'}; {fix}"
+        origin = headers.get("origin")
+        if method in _BODY_METHODS and origin is not None:
+            text = origin.decode("latin-1").strip()
+            authority = text.split("://", 1)[1] if "://" in text else ""
+            if authority.lower().rstrip("/") != host.strip().lower():
+                return "Origin", (
+                    f"a change from another site ({text}) is refused: make changes from the dashboard "
+                    "served here, or with curl"
+                )
+        return None
 
     def _authorized(self, header: bytes) -> bool:
         scheme, _, credentials = header.partition(b" ")
@@ -336,7 +389,7 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
     app.add_exception_handler(psycopg2.OperationalError, _on_postgres_error)
     app.add_exception_handler(SecretKeyError, _on_secret_key_error)
     app.add_exception_handler(Exception, _on_unexpected)
-    app.add_middleware(RequestGuard, token=settings.admin_token)
+    app.add_middleware(RequestGuard, token=settings.admin_token, allowed_hosts=settings.admin_allowed_hosts)
     app.state.registry = registry
     mount_dashboard(app)
 

@@ -891,3 +891,70 @@ def test_admin_token_is_required_when_set(tmp_path: Path, monkeypatch: pytest.Mo
         replies = replay_manual(url, token="s3cret-token")
         assert all(reply.status_code < 300 for reply in replies.values())
     assert (tmp_path / ".registry_secret_key").stat().st_mode & 0o777 == 0o600
+
+
+# -- host and origin -------------------------------------------------------------------------------------
+
+
+def test_without_a_token_only_loopback_host_names_are_answered(app: FastAPI, base_url: str) -> None:
+    """A page whose DNS name re-binds to 127.0.0.1 sends its own name as Host: refused, nothing changes."""
+    port = base_url.rsplit(":", 1)[1]
+    before = app.state.registry.snapshot()
+    step = STEP["smb_group"]
+    for method, path, content, headers in (
+        ("GET", "/admin/groups", None, {}),
+        (step.method, step.path, step.body.encode(), step.headers),
+    ):
+        headers = {**headers, "Host": f"evil.example:{port}"}
+        reply = httpx.request(method, base_url + path, headers=headers, content=content)
+        assert reply.status_code == 403, (method, reply.text)
+        error = reply.json()["error"]
+        assert (
+            error["field"] == "Host" and "127.0.0.1" in error["message"] and "ADMIN_TOKEN" in error["message"]
+        )
+    assert app.state.registry.snapshot() == before
+    for name in ("127.0.0.1", "localhost"):
+        assert httpx.get(base_url + "/admin/groups", headers={"Host": f"{name}:{port}"}).status_code == 200
+
+
+def test_a_change_from_another_origin_is_refused_and_the_same_origin_goes_through(
+    app: FastAPI, base_url: str
+) -> None:
+    step = STEP["smb_group"]
+    before = app.state.registry.snapshot()
+    body = step.body.encode()
+    foreign = httpx.request(
+        step.method,
+        base_url + step.path,
+        content=body,
+        headers={**step.headers, "Origin": "https://evil.example"},
+    )
+    assert foreign.status_code == 403 and foreign.json()["error"]["field"] == "Origin"
+    assert app.state.registry.snapshot() == before
+    same = httpx.request(
+        step.method, base_url + step.path, content=body, headers={**step.headers, "Origin": base_url}
+    )
+    assert same.status_code < 300, same.text  # the dashboard served here sends its own origin
+    assert (
+        httpx.get(base_url + "/admin/groups", headers={"Origin": "https://evil.example"}).status_code == 200
+    )
+
+
+def test_with_a_token_the_allowed_hosts_are_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ADMIN_TOKEN", "s3cret-token")
+    monkeypatch.setenv("ADMIN_ALLOWED_HOSTS", "reviews.example.internal, 127.0.0.1")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    app = create_app(load_settings())
+    auth = {"Authorization": "Bearer s3cret-token"}
+    with serving(app) as url:
+        port = url.rsplit(":", 1)[1]
+        allowed = httpx.get(
+            url + "/admin/groups", headers={**auth, "Host": f"reviews.example.internal:{port}"}
+        )
+        assert allowed.status_code == 200
+        refused = httpx.get(url + "/admin/groups", headers={**auth, "Host": f"other.example:{port}"})
+        assert refused.status_code == 403 and "ADMIN_ALLOWED_HOSTS" in refused.json()["error"]["message"]
+        assert "s3cret" not in refused.text
