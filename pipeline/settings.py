@@ -17,6 +17,31 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 @dataclass(frozen=True)
+class AdminToken:
+    """A token of the admin API: who uses it (its name, never the token, is what logs and errors show) and
+    whether it may change the registry (`write`) or only read it (`read`)."""
+
+    name: str
+    role: str
+    token: str = field(repr=False)
+
+
+def _admin_tokens(value: str | None) -> tuple[AdminToken, ...]:
+    tokens = []
+    for position, entry in enumerate((value or "").split(","), start=1):
+        if not entry.strip():
+            continue
+        name, role, token = (part.strip() for part in (entry.split(":", 2) + ["", ""])[:3])
+        if not name or role not in ("read", "write") or len(token) < 8:
+            raise ValueError(
+                f"ADMIN_TOKENS entry {position} is not name:role:token with role read or write and a "
+                "token of at least 8 characters"
+            )
+        tokens.append(AdminToken(name, role, token))
+    return tuple(tokens)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     cliniko_base_url: str | None
@@ -37,6 +62,16 @@ class Settings:
     # `ADMIN_ALLOWED_HOSTS` (comma list): with ADMIN_TOKEN, the Host names the admin API answers to (any if
     # unset). Without a token it answers to loopback names only (pipeline/registry/api.py).
     admin_allowed_hosts: tuple[str, ...] | None = None
+    # `ADMIN_TOKENS` (`name:role:token`, comma-separated; role `read` or `write`): named tokens of the admin
+    # API, beside `ADMIN_TOKEN`, which is a `write` token named `admin`.
+    admin_named_tokens: tuple[AdminToken, ...] = field(default=(), repr=False)
+
+    @property
+    def admin_tokens(self) -> tuple[AdminToken, ...]:
+        """Every token the admin API accepts: `ADMIN_TOKEN` (a `write` token named `admin`) and
+        `ADMIN_TOKENS`."""
+        single = (AdminToken("admin", "write", self.admin_token),) if self.admin_token else ()
+        return single + self.admin_named_tokens
 
     @property
     def dagster_postgres_url(self) -> str | None:
@@ -125,6 +160,7 @@ def load_settings() -> Settings:
         alert_webhook_url=_env("ALERT_WEBHOOK_URL"),
         database_url=_database_url(_env("DATABASE_URL")),
         admin_allowed_hosts=_names(_env("ADMIN_ALLOWED_HOSTS")),
+        admin_named_tokens=_admin_tokens(_env("ADMIN_TOKENS")),
     )
 
 

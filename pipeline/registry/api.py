@@ -22,6 +22,7 @@ import hmac
 import ipaddress
 import logging
 import sqlite3
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import psycopg2
@@ -49,7 +50,7 @@ from pipeline.registry.store import (
     RegistryStore,
     TriggerInput,
 )
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import AdminToken, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -262,13 +263,13 @@ class RequestGuard:
         self,
         app: ASGIApp,
         *,
-        token: str | None,
+        tokens: Sequence[AdminToken] = (),
         allowed_hosts: tuple[str, ...] | None = None,
         max_body: int = MAX_BODY_BYTES,
     ) -> None:
         self.app = app
-        self.token = token.encode() if token else None
-        self.allowed_hosts = allowed_hosts if token else LOOPBACK_NAMES
+        self.tokens = [(t.token.encode(), t) for t in tokens]
+        self.allowed_hosts = allowed_hosts if tokens else LOOPBACK_NAMES
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -280,18 +281,24 @@ class RequestGuard:
         if refusal is not None:
             await _error(403, *refusal)(scope, receive, send)
             return
-        if (
-            self.token is not None
-            and not is_public(scope["method"], scope["path"])
-            and not self._authorized(headers.get("authorization", b""))
-        ):
-            await _error(
-                401,
-                "Authorization",
-                "send the admin token as 'Authorization: Bearer <ADMIN_TOKEN>'",
-                **{"WWW-Authenticate": "Bearer"},
-            )(scope, receive, send)
-            return
+        if self.tokens and not is_public(scope["method"], scope["path"]):
+            user = self._user(headers.get("authorization", b""))
+            if user is None:
+                await _error(
+                    401,
+                    "Authorization",
+                    "send an admin token as 'Authorization: Bearer <token>' (ADMIN_TOKEN or ADMIN_TOKENS)",
+                    **{"WWW-Authenticate": "Bearer"},
+                )(scope, receive, send)
+                return
+            if scope["method"] in _BODY_METHODS and user.role != "write":
+                await _error(
+                    403,
+                    "Authorization",
+                    f"the token named {user.name!r} may only read; changes need a token with the write role",
+                )(scope, receive, send)
+                return
+            scope.setdefault("state", {})["admin_user"] = user.name
         if scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
@@ -328,7 +335,7 @@ class RequestGuard:
             fix = (
                 "open it as http://127.0.0.1:<port>, or set ADMIN_TOKEN (and ADMIN_ALLOWED_HOSTS) to serve "
                 "other names"
-                if self.token is None
+                if not self.tokens
                 else "add the name to ADMIN_ALLOWED_HOSTS"
             )
             return "Host", f"this admin API answers only to Host {shown}, not {host or 'none'}; {fix}"
@@ -343,9 +350,14 @@ class RequestGuard:
                 )
         return None
 
-    def _authorized(self, header: bytes) -> bool:
+    def _user(self, header: bytes) -> AdminToken | None:
+        """The token the `Authorization` header carries, compared in constant time with every one."""
         scheme, _, credentials = header.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token or b"")
+        found = None
+        for token, user in self.tokens:
+            if hmac.compare_digest(credentials.strip(), token) and scheme.lower() == b"bearer":
+                found = user
+        return found
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _error(413, "body", f"the request body is larger than {self.max_body} bytes")(
@@ -389,7 +401,7 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
     app.add_exception_handler(psycopg2.OperationalError, _on_postgres_error)
     app.add_exception_handler(SecretKeyError, _on_secret_key_error)
     app.add_exception_handler(Exception, _on_unexpected)
-    app.add_middleware(RequestGuard, token=settings.admin_token, allowed_hosts=settings.admin_allowed_hosts)
+    app.add_middleware(RequestGuard, tokens=settings.admin_tokens, allowed_hosts=settings.admin_allowed_hosts)
     app.state.registry = registry
     mount_dashboard(app)
 
@@ -523,13 +535,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def bind_refusal(host: str, token: str | None) -> str | None:
-    """Why `serve` must not listen on `host`, or None if it may."""
-    if token or is_loopback(host):
+def bind_refusal(host: str, has_tokens: bool) -> str | None:
+    """Why `serve` must not listen on `host`, or None if it may (any admin token makes it safe)."""
+    if has_tokens or is_loopback(host):
         return None
     return (
-        f"refusing to serve the admin API on {host} without ADMIN_TOKEN: anyone who can reach it "
-        "could read and change the registry. Set ADMIN_TOKEN (clients then send "
+        f"refusing to serve the admin API on {host} without ADMIN_TOKEN or ADMIN_TOKENS: anyone who can "
+        "reach it could read and change the registry. Set ADMIN_TOKEN (clients then send "
         "'Authorization: Bearer <token>') or bind 127.0.0.1."
     )
 
@@ -537,7 +549,7 @@ def bind_refusal(host: str, token: str | None) -> str | None:
 def serve(host: str = "127.0.0.1", port: int = 8300) -> None:
     """Run the admin API with uvicorn; exits non-zero before binding a non-loopback host without a token."""
     settings = load_settings()
-    refusal = bind_refusal(host, settings.admin_token)
+    refusal = bind_refusal(host, bool(settings.admin_tokens))
     if refusal:
         raise SystemExit(f"Error: {refusal}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -958,3 +958,37 @@ def test_with_a_token_the_allowed_hosts_are_configured(
         refused = httpx.get(url + "/admin/groups", headers={**auth, "Host": f"other.example:{port}"})
         assert refused.status_code == 403 and "ADMIN_ALLOWED_HOSTS" in refused.json()["error"]["message"]
         assert "s3cret" not in refused.text
+
+
+def test_named_tokens_read_or_write_and_admin_token_stays_a_write_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("ADMIN_TOKEN", "the-admin-token")
+    monkeypatch.setenv("ADMIN_TOKENS", "ana:read:analyst-token-1, sam:write:support-token-2")
+    app = create_app(load_settings())
+    step = STEP["smb_group"]
+    with serving(app) as url:
+        before = app.state.registry.snapshot()
+        reader = {"Authorization": "Bearer analyst-token-1"}
+        assert httpx.get(url + "/admin/groups", headers=reader).status_code == 200
+        refused = httpx.request(
+            step.method, url + step.path, content=step.body.encode(), headers={**step.headers, **reader}
+        )
+        assert refused.status_code == 403 and "'ana' may only read" in refused.json()["error"]["message"]
+        assert "analyst-token-1" not in refused.text
+        assert app.state.registry.snapshot() == before
+        unknown = httpx.get(url + "/admin/groups", headers={"Authorization": "Bearer nobody-s-token"})
+        assert unknown.status_code == 401
+        assert replay_manual(url, token="support-token-2")["smb_group"].status_code < 300  # a write token
+        assert httpx.get(url + "/admin/groups", headers={"Authorization": "Bearer the-admin-token"}).json()
+
+
+def test_a_malformed_admin_tokens_setting_is_a_clear_error_without_the_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ADMIN_TOKENS", "ana:admin:analyst-token-1")
+    with pytest.raises(ValueError, match="ADMIN_TOKENS entry 1 is not name:role:token") as error:
+        load_settings()
+    assert "analyst-token-1" not in str(error.value)
