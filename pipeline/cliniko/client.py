@@ -144,6 +144,7 @@ class ClinikoClient:
         self._masked_key = mask_key(api_key)
         self.shard, default_url = base_url_for(api_key, settings.cliniko_base_url)
         self.base_url = (base_url or default_url).rstrip("/")
+        self._base_url_set = bool(base_url or settings.cliniko_base_url)  # else the real shard host
         self._origin = _origin(self.base_url)
         self.user_agent = validate_user_agent(user_agent or settings.cliniko_user_agent)
         limit = (
@@ -380,7 +381,9 @@ class ClinikoClient:
                         self.stats.retries += 1
                     page = self._get_once(url, resource, key, parse)
         except _Transient as exc:
-            raise ClinikoUnavailable(resource, self.max_retries + 1, str(exc)) from None
+            raise ClinikoUnavailable(
+                resource, self.max_retries + 1, str(exc), self.base_url, self._base_url_set
+            ) from None
         self.stats.pages += 1
         return page
 

@@ -100,10 +100,23 @@ class ClinikoRateLimited(ClinikoError):
 class ClinikoUnavailable(ClinikoError):
     """5xx, timeouts, dropped connections or malformed pages that outlasted every retry."""
 
-    def __init__(self, resource: str, attempts: int, last_problem: str) -> None:
+    def __init__(
+        self, resource: str, attempts: int, last_problem: str, base_url: str = "", from_setting: bool = True
+    ) -> None:
         self.last_problem = last_problem
+        where = f" at {base_url}" if base_url else ""
+        if not from_setting and not last_problem.startswith(("HTTP", "malformed")):  # nothing answered
+            advice = (
+                f"CLINIKO_BASE_URL is unset, so the real Cliniko{where} was tried. For the demo or a local "
+                "try, start `cliniko-reviews sandbox` and export the CLINIKO_BASE_URL and BIRDEYE_BASE_URL "
+                "it prints; otherwise check this host's network."
+            )
+        else:
+            advice = (
+                "Cliniko may be having an outage or be slow for this account; re-run the partition later. If "
+                "it keeps failing for one day only, that day's window may be too heavy to query in 30 s."
+            )
         super().__init__(
-            f"Cliniko did not answer {resource} usefully after {attempts} attempts (last: {last_problem}). "
-            "Cliniko may be having an outage or be slow for this account; re-run the partition later. If it "
-            "keeps failing for one day only, that day's window may be too heavy to query in 30 s."
+            f"Cliniko{where} did not answer {resource} usefully after {attempts} attempts (last: "
+            f"{last_problem}). {advice}"
         )

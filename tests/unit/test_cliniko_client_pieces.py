@@ -161,3 +161,16 @@ def test_user_agent_of_the_documented_form_is_accepted(ua: str) -> None:
 def test_user_agent_without_name_and_email_is_refused(ua: str) -> None:
     with pytest.raises(InvalidUserAgent):
         validate_user_agent(ua)
+
+
+def test_an_unreachable_cliniko_names_the_host_and_says_what_to_set():
+    from pipeline.cliniko.errors import ClinikoUnavailable
+
+    problem = "timeout (NameResolutionError)"  # what this machine, without internet, gets
+    unset = str(ClinikoUnavailable("appointments", 6, problem, "https://api.au4.cliniko.com/v1", False))
+    assert "Cliniko at https://api.au4.cliniko.com/v1 did not answer appointments" in unset
+    assert "CLINIKO_BASE_URL is unset" in unset and "cliniko-reviews sandbox" in unset
+    assert "outage" not in unset
+    configured = str(ClinikoUnavailable("appointments", 6, "HTTP 503", "http://127.0.0.1:8301/v1", True))
+    assert "Cliniko at http://127.0.0.1:8301/v1" in configured and "outage" in configured
+    assert "CLINIKO_BASE_URL is unset" not in configured
