@@ -27,10 +27,15 @@ if TYPE_CHECKING:
     import psycopg2.extensions
 
 _ADVISORY_KEY = "hashtextextended(%s, 0)"  # a lease's lock id in PostgreSQL
+_SWEEP_BATCH = 500
 
 
 def _in_postgres(where: Path | str) -> bool:
     return isinstance(where, str) and where.startswith("postgresql://")
+
+
+class LeaseLost(RuntimeError):
+    """A PostgreSQL lease whose connection dropped while its holder still worked."""
 
 
 class Lease:
@@ -83,10 +88,32 @@ class Lease:
         self._con = con
         return self
 
+    def check(self) -> None:
+        """Raise `LeaseLost` if this lease's PostgreSQL connection is gone (a server restart, a failover, a
+        proxy's timeout): its lock went with it, so another run may already treat this one as dead. A file
+        lease cannot be lost while its process lives."""
+        if self._con is None:
+            return
+        import psycopg2
+
+        try:
+            with self._con.cursor() as cur:
+                cur.execute("select 1")
+        except psycopg2.Error:
+            raise LeaseLost(
+                f"lost lease {self.name}: its PostgreSQL connection dropped, so another run may take over "
+                "its work; stopping here"
+            ) from None
+
     def release(self) -> None:
         if self._con is not None:
-            with self._con.cursor() as cur:
-                cur.execute("delete from leases where name = %s", (self.name,))
+            import psycopg2
+
+            try:
+                with self._con.cursor() as cur:
+                    cur.execute("delete from leases where name = %s", (self.name,))
+            except psycopg2.Error:
+                pass  # the connection is gone, and the lock with it; `sweep` removes the row
             self._con.close()  # the lock goes with the connection
             self._con = None
             return
@@ -110,9 +137,19 @@ def sweep(where: Path | str) -> int:
     """Remove the leases whose holders are gone (a holder the process exit released never unlinks its file
     or deletes its row); returns how many. Leases of live holders are locked and stay."""
     if _in_postgres(where):
-        return _in_transaction(
-            str(where), f"delete from leases where pg_try_advisory_xact_lock({_ADVISORY_KEY % 'name'})", ()
-        ).rowcount
+        # In batches: each statement holds the locks it tests until it ends, and the server's lock table is
+        # finite (a backlog of 100,000 rows in one statement ran out of shared memory).
+        removed = 0
+        while True:
+            batch = _in_transaction(
+                str(where),
+                "delete from leases where name in (select name from leases "
+                f"where pg_try_advisory_xact_lock({_ADVISORY_KEY % 'name'}) limit {_SWEEP_BATCH})",
+                (),
+            ).rowcount
+            removed += batch
+            if batch < _SWEEP_BATCH:
+                return removed
     directory = Path(where)
     if not directory.is_dir():
         return 0

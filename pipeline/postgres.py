@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,8 +28,11 @@ _LOCK_ID = 0x636C696E  # pg_advisory_xact_lock id of our migrations ("clin")
 _migrated: set[tuple[int, str]] = set()  # (process id, url) that ran the migrations
 _lock = threading.Lock()
 # Idle connections by (process id, url): a forked child never takes its parent's.
-_idle: dict[tuple[int, str], list[psycopg2.extensions.connection]] = {}
+_idle: dict[tuple[int, str], list[tuple[psycopg2.extensions.connection, float]]] = {}
 _IDLE_MAX = 8
+# A connection idle longer than this is tested (`select 1`) before it is handed out again: the server may
+# have dropped it meanwhile (a restart, a failover, an idle timeout), and a caller must not fail on that.
+_TEST_AFTER_IDLE_SECONDS = 5.0
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -44,7 +48,16 @@ def migrations() -> list[tuple[int, str]]:
 
 def connect(url: str) -> psycopg2.extensions.connection:
     """A new connection to `url` (`DATABASE_URL`), once our tables are migrated to this release."""
-    con = psycopg2.connect(url, application_name="cliniko-reviews", connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    # TCP keepalives: a host that vanished (its leases' locks with it) is noticed in about a minute.
+    con = psycopg2.connect(
+        url,
+        application_name="cliniko-reviews",
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=10,
+        keepalives_count=3,
+    )
     key = (os.getpid(), url)
     if key not in _migrated:
         with _lock:
@@ -58,11 +71,27 @@ def take(url: str) -> psycopg2.extensions.connection:
     """A connection to `url` from this process's idle ones (see `give_back`), or a new one: a connection
     costs the server a process and the client a round trip or three, and the registry makes one per
     operation."""
-    with _lock:
-        idle = _idle.get((os.getpid(), url))
-        if idle:
-            return idle.pop()
+    while True:
+        with _lock:
+            idle = _idle.get((os.getpid(), url))
+            if not idle:
+                break
+            con, since = idle.pop()
+        if time.monotonic() - since < _TEST_AFTER_IDLE_SECONDS or _usable(con):
+            return con
+        con.close()
     return connect(url)
+
+
+def _usable(con: psycopg2.extensions.connection) -> bool:
+    try:
+        with con.cursor() as cur:
+            cur.execute("select 1")
+        if not con.autocommit:
+            con.rollback()
+        return True
+    except psycopg2.Error:
+        return False
 
 
 def give_back(url: str, con: psycopg2.extensions.connection) -> None:
@@ -73,7 +102,7 @@ def give_back(url: str, con: psycopg2.extensions.connection) -> None:
         with _lock:
             idle = _idle.setdefault((os.getpid(), url), [])
             if len(idle) < _IDLE_MAX:
-                idle.append(con)
+                idle.append((con, time.monotonic()))
                 return
     con.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -171,7 +172,13 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 
 
 def _database_url(url: str | None) -> str | None:
-    """`DATABASE_URL` as given, once it names PostgreSQL (the one server the shared state can live in)."""
+    """`DATABASE_URL` as given, once it names PostgreSQL (the one server the shared state can live in). No
+    error repeats it: it carries the password."""
+    if url is not None and re.search(r"%(?![0-9A-Fa-f]{2})", url):
+        raise ValueError(
+            "DATABASE_URL has a '%' that does not start a percent-encoded character (such as %25 for '%' "
+            "itself); percent-encode the user name and password"
+        )
     if url is None or url.startswith("postgresql://"):
         return url
     scheme = url.split("://", 1)[0] if "://" in url else "(none)"

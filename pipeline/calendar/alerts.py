@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,7 +31,7 @@ from pipeline.warehouse.slices import ensure_alerts
 
 log = logging.getLogger(__name__)
 POST_TIMEOUT_SECONDS = 5.0
-CLAIM_SECONDS = timedelta(seconds=60)  # a notifier's hold on the alerts it posts (see `notify`)
+CLAIM_SECONDS = 60  # a notifier's hold on the alerts it posts (see `notify`)
 
 
 @contextmanager
@@ -79,9 +79,8 @@ def notify(
     how many were delivered. Without a webhook, does nothing."""
     if not webhook_url:
         return 0
-    now = datetime.now(UTC)
     with alerts_connection(alerts_at, wait_seconds) as con:
-        outbox = store.claim_undelivered_alerts(con, now, now - CLAIM_SECONDS)
+        outbox = store.claim_undelivered_alerts(con, CLAIM_SECONDS)
     deadline = time.monotonic() + budget_seconds
     answers = []
     for alert, raised_at in outbox:

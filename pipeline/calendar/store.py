@@ -248,21 +248,22 @@ def resolve_alerts(
     return len(rows)
 
 
-def claim_undelivered_alerts(
-    con: AlertsConnection, now: datetime, stale_before: datetime
-) -> list[tuple[Alert, datetime]]:
-    """The open alerts no webhook has accepted yet and no other notifier holds (or held before
-    `stale_before`), oldest first, with when each was raised; they are this caller's to post until it
-    records each answer (`record_notification`) or lets go (`release_alerts`)."""
+def claim_undelivered_alerts(con: AlertsConnection, hold_seconds: int) -> list[tuple[Alert, datetime]]:
+    """The open alerts no webhook has accepted yet and no other notifier holds (or held for longer than
+    `hold_seconds`, on the store's clock, not each host's), oldest first, with when each was raised; they are
+    this caller's to post until it records each answer (`record_notification`) or lets go
+    (`release_alerts`)."""
     rows = run(
         con,
         """
-        update calendar.alerts set notify_claimed_at = $now
+        update calendar.alerts set notify_claimed_at = current_timestamp
         where resolved_at is null and notified_at is null
-          and (notify_claimed_at is null or notify_claimed_at < $stale_before)
+          and (notify_claimed_at is null
+               or notify_claimed_at
+                  < current_timestamp - cast($hold_seconds as integer) * interval '1 second')
         returning kind, alert_key, message, business_number, group_id, partition_date, raised_at
         """,
-        {"now": now, "stale_before": stale_before},
+        {"hold_seconds": hold_seconds},
     ).fetchall()
     return sorted(((Alert(*row[:6]), row[6]) for row in rows), key=lambda item: (item[1], item[0].key))
 

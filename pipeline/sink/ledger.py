@@ -371,7 +371,11 @@ class SharedDecision:
         copy_rows(self.con, warehouse, DECISION_ROWS, {name: params[name] for name in _DECISION_PARAMS})
 
     def push(self, warehouse: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
+        """The claims made in PostgreSQL too, and committed there (which ends the group's lock) before the
+        warehouse commits: a warehouse never holds a claim, or a note that its ledger was copied, that
+        PostgreSQL lacks."""
         push_claims(warehouse, self.con, params)
+        self.con.commit()
 
 
 _DECISION_PARAMS = ("business_number", "partition_date", "group_id", "fetch_delay_days", "cooloff_days")

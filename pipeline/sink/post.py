@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg2
+
 from pipeline.birdeye import (
     Accepted,
     BirdeyeClient,
@@ -254,7 +256,7 @@ def post_review_requests(
                     warehouse_path,
                     database_url,
                     keys,
-                    lease.name,
+                    lease,
                     batch_size,
                     concurrency,
                     pool,
@@ -278,7 +280,7 @@ def _post_loop(
     warehouse_path: Path | str,
     database_url: str | None,
     keys: Sequence[tuple[str, str]],
-    run_id: str,
+    lease: Lease,
     batch_size: int | None,
     concurrency: int,
     pool: ThreadPoolExecutor,
@@ -295,12 +297,23 @@ def _post_loop(
     results: list[ledger.Result] = []
     while True:
         refused = next((r for r in results if r.refused), None)
-        with ledger_connection(warehouse_path, database_url) as con:
-            ledger.record(con, results, run_id, _now())
-            claimed = [] if refused else ledger.claim(con, keys, run_id, size, _now())
-            due = None if claimed or refused else ledger.next_due(con, keys)
-            if not claimed and due is None:
-                return ledger.counts(con, keys), refused
+        for attempt in (1, 2):
+            try:
+                with ledger_connection(warehouse_path, database_url) as con:
+                    ledger.record(con, results, lease.name, _now())
+                    lease.check()  # take no more rows once another run may have judged this one dead
+                    claimed = [] if refused else ledger.claim(con, keys, lease.name, size, _now())
+                    due = None if claimed or refused else ledger.next_due(con, keys)
+                    counts = ledger.counts(con, keys) if not claimed and due is None else None
+                break
+            except psycopg2.OperationalError:
+                # An idle connection the server dropped: recording again is harmless (only rows still
+                # `sending` by this run change), so once more on a new connection rather than losing the
+                # batch's outcomes to `uncertain`.
+                if attempt == 2:
+                    raise
+        if counts is not None:
+            return counts, refused
         results = []
         if not claimed:
             time.sleep(min(max((due - _now()).total_seconds(), 0.01), 5.0))

@@ -51,7 +51,9 @@ class SharedLedger(Protocol):
 
     def pull(self, con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None: ...
 
-    def push(self, con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None: ...
+    def push(self, con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
+        """Make the claims in the shared ledger and commit them there, before the warehouse commits."""
+        ...
 
 
 def ensure_models(con: duckdb.DuckDBPyConnection) -> None:
@@ -116,11 +118,14 @@ def build_partition(
             shared_ledger.pull(con, params)
         for path in PARTITION_FILES:
             run_sql_file(con, path, params)
-        if shared_ledger is not None:
-            shared_ledger.push(con, params)
         counts = partition_counts(
             con, business_number=business_number, partition_date=params["partition_date"]
         )
+        if shared_ledger is not None:
+            # The shared ledger commits first: if the warehouse's commit then fails, PostgreSQL holds
+            # claims the next build reads back; the other way round, the warehouse would hold a copy
+            # PostgreSQL lacks.
+            shared_ledger.push(con, params)
         con.commit()
     except BaseException:
         con.rollback()

@@ -132,6 +132,17 @@ def test_a_database_url_of_another_server_is_refused_without_its_password(monkey
     assert "hunter2" not in str(refused.value)
 
 
+def test_a_password_with_a_raw_percent_is_refused_without_repeating_it(monkeypatch):
+    """psycopg2 would fail later with `invalid percent-encoded token: "s3cr%zzet"`, the password in a run's
+    failure; the setting is refused at start instead, in words."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:s3cr%zzet@h/d")
+    with pytest.raises(ValueError, match="percent-encode the user name and password") as refused:
+        load_settings()
+    assert "s3cr" not in str(refused.value)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:s3cr%25zzet@h/d")  # encoded: accepted as it is
+    assert load_settings().database_url == "postgresql://u:s3cr%25zzet@h/d"
+
+
 def test_a_registry_file_with_clinics_is_not_silently_left_behind_by_database_url(
     database_url, tmp_path, monkeypatch
 ):
