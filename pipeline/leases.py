@@ -23,15 +23,13 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.settings import in_postgres
+
 if TYPE_CHECKING:
     import psycopg2.extensions
 
 _ADVISORY_KEY = "hashtextextended(%s, 0)"  # a lease's lock id in PostgreSQL
 _SWEEP_BATCH = 500
-
-
-def _in_postgres(where: Path | str) -> bool:
-    return isinstance(where, str) and where.startswith("postgresql://")
 
 
 class LeaseLost(RuntimeError):
@@ -45,13 +43,13 @@ class Lease:
     def __init__(self, where: Path | str, name: str | None = None) -> None:
         self.name = name or uuid.uuid4().hex
         self.where = where
-        self.path = Path(where) / f"{self.name}.lock" if not _in_postgres(where) else None
+        self.path = Path(where) / f"{self.name}.lock" if not in_postgres(where) else None
         self._fd: int | None = None
         self._con: psycopg2.extensions.connection | None = None
 
     def acquire(self) -> Lease:
         if self.path is None:
-            return self._acquire_in_postgres()
+            return self._acquirein_postgres()
         # The file appears under its name already locked (made and locked under a private name, then
         # renamed): a reader can never find it unlocked while its holder is alive, nor take it in between.
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +63,7 @@ class Lease:
         self._fd = fd
         return self
 
-    def _acquire_in_postgres(self) -> Lease:
+    def _acquirein_postgres(self) -> Lease:
         from pipeline.postgres import connect
 
         con = connect(str(self.where))  # its own connection: the lock lives exactly as long as it does
@@ -136,7 +134,7 @@ class Lease:
 def sweep(where: Path | str) -> int:
     """Remove the leases whose holders are gone (a holder the process exit released never unlinks its file
     or deletes its row); returns how many. Leases of live holders are locked and stay."""
-    if _in_postgres(where):
+    if in_postgres(where):
         # In batches: each statement holds the locks it tests until it ends, and the server's lock table is
         # finite (a backlog of 100,000 rows in one statement ran out of shared memory).
         removed = 0
@@ -159,7 +157,7 @@ def sweep(where: Path | str) -> int:
 def holder_alive(where: Path | str, name: str) -> bool | None:
     """True while lease `name` is held, False if its holder is gone (the lease file or row is then removed),
     None if there is no lease (never taken, or released)."""
-    if _in_postgres(where):
+    if in_postgres(where):
         # One statement, so the lock taken to test it is released at once (autocommit).
         cursor = _in_transaction(
             str(where),
@@ -167,7 +165,6 @@ def holder_alive(where: Path | str, name: str) -> bool | None:
             with probe as (select pg_try_advisory_xact_lock({_ADVISORY_KEY}) as free),
             gone as (delete from leases where name = %s and (select free from probe) returning 1)
             select (select free from probe), exists (select 1 from leases where name = %s)
-                   or exists (select 1 from gone)
             """,
             (name, name, name),
         )

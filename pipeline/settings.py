@@ -171,6 +171,12 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     return names or None
 
 
+def in_postgres(where: Path | str | None) -> bool:
+    """Whether a place of shared state (`Settings.alerts`, `Settings.run_leases`, ...) is the PostgreSQL of
+    `DATABASE_URL` rather than a file or directory."""
+    return isinstance(where, str) and where.startswith("postgresql://")
+
+
 def _database_url(url: str | None) -> str | None:
     """`DATABASE_URL` as given, once it names PostgreSQL (the one server the shared state can live in). No
     error repeats it: it carries the password."""

@@ -25,6 +25,7 @@ import httpx
 
 from pipeline.calendar import store
 from pipeline.calendar.store import Alert
+from pipeline.settings import in_postgres
 from pipeline.warehouse import connect
 from pipeline.warehouse.connection import DEFAULT_WAIT_SECONDS
 from pipeline.warehouse.slices import ensure_alerts
@@ -39,7 +40,7 @@ def alerts_connection(where: Path | str, wait_seconds: float = DEFAULT_WAIT_SECO
     """The alerts' store for one transaction: the alerts file under its lock, or with a PostgreSQL URL one
     transaction holding the alerts' advisory lock (so two hosts never raise one condition twice), committed
     when the block ends, rolled back if it raises."""
-    if not (isinstance(where, str) and where.startswith("postgresql://")):
+    if not in_postgres(where):
         with connect(where, wait_seconds=wait_seconds) as con:
             ensure_alerts(con)
             yield con

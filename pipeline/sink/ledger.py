@@ -311,13 +311,17 @@ KEY_ROWS = f"exists (select 1 from ({_KEYS}) as k where k.business_number = {TAB
 KEY_ROWS += f"and k.appointment_id = {TABLE}.appointment_id)"
 
 
+def _rows(con: Connection, where: str = "true", params: dict[str, Any] | None = None) -> list[tuple]:
+    """Every column (`COLUMNS`) of the rows matching `where`."""
+    return _run(con, f"select {', '.join(COLUMNS)} from {TABLE} where {where}", params).fetchall()
+
+
 def copy_rows(source: Connection, target: Connection, where: str, params: dict[str, Any]) -> int:
     """Make `target`'s rows matching `where` those of `source` (deleted, then inserted); returns how many.
 
     Between the two stores, so `where` and `params` must read alike in both (see `DECISION_ROWS`).
     """
-    names = ", ".join(COLUMNS)
-    rows = _run(source, f"select {names} from {TABLE} where {where}", params).fetchall()
+    rows = _rows(source, where, params)
     _run(target, f"delete from {TABLE} where {where}", params)
     _insert(target, rows, conflict="")
     return len(rows)
@@ -338,8 +342,7 @@ def push_claims(warehouse: duckdb.DuckDBPyConnection, shared: Connection, params
     they are there (a posting run may have taken them since)."""
     partition = {"business_number": params["business_number"], "partition_date": params["partition_date"]}
     where = "business_number = $business_number and partition_date = cast($partition_date as date)"
-    names = ", ".join(COLUMNS)
-    rows = _run(warehouse, f"select {names} from {TABLE} where {where}", partition).fetchall()
+    rows = _rows(warehouse, where, partition)
     _run(
         shared,
         f"delete from {TABLE} where {where} and status = 'pending' "
@@ -361,12 +364,7 @@ class SharedDecision:
         decision with PostgreSQL first copies its whole ledger there (kept before `DATABASE_URL` was set)."""
         warehouse.execute("create table if not exists sink.ledger_shared (since timestamptz not null)")
         if warehouse.execute("select count(*) from sink.ledger_shared").fetchone()[0] == 0:
-            names = ", ".join(COLUMNS)
-            _insert(
-                self.con,
-                _run(warehouse, f"select {names} from {TABLE}").fetchall(),
-                conflict="on conflict do nothing",
-            )
+            _insert(self.con, _rows(warehouse), conflict="on conflict do nothing")
             warehouse.execute("insert into sink.ledger_shared values (current_timestamp)")
         copy_rows(self.con, warehouse, DECISION_ROWS, {name: params[name] for name in _DECISION_PARAMS})
 
@@ -384,8 +382,9 @@ _DECISION_PARAMS = ("business_number", "partition_date", "group_id", "fetch_dela
 @contextmanager
 def shared_decision(database_url: str | None, group_id: int) -> Iterator[SharedDecision | None]:
     """With `database_url`, a PostgreSQL transaction holding group `group_id`'s advisory lock for a decision:
-    decisions of a group, on any host, happen one at a time, each seeing the claims of those before. Committed
-    when the block ends, rolled back if it raises. Without, None: the warehouse's own lock does it."""
+    decisions of a group, on any host, happen one at a time, each seeing the claims of those before. `push`
+    commits it, before the warehouse commits; it is rolled back if the block raises first. Without, None:
+    the warehouse's own lock does it."""
     if database_url is None:
         yield None
         return

@@ -37,6 +37,7 @@ from typing import Protocol
 
 import duckdb
 
+from pipeline.settings import in_postgres
 from pipeline.warehouse.connection import DEFAULT_WAIT_SECONDS, WAREHOUSE_ALIAS, attached, locked
 from pipeline.warehouse.slices import ALERTS_DDL
 from pipeline.warehouse.sql_files import run_sql_file
@@ -450,7 +451,7 @@ def _copy_small_tables(
     empty without it) in the refresh's own database, for `_write_catalog` to copy."""
     run_sql_file(con, "seeds/restriction_codes.sql")
     run_sql_file(con, ALERTS_DDL)
-    if isinstance(alerts_at, str) and alerts_at.startswith("postgresql://"):
+    if in_postgres(alerts_at):
         from pipeline.postgres import give_back, take
 
         shared = take(alerts_at)
