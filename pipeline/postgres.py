@@ -23,6 +23,9 @@ import psycopg2.extensions
 from pipeline.warehouse.sql_files import SQL_DIR, read_sql
 
 MIGRATIONS_DIR = SQL_DIR / "postgres"
+# Views whose one definition in `sql/` both stores run: (re)created after the migrations, so each release's
+# text is the one in use.
+SHARED_VIEWS = ("calendar/partition_states.sql",)
 CONNECT_TIMEOUT_SECONDS = 10
 _LOCK_ID = 0x636C696E  # pg_advisory_xact_lock id of our migrations ("clin")
 _migrated: set[tuple[int, str]] = set()  # (process id, url) that ran the migrations
@@ -143,7 +146,8 @@ def locked_transaction(url: str, lock: str) -> Iterator[psycopg2.extensions.conn
 
 
 def migrate(con: psycopg2.extensions.connection) -> list[str]:
-    """Apply the migrations this database has not had, in order; returns the files applied."""
+    """Apply the migrations this database has not had, in order, and create the `SHARED_VIEWS`; returns the
+    files applied."""
     applied: list[str] = []
     # One transaction: the lock, the bookkeeping table and every file, or nothing.
     with con, con.cursor() as cur:
@@ -165,4 +169,6 @@ def migrate(con: psycopg2.extensions.connection) -> list[str]:
                 cur.execute(read_sql(f"postgres/{name}"))
                 cur.execute("insert into schema_migrations (version, name) values (%s, %s)", (version, name))
                 applied.append(name)
+        for view in SHARED_VIEWS:
+            cur.execute(read_sql(view))
     return applied

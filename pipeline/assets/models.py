@@ -78,7 +78,9 @@ def appointment_eligibility(
         try:
             with shared_decision(pipeline.settings.database_url, mapping.group_id) as shared_ledger:
                 counts = build_partition(con, **params, shared_ledger=shared_ledger)
-        except duckdb.InvalidInputException as error:
+        except store.BuiltByNewerRun as error:  # another host's newer run (PostgreSQL's runs)
+            raise dg.Failure(str(error)) from None
+        except duckdb.InvalidInputException as error:  # this warehouse's newer run (record_build.sql)
             if "was already built by run" not in str(error):
                 raise
             raise dg.Failure(str(error).removeprefix("Invalid Input Error: ")) from None

@@ -42,7 +42,7 @@ def record_failed_run(context: dg.HookContext) -> None:
     error = context.op_exception
     message = f"{context.op.name}: {error}" if error else f"{context.op.name} failed"
     warehouse_path = settings.warehouse_path(mapping.group_id)
-    with connect(warehouse_path) as con:
+    with connect(warehouse_path) as con, store.shared_runs(settings.database_url) as shared:
         ensure_tables(con)
         store.record_failure(
             con,
@@ -53,6 +53,7 @@ def record_failed_run(context: dg.HookContext) -> None:
             run_started_at=started_at(context.instance, context.run_id),
             error=message,
             now=datetime.now(UTC),
+            shared=shared,
         )
     try:
         refresh_analysts_db(settings, pipeline.registry(), group_id=mapping.group_id)

@@ -100,9 +100,9 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
             ],
         )
         raise dg.Failure(str(refused)) from None
-    with connect(warehouse_path) as con:
+    with connect(warehouse_path) as con, store.shared_runs(settings.database_url) as shared:
         doubles = con.execute(DOUBLE_SENT).fetchall()
-        closed = store.record_success(con, context.run.run_id, datetime.now(UTC))
+        closed = store.record_success(con, context.run.run_id, datetime.now(UTC), shared=shared)
     resolve_alerts(settings.alerts, kinds=["birdeye_auth"], business_numbers=[day.business_number])
     return dg.MaterializeResult(
         metadata={

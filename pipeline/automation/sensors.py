@@ -29,6 +29,7 @@ import contextlib
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import duckdb
@@ -53,6 +54,9 @@ from pipeline.warehouse.analysts_db import NothingToRefresh
 from pipeline.warehouse.connection import attached
 from pipeline.warehouse.models import ensure_models
 from pipeline.warehouse.slices import ensure_tables
+
+if TYPE_CHECKING:
+    import psycopg2.extensions
 
 DUE_TAG = "cliniko-reviews/due"
 REASON_TAG = "cliniko-reviews/reason"
@@ -146,16 +150,20 @@ def _unschedulable(mapping: MappingConfig, unknown_names: tuple[str, ...]) -> st
 
 def _tick_group(
     con: duckdb.DuckDBPyConnection,
+    shared: psycopg2.extensions.connection | None,
     instance: dg.DagsterInstance,
     group_id: int,
     gone: list,
     running: set[str],
     now: datetime,
 ) -> dict[str, str]:
-    """In the group's warehouse (attached to `con`): the failures of its runs whose process is gone, and the
-    outcome of its runs that built a partition and ended without recording one. Returns the latter."""
+    """In the group's warehouse (attached to `con`), and in PostgreSQL (`shared`) if there is one: the
+    failures of its runs whose process is gone, and the outcome of its runs that built a partition and ended
+    without recording one. Returns the latter."""
     ensure_tables(con)
     ensure_models(con)
+    if shared is not None:
+        store.share_runs(con, shared)
     for day, record in gone:
         store.record_failure(
             con,
@@ -166,10 +174,13 @@ def _tick_group(
             run_started_at=datetime.fromtimestamp(record.start_time or now.timestamp(), UTC),
             error="the run's process is gone (killed, or its machine stopped)",
             now=now,
+            shared=shared,
         )
-    ended = _ended(instance, [r for r in store.unfinished_runs(con) if r not in running])
+    unfinished = store.unfinished_runs(shared if shared is not None else con)
+    mine = [r for r, group in unfinished.items() if r not in running and group in (group_id, None)]
+    ended = _ended(instance, mine)
     for run_id, reason in ended.items():
-        store.mark_run_ended(con, run_id, reason, now)
+        store.mark_run_ended(con, run_id, reason, now, shared=shared)
     return ended
 
 
@@ -215,21 +226,40 @@ def schedule_tick(
     history: dict[str, dict[date, planner.History]] = {}
     ended: dict[str, str] = {}
     busy: list[str] = []
+    since = now.date() - timedelta(days=HISTORY_DAYS)
     con = duckdb.connect()
     try:
         for group_id in sorted(files.keys() | gone.keys()):
             try:
-                with attached(con, settings.warehouse_path(group_id), wait_seconds=WAREHOUSE_WAIT_SECONDS):
-                    group_ended = _tick_group(con, instance, group_id, gone.get(group_id, []), running, now)
+                with (
+                    attached(con, settings.warehouse_path(group_id), wait_seconds=WAREHOUSE_WAIT_SECONDS),
+                    store.shared_runs(settings.database_url) as shared,
+                ):
+                    group_ended = _tick_group(
+                        con, shared, instance, group_id, gone.get(group_id, []), running, now
+                    )
                     ended.update(group_ended)
                     group_schedules, group_unknown = coverage.schedules(con, by_group.get(group_id, []))
                     schedules.update((s.business_number, s) for s in group_schedules)
                     unknown_names.update(group_unknown)
-                    history.update(store.history(con, now.date() - timedelta(days=HISTORY_DAYS)))
+                    if shared is None:  # else every host's runs are read from PostgreSQL below
+                        history.update(store.history(con, since))
             except WarehouseBusy:
                 busy.append(str(group_id))
     finally:
         con.close()
+    if settings.database_url is not None:  # every host's runs, of groups with a warehouse here or not
+        with store.shared_runs(settings.database_url) as shared:
+            history = store.history(shared, since)
+            visited = {int(group) for group in files.keys() | gone.keys()}
+            elsewhere = [
+                run_id
+                for run_id, group in store.unfinished_runs(shared).items()
+                if group not in visited and run_id not in running
+            ]
+            for run_id, reason in _ended(instance, elsewhere).items():
+                store.mark_run_ended(shared, run_id, reason, now)  # its host's warehouse copy stays `built`
+                ended[run_id] = reason
     requests: list[dg.RunRequest] = []
     alerts: list[Alert] = []  # conditions that hold now: raised if not open yet
     ongoing: list[str] = []  # keys of open alerts whose condition goes on (kept open, not raised anew)

@@ -1,16 +1,24 @@
 """The calendar's bookkeeping: runs of partitions, in each group's warehouse, and alerts, in the alerts file
-or in PostgreSQL with `DATABASE_URL` (`sql/calendar/`, `sql/postgres/0004_alerts.sql`).
+(`sql/calendar/`); with `DATABASE_URL` both are in PostgreSQL too (`sql/postgres/0004_alerts.sql`,
+`0005_partition_runs.sql`), which every host shares.
+
+- Runs: a group's warehouse always records its own (the analysts' `coverage` reads them). With PostgreSQL,
+  every write goes there first (`shared=`, from `shared_runs`), and the scheduler reads the runs of every
+  host there (`history`, `unfinished_runs`); a build checks there that no newer run built its partition
+  (`record_shared_build`, inside the decision's transaction).
+- Alerts: in the alerts file or in PostgreSQL, one or the other
+  (`pipeline.calendar.alerts.alerts_connection`).
 
 Callers pass an open connection from `pipeline.warehouse.connect` (with `ensure_tables` or `ensure_alerts`
-run), or for the alerts one of `pipeline.calendar.alerts.alerts_connection`, and close it right after;
-every function is one short statement or transaction. The alerts' SQL runs on either store
-(`pipeline.postgres.run`).
+run), and close it right after; every function is one short statement or transaction. The SQL runs on either
+store (`pipeline.postgres.run`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING
@@ -23,7 +31,8 @@ from pipeline.postgres import run
 if TYPE_CHECKING:
     import psycopg2.extensions
 
-    AlertsConnection = duckdb.DuckDBPyConnection | psycopg2.extensions.connection
+    # A connection of either store (`pipeline.postgres.run` runs the same SQL on both).
+    Connection = duckdb.DuckDBPyConnection | psycopg2.extensions.connection
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,109 @@ class Alert:
         }
 
 
+@contextmanager
+def shared_runs(database_url: str | None) -> Iterator[psycopg2.extensions.connection | None]:
+    """With `database_url`, a PostgreSQL connection for the functions below (`shared=`), committed when the
+    block ends: every host's runs, the scheduler's authority. Without, None: each group's warehouse is."""
+    if database_url is None:
+        yield None
+        return
+    from pipeline.postgres import give_back, take
+
+    con = take(database_url)
+    try:
+        with con:
+            yield con
+    finally:
+        give_back(database_url, con)
+
+
+def _write(warehouse: duckdb.DuckDBPyConnection, shared: Connection | None, sql: str, params: dict):
+    """Run a write on PostgreSQL (`shared`, the authority, first) and on the group's warehouse (its own copy,
+    which the analysts' `coverage` reads); returns the authority's result."""
+    result = run(shared, sql, params) if shared is not None else None
+    local = run(warehouse, sql, params)
+    return result if result is not None else local
+
+
+def share_runs(warehouse: duckdb.DuckDBPyConnection, shared: Connection) -> None:
+    """A warehouse's runs kept before `DATABASE_URL` was set, copied into PostgreSQL once (a marker table in
+    the warehouse says it was done), so the scheduler there knows the partitions they closed."""
+    warehouse.execute("create table if not exists calendar.runs_shared (since timestamptz not null)")
+    if warehouse.execute("select count(*) from calendar.runs_shared").fetchone()[0]:
+        return
+    cursor = warehouse.execute(f"select {', '.join(RUN_COLUMNS)} from calendar.partition_runs")
+    rows = cursor.fetchall()
+    if rows:
+        values = {name: [row[i] for row in rows] for i, name in enumerate(RUN_COLUMNS)}
+        unnested = ", ".join(f"unnest(${name}::{kind}[])" for name, kind in RUN_COLUMNS.items())
+        run(
+            shared,
+            f"insert into calendar.partition_runs ({', '.join(RUN_COLUMNS)}) select {unnested} "
+            "on conflict (run_id) do nothing",
+            values,
+        )
+    warehouse.execute("insert into calendar.runs_shared values (current_timestamp)")
+
+
+RUN_COLUMNS = {
+    "run_id": "varchar",
+    "business_number": "varchar",
+    "partition_date": "date",
+    "group_id": "bigint",
+    "target_date": "date",
+    "run_started_at": "timestamptz",
+    "close_at": "timestamptz",
+    "is_partial": "boolean",
+    "status": "varchar",
+    "candidates": "integer",
+    "eligible": "integer",
+    "error": "varchar",
+    "finished_at": "timestamptz",
+    "updated_at": "timestamptz",
+}
+
+
+class BuiltByNewerRun(RuntimeError):
+    """A run that started before the run that last built its partition tried to build it (it would replace
+    newer decisions with what it saw earlier, a partial view of the day): nothing of its build lands."""
+
+
+def record_shared_build(warehouse: duckdb.DuckDBPyConnection, shared: Connection, run_id: str) -> None:
+    """The build the warehouse just recorded as run `run_id`'s (`sql/calendar/record_build.sql`, in the
+    build's transaction), recorded in PostgreSQL too, inside the decision's transaction there. Raises
+    `BuiltByNewerRun` when another host's newer run built the partition (the same rule the warehouse's
+    record applies to the runs it holds)."""
+    row = warehouse.execute(
+        f"select {', '.join(RUN_COLUMNS)} from calendar.partition_runs where run_id = $run_id",
+        {"run_id": run_id},
+    ).fetchone()
+    values = dict(zip(RUN_COLUMNS, row, strict=True))
+    newer = run(
+        shared,
+        """
+        select run_id, run_started_at from calendar.partition_runs
+        where business_number = $business_number and partition_date = $partition_date
+          and status in ('built', 'succeeded') and run_started_at > $run_started_at and run_id <> $run_id
+        order by run_started_at desc limit 1
+        """,
+        values,
+    ).fetchone()
+    if newer is not None:
+        raise BuiltByNewerRun(
+            f"partition {values['partition_date']}|{values['business_number']} was already built by run "
+            f"{newer[0]}, which started at {newer[1]}, after this run started; this run changes nothing"
+        )
+    updates = ", ".join(f"{name} = excluded.{name}" for name in RUN_COLUMNS if name != "run_id")
+    run(
+        shared,
+        f"insert into calendar.partition_runs ({', '.join(RUN_COLUMNS)}) "
+        f"values ({', '.join('$' + name for name in RUN_COLUMNS)}) "
+        f"on conflict (run_id) do update set {updates}",
+        values,
+    )
+
+
 def record_failure(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -60,10 +172,13 @@ def record_failure(
     run_started_at: datetime,
     error: str,
     now: datetime,
+    shared: Connection | None = None,
 ) -> None:
     """The run failed: its row (its build, or a new one) becomes `failed` with the error's first line."""
     first_line = (error.strip().splitlines() or ["(no message)"])[0][:1000]
-    con.execute(
+    _write(
+        con,
+        shared,
         """
         insert into calendar.partition_runs
             (run_id, business_number, partition_date, group_id, run_started_at, status, error, finished_at,
@@ -86,10 +201,14 @@ def record_failure(
     )
 
 
-def record_success(con: duckdb.DuckDBPyConnection, run_id: str, now: datetime) -> bool | None:
+def record_success(
+    con: duckdb.DuckDBPyConnection, run_id: str, now: datetime, shared: Connection | None = None
+) -> bool | None:
     """The run built its partition and posted its requests: `succeeded`. Returns whether that closed the
     partition (the run was not partial), or None when this run did not build it (nothing recorded)."""
-    row = con.execute(
+    row = _write(
+        con,
+        shared,
         """
         update calendar.partition_runs
         set status = 'succeeded', finished_at = $now, updated_at = current_timestamp
@@ -101,27 +220,35 @@ def record_success(con: duckdb.DuckDBPyConnection, run_id: str, now: datetime) -
     return None if row is None else bool(row[0])
 
 
-def unfinished_runs(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Runs that built a partition and have not recorded how they ended (running, or gone)."""
-    return [
-        r[0]
-        for r in con.execute("select run_id from calendar.partition_runs where status = 'built'").fetchall()
-    ]
+def unfinished_runs(con: Connection) -> dict[str, int | None]:
+    """Runs that built a partition and have not recorded how they ended (running, or gone), with their group:
+    of a group's warehouse, or of PostgreSQL (every host's)."""
+    rows = run(con, "select run_id, group_id from calendar.partition_runs where status = 'built'").fetchall()
+    return dict(rows)
 
 
-def mark_run_ended(con: duckdb.DuckDBPyConnection, run_id: str, reason: str, now: datetime) -> None:
+def mark_run_ended(
+    con: Connection,
+    run_id: str,
+    reason: str,
+    now: datetime,
+    shared: Connection | None = None,
+) -> None:
     """A run that built its partition is gone without saying how it ended (killed, lost): `failed`."""
-    con.execute(
+    _write(
+        con,
+        shared,
         "update calendar.partition_runs set status = 'failed', error = $reason, finished_at = $now, "
         "updated_at = current_timestamp where run_id = $run_id and status = 'built'",
         {"run_id": run_id, "reason": reason, "now": now},
     )
 
 
-def history(con: duckdb.DuckDBPyConnection, since: date) -> dict[str, dict[date, History]]:
+def history(con: Connection, since: date) -> dict[str, dict[date, History]]:
     """business number -> partition date -> where the partition stands (`calendar.partition_states`), for
-    partitions dated `since` or later."""
-    rows = con.execute(
+    partitions dated `since` or later: of a group's warehouse, or of PostgreSQL (every host's runs)."""
+    rows = run(
+        con,
         """
         select business_number, partition_date, runs, closed_at, failures_in_a_row, last_failed_at, last_error
         from calendar.partition_states
@@ -188,7 +315,7 @@ def stored_businesses(
     }
 
 
-def raise_alerts(con: AlertsConnection, alerts: Iterable[Alert], now: datetime) -> list[Alert]:
+def raise_alerts(con: Connection, alerts: Iterable[Alert], now: datetime) -> list[Alert]:
     """Record the alerts that are not open yet; returns those (to notify). Open ones are left as they are."""
     alerts = list(alerts)
     if not alerts:
@@ -225,7 +352,7 @@ def raise_alerts(con: AlertsConnection, alerts: Iterable[Alert], now: datetime) 
 
 
 def resolve_alerts(
-    con: AlertsConnection,
+    con: Connection,
     *,
     kinds: Sequence[str],
     business_numbers: Sequence[str],
@@ -248,7 +375,7 @@ def resolve_alerts(
     return len(rows)
 
 
-def claim_undelivered_alerts(con: AlertsConnection, hold_seconds: int) -> list[tuple[Alert, datetime]]:
+def claim_undelivered_alerts(con: Connection, hold_seconds: int) -> list[tuple[Alert, datetime]]:
     """The open alerts no webhook has accepted yet and no other notifier holds (or held for longer than
     `hold_seconds`, on the store's clock, not each host's), oldest first, with when each was raised; they are
     this caller's to post until it records each answer (`record_notification`) or lets go
@@ -269,7 +396,7 @@ def claim_undelivered_alerts(con: AlertsConnection, hold_seconds: int) -> list[t
 
 
 def record_notification(
-    con: AlertsConnection,
+    con: Connection,
     alert_key: str,
     raised_at: datetime,
     *,
@@ -285,7 +412,7 @@ def record_notification(
     )
 
 
-def release_alerts(con: AlertsConnection, claimed: Sequence[tuple[str, datetime]]) -> None:
+def release_alerts(con: Connection, claimed: Sequence[tuple[str, datetime]]) -> None:
     """Let go of claimed alerts that were not posted (the time budget ran out): the next notifier takes
     them."""
     for alert_key, raised_at in claimed:
@@ -297,7 +424,7 @@ def release_alerts(con: AlertsConnection, claimed: Sequence[tuple[str, datetime]
         )
 
 
-def open_alerts(con: AlertsConnection) -> list[dict[str, object]]:
+def open_alerts(con: Connection) -> list[dict[str, object]]:
     """Every open alert, oldest first."""
     cursor = run(
         con,

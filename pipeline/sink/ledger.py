@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from pipeline.calendar import store
 from pipeline.postgres import run as _run
 from pipeline.warehouse import run_sql_file
 
@@ -366,13 +367,16 @@ class SharedDecision:
         if warehouse.execute("select count(*) from sink.ledger_shared").fetchone()[0] == 0:
             _insert(self.con, _rows(warehouse), conflict="on conflict do nothing")
             warehouse.execute("insert into sink.ledger_shared values (current_timestamp)")
+        store.share_runs(warehouse, self.con)
         copy_rows(self.con, warehouse, DECISION_ROWS, {name: params[name] for name in _DECISION_PARAMS})
 
     def push(self, warehouse: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
-        """The claims made in PostgreSQL too, and committed there (which ends the group's lock) before the
+        """The claims and the build's run made in PostgreSQL too (raising `BuiltByNewerRun` if another
+        host's newer run built the partition), and committed there (which ends the group's lock) before the
         warehouse commits: a warehouse never holds a claim, or a note that its ledger was copied, that
         PostgreSQL lacks."""
         push_claims(warehouse, self.con, params)
+        store.record_shared_build(warehouse, self.con, params["run_id"])
         self.con.commit()
 
 

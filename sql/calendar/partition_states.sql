@@ -3,6 +3,8 @@
 -- Only finished runs count (`built` is a run still going, or one the sensor has not yet seen end). The
 -- partition is closed while its newest finished run is a success that started at or after the close time:
 -- a later run that fails, or that builds without posting, opens it again, so its requests are not stranded.
+-- Plain SQL that DuckDB and PostgreSQL both run: with DATABASE_URL the scheduler reads it there, over every
+-- host's runs (pipeline/postgres.py creates it after the migrations).
 create or replace view calendar.partition_states as
 with
 finished as (
@@ -19,10 +21,11 @@ outcomes as (
     select
         business_number,
         partition_date,
-        arg_min(status, newest_first) as last_status,
-        arg_min(error, newest_first) as last_error,
-        arg_min(finished_at, newest_first) as last_finished_at,
-        arg_min(status = 'succeeded' and not coalesce(is_partial, true), newest_first) as closing,
+        max(status) filter (where newest_first = 1) as last_status,
+        max(error) filter (where newest_first = 1) as last_error,
+        max(finished_at) filter (where newest_first = 1) as last_finished_at,
+        bool_or(status = 'succeeded' and not coalesce(is_partial, true)) filter (where newest_first = 1)
+            as closing,
         coalesce(min(newest_first) filter (where status <> 'failed'), count(*) + 1) - 1 as failures_in_a_row,
         max(finished_at) filter (where status = 'failed') as last_failed_at
     from finished
@@ -34,9 +37,16 @@ runs as (
         business_number,
         partition_date,
         count(*) as runs,
-        arg_max(run_id, run_started_at) as last_run_id,
+        max(run_id) filter (where newest_first = 1) as last_run_id,
         max(run_started_at) as last_run_at
-    from calendar.partition_runs
+    from (
+        select
+            *,
+            row_number() over (
+                partition by business_number, partition_date order by run_started_at desc, run_id desc
+            ) as newest_first
+        from calendar.partition_runs
+    ) as all_runs
     group by business_number, partition_date
 ),
 

@@ -19,6 +19,7 @@ from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
 from pipeline.automation.runner import busy_partitions
 from pipeline.automation.sensors import DUE_TAG, calendar_sensor, mapping_partitions_sensor
 from pipeline.calendar import alerts
+from pipeline.calendar import store as calendar_store
 from pipeline.leases import Lease, holder_alive
 from pipeline.postgres import run
 from pipeline.registry import Registry
@@ -130,13 +131,23 @@ def launched(instance: dg.DagsterInstance, request: dg.RunRequest, status=dg.Dag
     )
 
 
+def on_runs(sql: str, params: dict | None = None) -> None:
+    """Write the partition runs where the pipeline keeps them: the group's warehouse, and PostgreSQL with
+    DATABASE_URL (where the scheduler reads every host's)."""
+    with connect(warehouse()) as con, calendar_store.shared_runs(load_settings().database_url) as shared:
+        for target in (shared, con):
+            if target is not None:
+                run(target, sql, params)
+
+
 def record_run(number: str, day, status: str, finished_at: datetime, *, run_id: str, partial=False):
-    with connect(warehouse()) as con:
-        con.execute(
-            "insert into calendar.partition_runs (run_id, business_number, partition_date, run_started_at, "
-            "close_at, is_partial, status, finished_at) values (?, ?, ?, ?, ?, ?, ?, ?)",
-            [run_id, number, day, finished_at, finished_at, partial, status, finished_at],
-        )
+    on_runs(
+        "insert into calendar.partition_runs (run_id, business_number, partition_date, run_started_at, "
+        "close_at, is_partial, status, finished_at) values ($run_id, $number, $day, $at, $at, $partial, "
+        "$status, $at)",
+        {"run_id": run_id, "number": number, "day": day, "at": finished_at, "partial": partial,
+         "status": status},
+    )  # fmt: skip
 
 
 def open_alerts() -> dict[str, str]:
@@ -181,6 +192,50 @@ def test_a_due_time_requests_its_partition_and_advances_once_the_run_exists(stor
     assert registry.mapping("301").next_run_time == due_at + timedelta(days=1)
 
 
+@pytest.mark.parametrize("shared_state", ["postgres"], indirect=True)
+def test_a_partition_another_host_closed_is_not_run_again_and_its_due_time_advances(store, instance):
+    """With DATABASE_URL the scheduler reads every host's runs: a partition closed by a run of another host
+    (recorded in PostgreSQL and in that host's warehouse, not in this one's) is not run again here."""
+    due_at = NOW - timedelta(minutes=5)
+    add_mapping(store, "311", next_run=due_at)
+    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["311"])
+    day = due_at.date() - timedelta(days=1)
+    closes = datetime.combine(day + timedelta(days=1), time(), UTC)  # its business is in UTC
+    with calendar_store.shared_runs(load_settings().database_url) as shared:
+        run(
+            shared,
+            "insert into calendar.partition_runs (run_id, business_number, partition_date, group_id, "
+            "run_started_at, close_at, is_partial, status, finished_at) "
+            "values ('host-b-run', '311', $day, $group, $at, $at, false, 'succeeded', $at)",
+            {"day": day, "group": store.group_id, "at": closes},
+        )
+    assert requested(tick(instance)) == []
+    assert Registry.open(load_settings()).mapping("311").next_run_time == due_at + timedelta(days=1)
+    with connect(warehouse()) as con:  # this host never ran it
+        assert con.execute("select count(*) from calendar.partition_runs").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("shared_state", ["postgres"], indirect=True)
+def test_a_run_of_another_host_that_built_and_died_is_failed_here(store, instance):
+    """A run of another host built a partition of a group this host never ran, and its process is gone
+    (Dagster's instance, shared, says it failed): this host's sensor records the failure in PostgreSQL."""
+    add_mapping(store, "321", next_run=NOW + timedelta(hours=2))
+    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["321"])
+    gone = create_run_for_test(instance, job_name="review_requests_job", status=dg.DagsterRunStatus.FAILURE)
+    with calendar_store.shared_runs(load_settings().database_url) as shared:
+        run(
+            shared,
+            "insert into calendar.partition_runs (run_id, business_number, partition_date, group_id, "
+            "run_started_at, status) values ($run_id, '999', $day, 999, $at, 'built')",
+            {"run_id": gone.run_id, "day": NOW.date(), "at": NOW},
+        )
+    tick(instance)
+    with calendar_store.shared_runs(load_settings().database_url) as shared:
+        rows = run(shared, "select status, error from calendar.partition_runs").fetchall()
+    reason = "the run ended without recording its outcome (killed, or lost with its machine)"
+    assert rows == [("failed", reason)]
+
+
 def test_a_group_whose_warehouse_stays_busy_waits_and_the_other_groups_go_on(store, instance, monkeypatch):
     due_at = NOW - timedelta(minutes=5)
     add_mapping(store, "351", next_run=due_at)
@@ -223,15 +278,14 @@ def test_a_failed_partition_is_retried_after_its_backoff_and_alerts_after_three(
     day = now.date() - timedelta(days=1)
     record_run("501", day, "failed", now - timedelta(minutes=9), run_id="r1")
     assert requested(tick(instance)) == []  # the first retry waits 10 minutes
-    with connect(warehouse()) as con:
-        con.execute("update calendar.partition_runs set finished_at = finished_at - interval 2 minute")
+    on_runs("update calendar.partition_runs set finished_at = finished_at - interval '2 minutes'")
     partition = str(MappingDay("501", day))
     first_failure = now - timedelta(minutes=11)  # one run key per failure: the key names it
     assert requested(tick(instance)) == [(f"{partition}#retry-after-{first_failure.isoformat()}", partition)]
     assert open_alerts() == {}
-    with connect(warehouse()) as con:  # the first failure was longer ago, then two more
-        con.execute("update calendar.partition_runs set finished_at = finished_at - interval 3 hour")
-        con.execute("update calendar.partition_runs set run_started_at = finished_at")
+    # the first failure was longer ago, then two more
+    on_runs("update calendar.partition_runs set finished_at = finished_at - interval '3 hours'")
+    on_runs("update calendar.partition_runs set run_started_at = finished_at")
     record_run("501", day, "failed", now - timedelta(hours=1), run_id="r2")
     record_run("501", day, "failed", now - timedelta(minutes=41), run_id="r3")  # 3rd in a row: 40 min
     third_failure = now - timedelta(minutes=41)
@@ -242,8 +296,7 @@ def test_a_failed_partition_is_retried_after_its_backoff_and_alerts_after_three(
     assert requested(tick(instance)) == [] and list(open_alerts()) == [f"partition_failing|501|{day}"]
     with alerts.alerts_connection(load_settings().alerts) as con:
         assert run(con, "select count(*) from calendar.alerts").fetchone()[0] == 1
-    with connect(warehouse()) as con:
-        con.execute("update calendar.partition_runs set status = 'succeeded' where run_id = 'r4'")
+    on_runs("update calendar.partition_runs set status = 'succeeded' where run_id = 'r4'")
     assert requested(tick(instance)) == [] and open_alerts() == {}  # closed: the alert is resolved
 
 
