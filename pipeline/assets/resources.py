@@ -75,8 +75,9 @@ def split_legacy_warehouse(settings: Settings, registry: Registry) -> None:
 def refresh_analysts_db(
     settings: Settings, registry: Registry, now: datetime | None = None, *, group_id: int | None = None
 ) -> dict[str, int]:
-    """Refresh `analytics.duckdb` (with `coverage`) from the partitions that changed in `group_id`'s warehouse
-    file, or in every group's if None: what the sink's last asset, the failure hook and the sensor share."""
+    """Refresh `analytics.duckdb` (with `coverage` and `registry_changes`) from the partitions that changed
+    in `group_id`'s warehouse file, or in every group's if None: what the sink's last asset, the failure hook
+    and the sensor share."""
     from pipeline.automation.partitions import PARTITIONS_START_DATE
     from pipeline.calendar import coverage
 
@@ -88,6 +89,7 @@ def refresh_analysts_db(
         PARTITIONS_START_DATE,
         now,
         changed=None if group_id is None else [settings.warehouse_path(group_id)],
+        registry_changes=registry.changes(),
     )
 
 

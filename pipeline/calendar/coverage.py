@@ -3,14 +3,14 @@
 `schedules()` is what the sensor, `cliniko-reviews status` and the `coverage` view share: each mapping's
 schedule with the zones of its matched Cliniko businesses as last fetched. `refresh()` refreshes
 `analytics.duckdb`, exporting `partition_calendar` (the rows `coverage` is a view over) for the mappings whose
-calendar changed.
+calendar changed, and copying the registry's audit trail in for the `registry_changes` view.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -228,6 +228,24 @@ def add_coverage(con: duckdb.DuckDBPyConnection, alias: str) -> dict[str, int]:
     return {}
 
 
+def add_registry_changes(
+    con: duckdb.DuckDBPyConnection, alias: str, rows: Sequence[Mapping[str, object]]
+) -> dict[str, int]:
+    """Create `registry_audit` (`rows`: the registry's audit trail, `RegistryStore.audit_rows()`, secrets
+    masked already) and the `registry_changes` view over it in the analysts' database attached as `alias`."""
+    warehouse = con.execute("select current_database()").fetchone()[0]
+    con.execute(f"use {alias}")
+    try:
+        columns = (
+            "change_id", "changed_at", "changed_by", "method", "route", "action", "entity_kind", "entity_id",
+            "business_number", "group_id", "before_state", "after_state", "changes",
+        )  # fmt: skip
+        run_sql_file(con, "analytics/registry_changes.sql", {c: [row[c] for row in rows] for c in columns})
+    finally:
+        con.execute(f'use "{warehouse}"')
+    return {"registry_changes": len(rows)}
+
+
 def refresh(
     warehouse_paths: Sequence[Path],
     alerts_path: Path | str,
@@ -237,10 +255,12 @@ def refresh(
     now: datetime | None = None,
     *,
     changed: Sequence[Path] | None = None,
+    registry_changes: Sequence[Mapping[str, object]] = (),
 ) -> dict[str, int]:
     """Export the partitions that changed in the warehouse files of `changed` (every one of
     `warehouse_paths` if None) into the analysts' database, with the calendars that changed, and rebuild its
-    small tables and views, `coverage` included. Returns the rows exported and the small tables' counts."""
+    small tables and views, `coverage` included, and `registry_changes` from the audit rows given. Returns
+    the rows exported and the small tables' counts."""
     today = (now or datetime.now(UTC)).astimezone(UTC).date()
     root = parquet_root(analytics_path)
     state = root / _STATE
@@ -249,6 +269,10 @@ def refresh(
     ):
         changed = None  # the calendars are recomputed from every group's zones and runs
     exports = CalendarExports(root, mappings, partitions_start, today)
+
+    def addition(con: duckdb.DuckDBPyConnection, alias: str) -> dict[str, int]:
+        return {**add_coverage(con, alias), **add_registry_changes(con, alias, registry_changes)}
+
     return refresh_analytics(
-        warehouse_paths, analytics_path, add_coverage, exports, alerts_path=alerts_path, changed=changed
+        warehouse_paths, analytics_path, addition, exports, alerts_path=alerts_path, changed=changed
     )

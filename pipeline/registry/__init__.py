@@ -104,6 +104,10 @@ class Registry:
         records = self.store.mapping_records(active_only=False, business_number=business_number)
         return _config(*records[0]) if records else None
 
+    def changes(self) -> list[dict]:
+        """The whole audit trail, newest first, as stored (secrets masked): for the analysts' database."""
+        return self.store.audit_rows()
+
     def advance_next_run_time(self, business_number: str, expected: datetime, new: datetime) -> bool:
         """Move a mapping's next run time from `expected` to `new`; False if someone else moved it first."""
         return self.store.advance_next_run_time(business_number, expected, new)

@@ -11,6 +11,7 @@ Operator routes:
     GET   /admin/mappings?businessNumber=&groupId=&active=
     GET   /admin/mappings/{businessNumber}   PATCH /admin/mappings/{businessNumber}
     POST  /admin/mappings/{businessNumber}/deactivate
+    GET   /admin/audit?businessNumber=&groupId=&since=&limit=&cursor=   (the audit trail, newest first)
     GET   /admin/health
 Dashboard (pipeline.registry.dashboard): GET / and GET /dashboard/... (the page; no token needed to load it).
 Every error is `{"error": {"field": ..., "message": ...}}` with a 4xx status; request bodies are never logged.
@@ -34,6 +35,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipeline.registry.audit import LOCAL_USER, Actor, entry_view
 from pipeline.registry.dashboard import is_public, mount_dashboard
 from pipeline.registry.model import (
     RegistryError,
@@ -55,6 +57,8 @@ from pipeline.settings import AdminToken, Settings, load_settings
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+AUDIT_PAGE_SIZE = 50
+MAX_AUDIT_PAGE_SIZE = 500
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -152,6 +156,17 @@ def _triggers(bodies: list[TriggerBody], field: str) -> list[TriggerInput]:
         )
         for index, body in enumerate(bodies)
     ]
+
+
+def _actor(request: Request) -> Actor:
+    """Who makes this change, for the audit trail: the token's name (`RequestGuard` puts it in the request's
+    state), `local` when the API runs without tokens; and the method and route template it came through."""
+    route = request.scope.get("route")
+    return Actor(
+        getattr(request.state, "admin_user", LOCAL_USER),
+        request.method,
+        getattr(route, "path", request.url.path),
+    )
 
 
 def _schedule(frequency: FrequencyBody | None, next_run_time: str | None) -> tuple:
@@ -406,13 +421,14 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
     mount_dashboard(app)
 
     @app.put("/integration/add/businessintegrationgroup", tags=["seed"])
-    def create_group(body: GroupCreateBody) -> JSONResponse:
+    def create_group(body: GroupCreateBody, request: Request) -> JSONResponse:
         """Create the integration group of an SMB or enterprise parent business (manual: create group)."""
         group, created = registry.create_group(
             body.parentBusinessNumber,
             body.integrationSourceId,
             _properties(body.integrationGroupProperties, "integrationGroupProperties"),
             _triggers(body.integrationGroupTriggers, "integrationGroupTriggers"),
+            _actor(request),
         )
         return JSONResponse(group, status_code=201 if created else 200)
 
@@ -427,7 +443,9 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
         return registry.group_for_business(parse_business_number(businessNumber, "businessNumber"))
 
     @app.post("/integration/update/businessintegrationgroup", tags=["seed"])
-    def update_group(body: GroupUpdateBody, replaceTriggers: bool = False) -> dict[str, Any]:
+    def update_group(
+        body: GroupUpdateBody, request: Request, replaceTriggers: bool = False
+    ) -> dict[str, Any]:
         """Append triggers (replaceTriggers=false) or replace them; optionally upsert or remove properties."""
         return registry.update_group(
             body.groupId,
@@ -443,10 +461,11 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
                 else None
             ),
             remove_keys=body.removePropertyKeys,
+            actor=_actor(request),
         )
 
     @app.put("/integration/add/businessintegrationmapping", tags=["seed"])
-    def create_mapping(body: MappingCreateBody) -> JSONResponse:
+    def create_mapping(body: MappingCreateBody, request: Request) -> JSONResponse:
         """Map a Birdeye location (businessNumber) to an integration group (manual: mapping)."""
         frequency, next_run_time = _schedule(body.frequency, body.nextRunTime)
         mapping, created = registry.create_mapping(
@@ -459,7 +478,8 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
                 beta=body.beta,
                 frequency=frequency,
                 next_run_time=next_run_time,
-            )
+            ),
+            _actor(request),
         )
         return JSONResponse(mapping, status_code=201 if created else 200)
 
@@ -494,7 +514,7 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
         return registry.mapping(parse_business_number(businessNumber, "businessNumber"))
 
     @app.patch("/admin/mappings/{businessNumber}", tags=["operator"])
-    def patch_mapping(businessNumber: str, body: MappingPatchBody) -> dict[str, Any]:
+    def patch_mapping(businessNumber: str, body: MappingPatchBody, request: Request) -> dict[str, Any]:
         """Change properties (upsert by key; removePropertyKeys drops overrides), flags, schedule."""
         frequency, next_run_time = _schedule(body.frequency, body.nextRunTime)
         return registry.update_mapping(
@@ -512,12 +532,44 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> Fas
                 frequency=frequency,
                 next_run_time=next_run_time,
             ),
+            _actor(request),
         )
 
     @app.post("/admin/mappings/{businessNumber}/deactivate", tags=["operator"])
-    def deactivate_mapping(businessNumber: str) -> dict[str, Any]:
+    def deactivate_mapping(businessNumber: str, request: Request) -> dict[str, Any]:
         """Stop running a mapping; it stays in the registry and can be re-activated with PATCH."""
-        return registry.deactivate_mapping(parse_business_number(businessNumber, "businessNumber"))
+        return registry.deactivate_mapping(
+            parse_business_number(businessNumber, "businessNumber"), _actor(request)
+        )
+
+    @app.get("/admin/audit", tags=["operator"])
+    def audit_trail(
+        businessNumber: Annotated[str | None, Query()] = None,
+        groupId: Annotated[int | None, Query()] = None,
+        since: Annotated[str | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE_SIZE)] = AUDIT_PAGE_SIZE,
+        cursor: Annotated[int | None, Query(ge=1)] = None,
+    ) -> dict[str, Any]:
+        """Changes to groups and mappings, newest first: who, when, which route, the changed fields (before
+        and after, secrets masked). `businessNumber` matches a mapping's location and a group's parent;
+        `since` is a time with an offset; the next page is `cursor=<nextCursor>` (null on the last page)."""
+        rows = registry.audit_rows(
+            business_number=(
+                parse_business_number(businessNumber, "businessNumber")
+                if businessNumber is not None
+                else None
+            ),
+            group_id=groupId,
+            since=parse_run_time(since, "since") if since is not None else None,
+            before_id=cursor,
+            limit=limit + 1,
+        )
+        page = rows[:limit]
+        more = len(rows) > limit
+        return {
+            "changes": [entry_view(row) for row in page],
+            "nextCursor": page[-1]["change_id"] if more else None,
+        }
 
     return app
 

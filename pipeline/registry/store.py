@@ -4,8 +4,9 @@ operation.
 Several processes (the admin API, Dagster's sensor and runs) open the file at once, so every connection
 runs in WAL mode with a busy timeout, every write takes the write lock up front (`BEGIN IMMEDIATE`, so two
 writers never deadlock upgrading a read lock), and every operation validates and writes inside that one
-transaction: a request that fails leaves nothing behind. Connections are opened per operation, which keeps
-the store safe to use from FastAPI's thread pool.
+transaction: a request that fails leaves nothing behind. A change's row in the audit trail
+(`registry_audit`, see `pipeline.registry.audit`) is written in that same transaction. Connections are opened
+per operation, which keeps the store safe to use from FastAPI's thread pool.
 
 With `DATABASE_URL` the same tables live in PostgreSQL (`sql/postgres/0002_registry.sql`, migrated by
 `pipeline.postgres`), where every host sees them; the same queries run there (`_PostgresConnection` takes
@@ -30,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pipeline.registry.audit import CLI, Actor, MaskedSecret, changed_fields, to_json
 from pipeline.registry.model import (
     CLINIKO_API_KEY,
     DEFAULT_FREQUENCY,
@@ -134,8 +136,31 @@ _SCHEMA_V2 = (
     "UPDATE integration_mapping SET first_run_time = next_run_time",
 )
 
+# The audit trail (`pipeline.registry.audit`): one row per change, written in the change's transaction. The
+# ids grow in commit order (writers hold the write lock), so they order the trail across processes.
+_SCHEMA_V3 = (
+    """CREATE TABLE registry_audit (
+        change_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        changed_at TEXT NOT NULL,
+        changed_by TEXT NOT NULL,
+        method TEXT,
+        route TEXT,
+        action TEXT NOT NULL CHECK (action IN ('create', 'update')),
+        entity_kind TEXT NOT NULL CHECK (entity_kind IN ('group', 'mapping')),
+        entity_id TEXT NOT NULL,
+        business_number TEXT,
+        group_id INTEGER,
+        before_state TEXT,
+        after_state TEXT NOT NULL,
+        changes TEXT NOT NULL
+    )""",
+    "CREATE INDEX registry_audit_business ON registry_audit (business_number, change_id)",
+    "CREATE INDEX registry_audit_group ON registry_audit (group_id, change_id)",
+)
+
 # Migration N (1-based) brings a file from user_version N-1 to N. Append; never edit a released one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2)
+# PostgreSQL has the same tables through its own files (sql/postgres/0002_registry.sql and 0006_...).
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _TABLES = (
@@ -146,6 +171,7 @@ _TABLES = (
     "group_trigger",
     "integration_mapping",
     "mapping_property",
+    "registry_audit",
 )
 
 
@@ -491,6 +517,7 @@ class RegistryStore:
         source_id: int,
         properties: Sequence[PropertyInput],
         triggers: Sequence[TriggerInput],
+        actor: Actor = CLI,
     ) -> tuple[dict, bool]:
         """Create the group of a parent business and source; returns (group, created).
 
@@ -521,7 +548,8 @@ class RegistryStore:
                     f"{source_id}; change it with POST /integration/update/businessintegrationgroup",
                     409,
                 )
-            stamp = _stamp(_now())
+            now = _now()
+            stamp = _stamp(now)
             group_id = con.execute(
                 """INSERT INTO integration_group (parent_business_number, source_id, created_at, updated_at)
                    VALUES (?, ?, ?, ?) RETURNING group_id""",
@@ -529,6 +557,7 @@ class RegistryStore:
             ).fetchone()[0]
             self._write_properties(con, "group_property", "group_id", group_id, props)
             self._write_triggers(con, group_id, resolved, replace=True)
+            self._record(con, actor, now, "group", group_id, None, self._group_state(con, group_id))
             log.info("integration group %s created for parent business %s", group_id, parent_business_number)
             return self._group_view(con, group_id), True
 
@@ -570,12 +599,14 @@ class RegistryStore:
         replace_triggers: bool,
         properties: Sequence[PropertyInput] | None = None,
         remove_keys: Sequence[str] | None = None,
+        actor: Actor = CLI,
     ) -> dict:
         """Add (or, with `replace_triggers`, replace) a group's triggers; upsert or remove its properties."""
         with self._transaction(write=True) as con:
             row = con.execute("SELECT * FROM integration_group WHERE group_id = ?", (group_id,)).fetchone()
             if row is None:
                 raise RegistryError("groupId", f"no integration group {group_id}", 404)
+            before = self._group_state(con, group_id)
             if triggers is None and properties is None and not remove_keys:
                 raise RegistryError(
                     "integrationGroupTriggers",
@@ -600,9 +631,11 @@ class RegistryStore:
                 con.execute(
                     "DELETE FROM group_property WHERE group_id = ? AND property_key = ?", (group_id, key)
                 )
+            now = _now()
             con.execute(
-                "UPDATE integration_group SET updated_at = ? WHERE group_id = ?", (_stamp(_now()), group_id)
+                "UPDATE integration_group SET updated_at = ? WHERE group_id = ?", (_stamp(now), group_id)
             )
+            self._record(con, actor, now, "group", group_id, before, self._group_state(con, group_id))
             return self._group_view(con, group_id)
 
     def group(self, group_id: int) -> dict:
@@ -669,7 +702,7 @@ class RegistryStore:
 
     # -- mappings --------------------------------------------------------------------------------------------
 
-    def create_mapping(self, request: MappingInput) -> tuple[dict, bool]:
+    def create_mapping(self, request: MappingInput, actor: Actor = CLI) -> tuple[dict, bool]:
         """Map a Birdeye location to a group; returns (mapping, created). Identical replays are no-ops."""
         with self._transaction(write=True) as con:
             group = con.execute(
@@ -722,6 +755,8 @@ class RegistryStore:
                 ),
             )
             self._write_properties(con, "mapping_property", "business_number", request.business_number, props)
+            after = self._mapping_state(con, request.business_number)
+            self._record(con, actor, now, "mapping", request.business_number, None, after)
             log.info("business %s mapped to integration group %s", request.business_number, request.group_id)
             return self._mapping_view(con, request.business_number), True
 
@@ -748,12 +783,14 @@ class RegistryStore:
             same = same and row["next_run_time"] == format_run_time(request.next_run_time)
         return same
 
-    def update_mapping(self, business_number: str, patch: MappingPatch) -> dict:
+    def update_mapping(self, business_number: str, patch: MappingPatch, actor: Actor = CLI) -> dict:
         """Change a mapping's properties, flags, frequency or next run time; absent fields stay."""
         with self._transaction(write=True) as con:
             row = self._mapping_row(con, business_number)
             if patch == MappingPatch():
                 return self._mapping_view(con, business_number)
+            now = _now()
+            before = self._mapping_state(con, business_number)
             if patch.properties is not None:
                 props = self._normalize_properties(patch.properties, "mapping")
                 self._write_properties(con, "mapping_property", "business_number", business_number, props)
@@ -776,8 +813,8 @@ class RegistryStore:
                 # Before its first due time a mapping has not started: moving it moves the start (never more
                 # than the longest catch-up back). Once started, its start stays: older partitions are run
                 # on purpose (`cliniko-reviews run`), not by moving nextRunTime back.
-                if first_run > format_run_time(_now()):
-                    earliest = _now() - timedelta(days=MAX_CATCHUP_DAYS)
+                if first_run > format_run_time(now):
+                    earliest = now - timedelta(days=MAX_CATCHUP_DAYS)
                     first_run = format_run_time(max(patch.next_run_time, earliest))
             con.execute(
                 """UPDATE integration_mapping SET active = ?, test = ?, beta = ?, frequency_value = ?,
@@ -791,14 +828,16 @@ class RegistryStore:
                     frequency.unit,
                     next_run,
                     first_run,
-                    _stamp(_now()),
+                    _stamp(now),
                     business_number,
                 ),
             )
+            after = self._mapping_state(con, business_number)
+            self._record(con, actor, now, "mapping", business_number, before, after)
             return self._mapping_view(con, business_number)
 
-    def deactivate_mapping(self, business_number: str) -> dict:
-        return self.update_mapping(business_number, MappingPatch(active=False))
+    def deactivate_mapping(self, business_number: str, actor: Actor = CLI) -> dict:
+        return self.update_mapping(business_number, MappingPatch(active=False), actor)
 
     def mapping(self, business_number: str) -> dict:
         with self._transaction(write=False) as con:
@@ -834,7 +873,9 @@ class RegistryStore:
         """Compare-and-set of a mapping's next run time: True only if it still was `expected`.
 
         The scheduler moving its own clock is not a change to the mapping: `updated_at` stays (it tells when
-        a person last changed the set-up, which the calendar compares with the last fetch of businesses)."""
+        a person last changed the set-up, which the calendar compares with the last fetch of businesses),
+        and the audit trail records nothing: a row per mapping per due time would bury the people's changes.
+        """
         with self._transaction(write=True) as con:
             cursor = con.execute(
                 """UPDATE integration_mapping SET next_run_time = ?
@@ -886,6 +927,121 @@ class RegistryStore:
             "createdAt": row["created_at"],
             "updatedAt": row["updated_at"],
         }
+
+    # -- audit trail (pipeline.registry.audit) ---------------------------------------------------------------
+
+    def _state_properties(self, rows: Sequence[sqlite3.Row]) -> dict[str, str | MaskedSecret]:
+        """Properties as an entity's audit state holds them: values by key, a secret shown as every response
+        shows it and compared by its value (its ciphertext if the registry's key cannot read it)."""
+        state: dict[str, str | MaskedSecret] = {}
+        for row in _ordered(rows):
+            value = row["property_value"]
+            if row["encrypted"]:
+                try:
+                    secret = self._box.decrypt(value)
+                except SecretKeyError:  # a key being replaced because it cannot be read must stay replaceable
+                    secret = Secret(value)
+                state[row["property_key"]] = MaskedSecret(_property_view(row)["propertyValue"], secret)
+            else:
+                state[row["property_key"]] = value
+        return state
+
+    def _group_state(self, con: sqlite3.Connection, group_id: int) -> dict:
+        view = self._group_view(con, group_id)
+        props = con.execute("SELECT * FROM group_property WHERE group_id = ?", (group_id,)).fetchall()
+        return {
+            "parentBusinessNumber": view["parentBusinessNumber"],
+            "integrationSourceId": view["integrationSourceType"]["id"],
+            "integrationGroupTriggers": view["integrationGroupTriggers"],
+            **self._state_properties(props),
+        }
+
+    def _mapping_state(self, con: sqlite3.Connection, business_number: str) -> dict:
+        view = self._mapping_view(con, business_number)
+        props = con.execute(
+            "SELECT * FROM mapping_property WHERE business_number = ?", (business_number,)
+        ).fetchall()
+        return {
+            "integrationGroupId": view["integrationGroupId"],
+            "active": view["active"],
+            "test": view["test"],
+            "beta": view["beta"],
+            "frequency": view["frequency"],
+            "nextRunTime": view["nextRunTime"],
+            **self._state_properties(props),
+        }
+
+    @staticmethod
+    def _record(
+        con: sqlite3.Connection,
+        actor: Actor,
+        now: datetime,
+        kind: str,
+        entity_id: int | str,
+        before: dict | None,
+        after: dict,
+    ) -> None:
+        """Write the audit row of a change to a group or mapping, in the change's transaction; nothing if its
+        state did not change. A group's business number is its parent's; a mapping's group is its group."""
+        changes = changed_fields(before, after)
+        if not changes:
+            return
+        if kind == "group":
+            business_number, group_id = after["parentBusinessNumber"], int(entity_id)
+        else:
+            business_number, group_id = str(entity_id), after["integrationGroupId"]
+        con.execute(
+            """INSERT INTO registry_audit (changed_at, changed_by, method, route, action, entity_kind,
+                   entity_id, business_number, group_id, before_state, after_state, changes)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                _stamp(now),
+                actor.name,
+                actor.method,
+                actor.route,
+                "create" if before is None else "update",
+                kind,
+                str(entity_id),
+                business_number,
+                group_id,
+                to_json(before),
+                to_json(after),
+                to_json(changes),
+            ),
+        )
+
+    def audit_rows(
+        self,
+        *,
+        business_number: str | None = None,
+        group_id: int | None = None,
+        since: datetime | None = None,
+        before_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
+        """Rows of the audit trail, newest first (by id, the commit order), filtered by business number (a
+        mapping's, or a group's parent), group, time (`changed_at` at or after `since`) and `before_id`
+        (rows older than that one: the next page); at most `limit`."""
+        clauses, params = ["1 = 1"], []
+        for clause, value in (
+            ("business_number = ?", business_number),
+            ("group_id = ?", group_id),
+            ("changed_at >= ?", None if since is None else _stamp(since)),
+            ("change_id < ?", before_id),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        bound = "" if limit is None else f" LIMIT {int(limit)}"
+        with self._transaction(write=False) as con:
+            return [
+                dict(row)
+                for row in con.execute(
+                    f"SELECT * FROM registry_audit WHERE {' AND '.join(clauses)} "
+                    f"ORDER BY change_id DESC{bound}",
+                    params,
+                )
+            ]
 
     # -- pipeline reads --------------------------------------------------------------------------------------
 

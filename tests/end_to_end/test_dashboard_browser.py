@@ -437,6 +437,46 @@ def test_triggers_are_added_or_replaced_from_the_list(browser: Browser, base_url
     assert group["integrationGroupTriggers"] == [{"triggerId": 129, "triggerTypeId": 1, "actionIds": [1]}]
 
 
+def test_the_drawer_shows_the_change_just_made_in_the_locations_history(
+    browser: Browser, base_url: str
+) -> None:
+    replay_manual(base_url)
+    with dashboard(browser, base_url) as page:
+        edit = page.get_by_role("button", name=f"Edit {SMB_BUSINESS_NUMBER}")
+        edit.click()
+        drawer = page.get_by_role("dialog", name=f"Edit location {SMB_BUSINESS_NUMBER}")
+        history = drawer.locator("#loc-history-list > li")
+        # The mapping's creation, and its group's: an SMB's location is the group's parent business.
+        expect(history).to_have_count(2)
+        expect(history.last).to_contain_text(
+            "created group 22253 (PUT /integration/add/businessintegrationgroup)"
+        )
+        expect(history.last).to_contain_text("cliniko.api.key: — → ****-au3")
+
+        drawer.get_by_label("Customer fetch delay (days)").fill("3")
+        drawer.get_by_label("Birdeye API key").fill(BIRDEYE_KEY)
+        drawer.get_by_label("Test (dry run, never sends)").check()
+        drawer.get_by_role("button", name="Save").click()
+        expect(drawer).to_be_hidden()
+
+        edit.click()
+        expect(history).to_have_count(3)
+        newest = history.first
+        expect(newest.locator(".who")).to_have_text("local")
+        expect(newest).to_contain_text("changed this location (PATCH /admin/mappings/{businessNumber})")
+        expect(newest.locator(".history-fields > li")).to_have_text(
+            ["test: false → true", "birdeye.api.key: — → ****e8f9", "customer.fetch.delay: 0 → 3"]
+        )
+        changed_at = _api(base_url, "/admin/audit?limit=1")["changes"][0]["changedAt"]
+        expect(newest.locator("time")).to_have_attribute("datetime", changed_at)
+        expect(drawer.locator("#loc-history")).not_to_contain_text(BIRDEYE_KEY[:-4])
+
+        # A location being added has no history yet: the section stays hidden.
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name="Add location to group 22253").click()
+        expect(page.locator("#loc-history")).to_be_hidden()
+
+
 def test_token_login_and_a_401_send_the_user_back_to_sign_in(
     browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

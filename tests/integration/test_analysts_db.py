@@ -380,3 +380,56 @@ def test_the_analysts_see_the_alerts_where_the_hosts_keep_them(tmp_path: Path, s
     with duckdb.connect(str(analytics_path), read_only=True) as con:
         rows = con.execute("select alert_key, kind, business_number, resolved_at from alerts").fetchall()
     assert rows == [("mapping_stalled|1001", "mapping_stalled", "1001", None)]
+
+
+def test_registry_changes_shows_the_registrys_audit_trail_with_keys_masked(tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    from pipeline.registry.audit import Actor
+    from pipeline.registry.secrets import SecretBox
+    from pipeline.registry.store import MappingInput, MappingPatch, PropertyInput, RegistryStore, TriggerInput
+
+    key = "MS0xMjM0NTY3ODkwYWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo-uk2"
+    store = RegistryStore(tmp_path / "registry.sqlite3", SecretBox(Fernet(Fernet.generate_key())))
+    sam = Actor("sam", "PATCH", "/admin/mappings/{businessNumber}")
+    group, _ = store.create_group("1000", 118, [PropertyInput("cliniko.api.key", key, False, "p")], [
+        TriggerInput(129, 1, None, "t")])  # fmt: skip
+    store.create_mapping(
+        MappingInput("1001", group["groupId"], [PropertyInput("cliniko.location.name", "Main", False, "p")])
+    )
+    store.update_mapping("1001", MappingPatch(test=True), sam)
+
+    warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
+    build(warehouse_path, "1001", 1)
+    counts = coverage.refresh(
+        [warehouse_path],
+        tmp_path / "alerts.duckdb",
+        analytics_path,
+        [],
+        PARTITION_DATE,
+        registry_changes=store.audit_rows(),
+    )
+    assert counts["registry_changes"] == 3
+    with duckdb.connect(str(analytics_path), read_only=True) as con:
+        columns = [c[0] for c in con.execute("describe registry_changes").fetchall()]
+        rows = con.execute(
+            "select changed_by, route, entity_kind, action, business_number, group_id, "
+            "changes->>'$[0].field', changes->>'$[0].after' from registry_changes order by change_id"
+        ).fetchall()
+        types = con.execute(
+            "select distinct typeof(changed_at), typeof(after_state) from registry_changes"
+        ).fetchall()
+        everything = repr(con.execute("from registry_changes").fetchall())
+    assert columns == [
+        "change_id", "changed_at", "changed_by", "method", "route", "action", "entity_kind", "entity_id",
+        "business_number", "group_id", "before_state", "after_state", "changes",
+    ]  # fmt: skip
+    gid = group["groupId"]
+    assert rows == [
+        ("cli", None, "group", "create", "1000", gid, "parentBusinessNumber", "1000"),
+        ("cli", None, "mapping", "create", "1001", gid, "integrationGroupId", str(gid)),
+        ("sam", "/admin/mappings/{businessNumber}", "mapping", "update", "1001", gid, "test", "true"),
+    ]
+    assert types == [("TIMESTAMP WITH TIME ZONE", "JSON")]
+    assert "****-uk2" in everything and key[:-4] not in everything
+    assert key[:-4].encode() not in analytics_path.read_bytes()

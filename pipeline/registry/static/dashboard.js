@@ -84,6 +84,7 @@ const state = {
   triggersBySource: new Map(),
   dialog: null,
   drawer: null,
+  history: null,
 };
 
 let wizard = freshWizard();
@@ -494,6 +495,7 @@ function closeDialog() {
   document.querySelector("header.topbar").inert = false;
   state.dialog = null;
   state.drawer = null;
+  state.history = null;
   const back = current.opener?.isConnected ? current.opener : document.querySelector(`[data-key="${current.openerKey}"]`);
   back?.focus();
 }
@@ -562,6 +564,78 @@ function openLocationDrawer(context, opener) {
   }
   openDialog($("location-drawer"), opener);
   if (location?.errors?.length) showProblems(location.errors, "drawer-error");
+  showHistory(mode === "edit" ? mapping.businessNumber : null);
+}
+
+// -- a location's history in its drawer (GET /admin/audit) -----------------------------------------------
+
+const HISTORY_PAGE = 20;
+
+function showHistory(businessNumber) {
+  $("loc-history").hidden = !businessNumber;
+  $("loc-history-list").replaceChildren();
+  $("loc-history-more").hidden = true;
+  $("loc-history-status").textContent = "";
+  state.history = businessNumber ? { businessNumber, cursor: null } : null;
+  if (businessNumber) loadHistory();
+}
+
+async function loadHistory() {
+  const history = state.history;
+  const query = new URLSearchParams({ businessNumber: history.businessNumber, limit: HISTORY_PAGE });
+  if (history.cursor) query.set("cursor", history.cursor);
+  $("loc-history-status").textContent = "Loading history…";
+  let page;
+  try {
+    page = await api("GET", `/admin/audit?${query}`);
+  } catch (error) {
+    if (state.history === history && !(error instanceof SignInRequired)) {
+      $("loc-history-status").textContent = `The history could not be loaded: ${error.message}.`;
+    }
+    return;
+  }
+  if (state.history !== history) return; // the drawer was closed or shows another location now
+  $("loc-history-list").append(...page.changes.map(historyItem));
+  history.cursor = page.nextCursor;
+  $("loc-history-more").hidden = !page.nextCursor;
+  const shown = $("loc-history-list").children.length;
+  $("loc-history-status").textContent = shown ? "" : "No recorded changes yet.";
+}
+
+function historyItem(change) {
+  const what = change.entityKind === "group" ? `group ${change.entityId}` : "this location";
+  return h(
+    "li",
+    { "data-change-id": change.id },
+    h(
+      "p",
+      { class: "history-head" },
+      h("time", { datetime: change.changedAt }, runText(change.changedAt)),
+      " · ",
+      h("span", { class: "who" }, change.changedBy),
+      ` · ${change.action === "create" ? "created" : "changed"} ${what}`,
+      change.route ? ` (${change.method} ${change.route})` : "",
+    ),
+    h("ul", { class: "history-fields" }, change.changes.map(fieldChange)),
+  );
+}
+
+function fieldChange(change) {
+  const sameMask = change.secret && change.before === change.after;
+  return h(
+    "li",
+    {},
+    h("span", { class: "field-name" }, change.field),
+    `: ${historyValue(change.before)} → ${historyValue(change.after)}`,
+    sameMask ? " (a new key with the same last 4 characters)" : "",
+  );
+}
+
+function historyValue(value) {
+  if (value === null || value === undefined) return "—";
+  if (Array.isArray(value)) return value.map((t) => `trigger ${t.triggerId} (actions ${t.actionIds.join(", ")})`).join("; ") || "none";
+  if (typeof value === "object") return "value" in value && "unit" in value ? `every ${plural(value.value, value.unit)}` : JSON.stringify(value);
+  return String(value);
 }
 
 function showProblems(problems, bannerId) {
@@ -1151,6 +1225,7 @@ async function start() {
   $("login-form").addEventListener("submit", signIn);
   $("location-form").addEventListener("submit", submitLocation);
   $("trigger-form").addEventListener("submit", submitTriggers);
+  $("loc-history-more").addEventListener("click", loadHistory);
   for (const button of document.querySelectorAll("[data-close]")) button.addEventListener("click", closeDialog);
   $("backdrop").addEventListener("click", closeDialog);
   document.addEventListener("keydown", onKeydown);
