@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -320,9 +320,22 @@ def _rows(con: Connection, where: str = "true", params: dict[str, Any] | None = 
 def copy_rows(source: Connection, target: Connection, where: str, params: dict[str, Any]) -> int:
     """Make `target`'s rows matching `where` those of `source` (deleted, then inserted); returns how many.
 
-    Between the two stores, so `where` and `params` must read alike in both (see `DECISION_ROWS`).
+    Between the two stores, so `where` and `params` must read alike in both (see `DECISION_ROWS`). A row
+    whose copy changes gets `updated_at` = now in `target`: the analysts' export takes `updated_at` as "this
+    warehouse's copy changed", and a row another run changed earlier would slip under its watermark. A row
+    that did not change keeps the target's `updated_at`.
     """
-    rows = _rows(source, where, params)
+    stamp = list(COLUMNS).index("updated_at")
+
+    def content(row: tuple) -> tuple:
+        return row[:stamp] + row[stamp + 1 :]
+
+    kept = {content(row): row for row in _rows(target, where, params)}
+    now = datetime.now(UTC)
+    rows = [
+        kept.get(content(row)) or (*row[:stamp], now, *row[stamp + 1 :])
+        for row in _rows(source, where, params)
+    ]
     _run(target, f"delete from {TABLE} where {where}", params)
     _insert(target, rows, conflict="")
     return len(rows)

@@ -433,3 +433,31 @@ def test_registry_changes_shows_the_registrys_audit_trail_with_keys_masked(tmp_p
     assert types == [("TIMESTAMP WITH TIME ZONE", "JSON")]
     assert "****-uk2" in everything and key[:-4] not in everything
     assert key[:-4].encode() not in analytics_path.read_bytes()
+
+
+def test_an_outcome_recorded_in_postgresql_before_the_last_refresh_still_reaches_the_analysts(
+    tmp_path: Path, database_url: str
+) -> None:
+    """With DATABASE_URL a posting run records outcomes in PostgreSQL and copies them into its warehouse when
+    it ends. Another partition's refresh may come in between, past the outcomes' time there: the copy must
+    still count as a change of the warehouse, or the analysts would keep seeing `pending`."""
+    from pipeline.postgres import run
+    from pipeline.sink import ledger
+    from pipeline.sink.post import ledger_connection
+
+    warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
+    build(warehouse_path, "1001", 2)
+    with connect(warehouse_path) as con, ledger_connection(None, database_url) as shared:
+        ledger.copy_rows(con, shared, "true", {})  # the claims, as the decision pushed them
+        a_minute_ago = datetime.now(UTC) - timedelta(minutes=1)  # when the posting run recorded them
+        sent = "update sink.review_request_ledger set status = 'sent', updated_at = $at"
+        run(shared, sent, {"at": a_minute_ago})
+    build(warehouse_path, "1002", 1)  # meanwhile: a build, and a refresh past the outcomes' time
+    refresh_analytics([warehouse_path], analytics_path)
+    keys = {"business_numbers": ["1001", "1001"], "appointment_ids": ["a0", "a1"]}
+    with connect(warehouse_path) as con, ledger_connection(None, database_url) as shared:
+        assert ledger.copy_rows(shared, con, ledger.KEY_ROWS, keys) == 2  # the posting run ends
+    refresh_analytics([warehouse_path], analytics_path)
+    with duckdb.connect(str(analytics_path), read_only=True) as con:
+        statuses = con.execute("select business_number, status, count(*) from review_requests group by all")
+        assert sorted(statuses.fetchall()) == [("1001", "sent", 2), ("1002", "pending", 1)]
