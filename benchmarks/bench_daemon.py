@@ -99,7 +99,7 @@ def deployment(work: Path, env: dict[str, str]) -> tuple[subprocess.Popen, subpr
     """The code server (gRPC) and the daemon pointed at it, each in its own process group."""
     port = free_port()
     workspace = work / "workspace.yaml"
-    location = {"host": "127.0.0.1", "port": port, "location_name": "pipeline.definitions"}
+    location = {"host": "127.0.0.1", "port": port, "location_name": "cliniko_reviews"}
     workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": location}]}))
     bin_dir = Path(sys.executable).parent
     started = []

@@ -42,7 +42,12 @@ from benchmarks.support import (
     sandbox,
 )
 from pipeline.automation.instance import DAGSTER_YAML
-from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay, mapping_day_partitions
+from pipeline.automation.partitions import (
+    MAPPING_DIMENSION,
+    PARTITIONS_START_DATE,
+    MappingDay,
+    mapping_day_partitions,
+)
 from pipeline.automation.runner import QUIET
 
 CLINIKO_RATE = 200 / 60.0  # requests per second per key
@@ -99,7 +104,7 @@ def dagster_floor(home: Path, partitions: int) -> tuple[float, float]:
             wall, cpu = time.perf_counter(), time.process_time()
             job.execute_in_process(
                 instance=instance,
-                partition_key=MappingDay("1", date(2024, 1, 1) + timedelta(k)).key,
+                partition_key=MappingDay("1", PARTITIONS_START_DATE + timedelta(k)).key,
                 run_config=QUIET,
             )
             walls.append(time.perf_counter() - wall)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -66,6 +67,9 @@ class Settings:
     # `ADMIN_TOKENS` (`name:role:token`, comma-separated; role `read` or `write`): named tokens of the admin
     # API, beside `ADMIN_TOKEN`, which is a `write` token named `admin`.
     admin_named_tokens: tuple[AdminToken, ...] = field(default=(), repr=False)
+    # `PARTITIONS_START` (YYYY-MM-DD): the first day of the `date` partitions
+    # (pipeline/automation/partitions.py says what it is when unset).
+    partitions_start: date | None = None
 
     @property
     def admin_tokens(self) -> tuple[AdminToken, ...]:
@@ -162,7 +166,20 @@ def load_settings() -> Settings:
         database_url=_database_url(_env("DATABASE_URL")),
         admin_allowed_hosts=_names(_env("ADMIN_ALLOWED_HOSTS")),
         admin_named_tokens=_admin_tokens(_env("ADMIN_TOKENS")),
+        partitions_start=_day("PARTITIONS_START", _env("PARTITIONS_START")),
     )
+
+
+def _day(name: str, value: str | None) -> date | None:
+    """A date setting (YYYY-MM-DD), None when unset; a clear error naming the setting otherwise."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a date written YYYY-MM-DD (e.g. 2026-09-01), not {value!r}"
+        ) from None
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:

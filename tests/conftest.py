@@ -1,11 +1,17 @@
 """Shared by every test directory. Its presence puts `tests/` on `sys.path` (pytest's default `prepend`
 import mode), which lets any test import the helpers beside it, e.g. `from ingest_support import ...`."""
 
+import os
 import uuid
 from collections.abc import Iterator
 
 import dagster as dg
 import pytest
+
+# Many tests build partitions of fixed days, some older than the default first day of the partitions (the
+# catch-up horizon back from today): they run as a deployment that set PARTITIONS_START does. The default
+# itself is tested in tests/unit/test_partitions_start.py, in processes of its own.
+os.environ.setdefault("PARTITIONS_START", "2024-01-01")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from pipeline.assets.resources import PipelineResource, column_schema
+from pipeline.assets.resources import PipelineResource, column_schema, partition_check
 from pipeline.assets.runs import record_failed_run
 from pipeline.automation.partitions import mapping_day_partitions
 from pipeline.calendar.rules import local_day_window, target_day
@@ -48,10 +48,10 @@ def _quarantine_check(resource: str, quarantined: int, stored: int) -> dg.AssetC
 
 
 def _quarantine_spec(asset: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
+    return partition_check(
         "no_quarantined_rows",
-        asset=asset,
-        description="Warns when Cliniko records of this partition failed validation and went to "
+        asset,
+        "Warns when Cliniko records of this partition failed validation and went to "
         "raw.cliniko_quarantine (with the reason) instead of the table.",
     )
 
@@ -91,7 +91,7 @@ def stored_businesses(con: duckdb.DuckDBPyConnection, business_number: str) -> l
     kinds={"duckdb"},
     hooks={record_failed_run},
     check_specs=[_quarantine_spec("cliniko_businesses")],
-    metadata={"dagster/column_schema": column_schema("raw/cliniko_businesses.sql", "raw.cliniko_businesses")},
+    metadata={"dagster/column_schema": column_schema("raw.cliniko_businesses", "raw/cliniko_businesses.sql")},
 )
 def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """All Cliniko businesses of the mapping's account, archived included (full refresh).
@@ -132,7 +132,7 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
     deps=[cliniko_businesses],
     check_specs=[_quarantine_spec("cliniko_appointments")],
     metadata={
-        "dagster/column_schema": column_schema("raw/cliniko_appointments.sql", "raw.cliniko_appointments")
+        "dagster/column_schema": column_schema("raw.cliniko_appointments", "raw/cliniko_appointments.sql")
     },
 )
 def cliniko_appointments(
@@ -189,7 +189,7 @@ def cliniko_appointments(
     hooks={record_failed_run},
     deps=[cliniko_appointments],
     check_specs=[_quarantine_spec("cliniko_patients")],
-    metadata={"dagster/column_schema": column_schema("raw/cliniko_patients.sql", "raw.cliniko_patients")},
+    metadata={"dagster/column_schema": column_schema("raw.cliniko_patients", "raw/cliniko_patients.sql")},
 )
 def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """Exactly the patients the partition's appointments reference, fetched by id, archived included.
@@ -197,7 +197,7 @@ def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResour
     A referenced patient that Cliniko no longer returns is stored with `is_missing = true` (a deleted
     patient); the models restrict its appointments as `customer_inactive`.
     """
-    day, mapping = pipeline.partition(context)
+    day, mapping = pipeline.partition(context, needs=("cliniko_appointments",))
     with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
         ensure_tables(con)
         patient_ids = [

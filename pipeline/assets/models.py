@@ -2,17 +2,19 @@
 claims of the eligible ones in the ledger."""
 
 import json
+from datetime import date
 
 import dagster as dg
 import duckdb
 
 from pipeline.assets.ingest import cliniko_patients
-from pipeline.assets.resources import PipelineResource
+from pipeline.assets.resources import PipelineResource, column_schema, partition_check
 from pipeline.assets.runs import record_failed_run, started_at
 from pipeline.automation.partitions import mapping_day_partitions
 from pipeline.calendar import rules, store
 from pipeline.calendar.alerts import raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
+from pipeline.registry import MappingConfig
 from pipeline.sink.ledger import shared_decision
 from pipeline.warehouse import connect
 from pipeline.warehouse.models import CHECKS, build_partition, ensure_models, run_check
@@ -30,15 +32,57 @@ def check_description(name: str) -> str:
     return " ".join(comment) or name
 
 
+# How the last build of a partition ended, in words (calendar.partition_runs.status).
+RUN_WORDS = {"built": "decided, not posted yet", "succeeded": "posted", "failed": "failed"}
+
+
+def mapping_label(mapping: MappingConfig) -> str:
+    """How a data engineer knows the mapping behind a partition key (a business number): its Cliniko
+    locations and flags, e.g. `Sydney CBD Physio (test, beta)`."""
+    flags = [flag for flag, on in (("test", mapping.test), ("beta", mapping.beta)) if on]
+    names = ", ".join(mapping.location_names) or "(no location name)"
+    return f"{names} ({', '.join(flags)})" if flags else names
+
+
+def recent_days(con: duckdb.DuckDBPyConnection, business_number: str, until: date) -> str:
+    """The mapping's own last 14 partitions up to `until`, as the newest build of each counted them (a
+    Markdown table): the per-mapping view the UI's plots, which mix every mapping's partitions, do not give.
+    A day whose candidates got no request stands out."""
+    rows = con.execute(
+        """
+        select partition_date, arg_max(candidates, run_started_at), arg_max(eligible, run_started_at),
+               arg_max(status, run_started_at), arg_max(is_partial, run_started_at)
+        from calendar.partition_runs
+        where business_number = $business_number and candidates is not null
+          and partition_date between $until - 13 and $until
+        group by partition_date
+        order by partition_date desc
+        """,
+        {"business_number": business_number, "until": until},
+    ).fetchall()
+    lines = ["| partition | candidates | eligible | run |", "|---|---:|---:|---|"]
+    for partition_date, candidates, eligible, status, is_partial in rows:
+        flag = " **none eligible**" if candidates and not eligible else ""
+        state = RUN_WORDS[status] + (" (partial day)" if is_partial else "")
+        lines.append(f"| {partition_date} | {candidates} | {eligible}{flag} | {state} |")
+    return "\n".join(lines)
+
+
 @dg.asset(
     partitions_def=mapping_day_partitions,
     group_name="models",
     kinds={"duckdb", "sql"},
     deps=[cliniko_patients],
     hooks={record_failed_run},
+    metadata={
+        "dagster/column_schema": column_schema(
+            "marts.appointment_eligibility",
+            "seeds/restriction_codes.sql",
+            "marts/appointment_eligibility.sql",
+        )
+    },
     check_specs=[
-        dg.AssetCheckSpec(name, asset="appointment_eligibility", description=check_description(name))
-        for name in CHECKS
+        partition_check(name, "appointment_eligibility", check_description(name)) for name in CHECKS
     ],
 )
 def appointment_eligibility(
@@ -54,7 +98,7 @@ def appointment_eligibility(
     the mapping's Cliniko businesses) is partial: appointments still running get their outcome from a later
     run. Metadata counts candidates, eligible and each restriction code, plotted over partitions in the UI.
     """
-    day, mapping = pipeline.partition(context)
+    day, mapping = pipeline.partition(context, needs=("cliniko_appointments", "cliniko_patients"))
     run_started_at = started_at(context.instance, context.run.run_id)
     params = {
         "business_number": day.business_number,
@@ -85,6 +129,7 @@ def appointment_eligibility(
                 raise
             raise dg.Failure(str(error).removeprefix("Invalid Input Error: ")) from None
         findings = {name: run_check(con, name, params) for name in CHECKS}
+        recent = recent_days(con, day.business_number, day.partition_date)
         partial = run_started_at < params["close_at"]
         shares = findings[SHARE_CHECK]
     if not shares and not partial:  # a whole day with ordinary shares: a jump alert is over
@@ -131,6 +176,8 @@ def appointment_eligibility(
             "close_at": params["close_at"].isoformat(),
             "partial_run": partial,
             "test_mapping": mapping.test,
+            "mapping": mapping_label(mapping),
+            "last_14_days": dg.MetadataValue.md(recent),
         },
         check_results=check_results,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
@@ -10,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from pipeline.automation.partitions import MappingDay, mapping_day
+from pipeline.automation.partitions import MappingDay, mapping_day, mapping_day_partitions
 from pipeline.leases import hold
 from pipeline.registry import MappingConfig, Registry
 from pipeline.settings import Settings, load_settings
@@ -40,8 +42,13 @@ class PipelineResource(dg.ConfigurableResource):
     def registry(self) -> Registry:
         return self._registry
 
-    def partition(self, context: dg.AssetExecutionContext) -> tuple[MappingDay, MappingConfig]:
-        """The partition being materialized and its mapping, which must exist and be active.
+    def partition(
+        self, context: dg.AssetExecutionContext, needs: Sequence[str] = ()
+    ) -> tuple[MappingDay, MappingConfig]:
+        """The partition being materialized and its mapping, which must exist and be active, and whose
+        upstream assets `needs` must have been materialized for this partition (in this run or before):
+        an asset run without the data it reads fails, naming what is missing, instead of succeeding green
+        with nothing in it.
 
         Holds the run's lease from its first step on, so the calendar sensor can tell a run whose process
         died (its partition must be retried) from one that is still working.
@@ -59,7 +66,25 @@ class PipelineResource(dg.ConfigurableResource):
                 f"Mapping {day.business_number} is inactive; inactive mappings are not run. "
                 "Activate it through the admin API to run it."
             )
+        missing = [name for name in needs if not _materialized(context.instance, name, context.partition_key)]
+        if missing:
+            asset = context.asset_key.to_user_string()
+            raise dg.Failure(
+                f"Partition {day} (mapping {day.business_number}, {day.partition_date}): "
+                f"{', '.join(missing)} was never materialized for it, so {asset} "
+                "has nothing to work on and was not built. Materialize the whole graph for this partition "
+                "(select the upstream assets too, or launch review_requests_job), or run "
+                f"`cliniko-reviews run --date {day.partition_date} --mapping {day.business_number}`."
+            )
         return day, mapping
+
+
+def _materialized(instance: dg.DagsterInstance, asset: str, partition_key: str) -> bool:
+    """Whether `asset` was ever materialized for `partition_key` (one indexed query of the event log)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[str(partition_key)]), limit=1
+    )
+    return bool(records.records)
 
 
 def split_legacy_warehouse(settings: Settings, registry: Registry) -> None:
@@ -93,13 +118,29 @@ def refresh_analysts_db(
     )
 
 
-def column_schema(ddl_path: str, table: str) -> dg.TableSchema:
-    """The UI's column schema, read from the table's own DDL so the two never disagree."""
-    from pipeline.warehouse.sql_files import run_sql_file
+def partition_check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
+    """A check of one mapping-day: its result belongs to the partition it ran for, so one failed partition
+    turns only its own checks red in the UI, and the lineage counts partitions that passed. Partitioned
+    checks are a preview of Dagster 1.13 (it warns at every load): the one place that says so."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            name, asset=asset, description=description, partitions_def=mapping_day_partitions
+        )
+
+
+def column_schema(table: str, *files: str) -> dg.TableSchema:
+    """The UI's column schema of `table`, read from its own definition so the two never disagree: the
+    `create` and `alter` statements of `files` (in order), run on an empty in-memory DuckDB."""
+    from pipeline.warehouse.sql_files import read_sql
 
     con = duckdb.connect()
     try:
-        run_sql_file(con, ddl_path)
+        for path in files:
+            for statement in con.extract_statements(read_sql(path)):
+                code = [line for line in statement.query.splitlines() if not line.strip().startswith("--")]
+                if " ".join(code).strip().lower().startswith(("create", "alter")):
+                    con.execute(statement.query)
         rows = con.execute(f"describe {table}").fetchall()
     finally:
         con.close()

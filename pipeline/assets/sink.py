@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from pipeline.assets.models import appointment_eligibility
-from pipeline.assets.resources import PipelineResource, refresh_analysts_db
+from pipeline.assets.resources import PipelineResource, column_schema, partition_check, refresh_analysts_db
 from pipeline.assets.runs import record_failed_run
 from pipeline.automation.partitions import mapping_day_partitions
 from pipeline.automation.sensors import CALENDAR_ALERTS_CHECK, calendar_alerts_result
@@ -43,11 +43,14 @@ having count(*) > 1
     kinds={"duckdb"},
     deps=[appointment_eligibility],
     hooks={record_failed_run},
+    metadata={
+        "dagster/column_schema": column_schema("sink.review_request_ledger", "sink/review_request_ledger.sql")
+    },
     check_specs=[
-        dg.AssetCheckSpec(
+        partition_check(
             "no_appointment_sent_twice",
-            asset="review_requests",
-            description="No Cliniko appointment has two `sent` ledger rows, across every mapping of a group.",
+            "review_requests",
+            "No Cliniko appointment has two `sent` ledger rows, across every mapping of a group.",
         )
     ],
 )
@@ -60,7 +63,7 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
     and raises an alert; the requests stay `pending` for the retry. Once posted, the run records the partition
     as done (closed, unless the run started before its close time). Metadata counts ledger rows by status.
     """
-    day, mapping = pipeline.partition(context)
+    day, mapping = pipeline.partition(context, needs=("appointment_eligibility",))
     settings = pipeline.settings
     params = {"business_number": day.business_number, "partition_date": day.partition_date}
     warehouse_path = settings.warehouse_path(mapping.group_id)
@@ -126,6 +129,16 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
     kinds={"duckdb"},
     deps=[review_requests],
     hooks={record_failed_run},
+    metadata={  # the analysts' main table; docs/analytics.md describes every one
+        "dagster/column_schema": column_schema(
+            "analytics.restriction_reasons",
+            "seeds/restriction_codes.sql",
+            "marts/appointment_eligibility.sql",
+            "analytics/restriction_reasons.sql",
+        ),
+        "tables": "restriction_reasons, review_requests, coverage, partition_runs, partition_states, alerts, "
+        "restriction_codes, registry_changes, snapshot_info (docs/analytics.md)",
+    },
 )
 def analytics_database(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """`$DATA_DIR/analytics.duckdb`: the analysts' views `restriction_reasons`, `review_requests`,

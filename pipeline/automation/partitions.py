@@ -9,11 +9,20 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline.leases import holder_alive
+from pipeline.registry.model import MAX_CATCHUP_DAYS
+from pipeline.settings import load_settings
 
 MAPPING_DIMENSION = "mapping"
 DATE_DIMENSION = "date"
-PARTITIONS_START = "2024-01-01"
-PARTITIONS_START_DATE = date.fromisoformat(PARTITIONS_START)
+# The first day of the `date` partitions: `PARTITIONS_START` if set, else the oldest partition the calendar
+# may run today (a mapping's schedule starts the day before its first due time, at most MAX_CATCHUP_DAYS
+# back: SPEC §8). So the UI's partition counts cover the days the product answers for, not years before it
+# existed; older days exist (for `cliniko-reviews run` on purpose, or history) once PARTITIONS_START says so.
+# Read when the code location loads: a process started later counts from its own day.
+PARTITIONS_START_DATE = load_settings().partitions_start or (
+    datetime.now(UTC).date() - timedelta(days=MAX_CATCHUP_DAYS + 1)
+)
+PARTITIONS_START = PARTITIONS_START_DATE.isoformat()
 
 mapping_partitions = dg.DynamicPartitionsDefinition(name=MAPPING_DIMENSION)
 # end_offset=1 makes today's partition exist, which hourly mappings run ("today so far").

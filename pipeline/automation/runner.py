@@ -11,7 +11,12 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import duckdb
 
-from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay, runs_in_flight
+from pipeline.automation.partitions import (
+    MAPPING_DIMENSION,
+    PARTITIONS_START_DATE,
+    MappingDay,
+    runs_in_flight,
+)
 from pipeline.leases import release
 from pipeline.registry import Registry
 from pipeline.settings import Settings
@@ -53,7 +58,15 @@ def dates_between(start: date, end: date | None) -> list[date]:
 def select_partitions(
     registry: Registry, dates: Sequence[date], business_numbers: Sequence[str] = ()
 ) -> list[MappingDay]:
-    """The partitions of the active mappings (or of the named ones, which must exist and be active)."""
+    """The partitions of the active mappings (or of the named ones, which must exist and be active), on days
+    the partitions have (from `PARTITIONS_START`)."""
+    early = sorted(d for d in dates if d < PARTITIONS_START_DATE)
+    if early:
+        raise ValueError(
+            f"{early[0]} is before the first day of the partitions ({PARTITIONS_START_DATE}). To run "
+            f"older days, set PARTITIONS_START={early[0]} (or earlier) where the pipeline runs, and restart "
+            "the code location if it is running."
+        )
     active = {m.business_number: m for m in registry.mappings(active_only=True)}
     if business_numbers:
         unknown = [bn for bn in business_numbers if bn not in active]

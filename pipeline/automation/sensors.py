@@ -358,7 +358,8 @@ def _plan_alerts(mapping: MappingConfig, plan: planner.Plan, past) -> list[Alert
                 "mapping_unschedulable",
                 f"mapping_unschedulable|{bn}",
                 f"Mapping {bn} is due to run partition {first}, before the partitions start "
-                f"({PARTITIONS_START_DATE}); those partitions are skipped. Check its nextRunTime.",
+                f"({PARTITIONS_START_DATE}); those partitions are skipped. Check its nextRunTime; to run "
+                "them, set PARTITIONS_START to an earlier day and restart the code location.",
                 bn,
                 group,
             )

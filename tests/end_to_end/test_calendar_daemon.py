@@ -156,7 +156,7 @@ def deployment(work: Path, env: dict[str, str]) -> tuple[Process, Process]:
                         "grpc_server": {
                             "host": "127.0.0.1",
                             "port": port,
-                            "location_name": "pipeline.definitions",
+                            "location_name": "cliniko_reviews",
                         }
                     }
                 ]

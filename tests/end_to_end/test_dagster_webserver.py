@@ -143,7 +143,7 @@ def test_the_code_location_loads_from_workspace_yaml(webserver: str) -> None:
     workspace = _graphql(webserver, WORKSPACE_QUERY)["workspaceOrError"]
     assert workspace["__typename"] == "Workspace"
     locations = {e["name"]: e["locationOrLoadError"] for e in workspace["locationEntries"]}
-    assert locations == {"pipeline.definitions": {"__typename": "RepositoryLocation"}}
+    assert locations == {"cliniko_reviews": {"__typename": "RepositoryLocation"}}
 
 
 def test_every_asset_and_check_is_loaded(webserver: str) -> None:

@@ -126,7 +126,7 @@ def test_runs_fork_from_a_warm_server_terminate_and_follow_code_changes(
             )
         port = 24000 + os.getpid() % 1000
         workspace = tmp_path / "workspace.yaml"
-        location = {"host": "127.0.0.1", "port": port, "location_name": "pipeline.definitions"}
+        location = {"host": "127.0.0.1", "port": port, "location_name": "cliniko_reviews"}
         workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": location}]}))
         bin_dir = Path(sys.executable).parent
         with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -207,7 +207,7 @@ def test_two_hosts_run_the_same_groups_at_once_and_post_each_request_once(
         (home_a / "dagster.yaml").write_text(DAGSTER_YAML + POSTGRES_STORAGE_YAML)
         port = 25000 + os.getpid() % 1000
         workspace = tmp_path / "workspace.yaml"
-        location = {"host": "127.0.0.1", "port": port, "location_name": "pipeline.definitions"}
+        location = {"host": "127.0.0.1", "port": port, "location_name": "cliniko_reviews"}
         workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": location}]}))
         bin_dir = Path(sys.executable).parent
         logs = tmp_path / "logs"

@@ -1,0 +1,54 @@
+"""The first day of the `date` partitions: PARTITIONS_START, or the oldest partition the calendar may run
+(the longest catch-up horizon back from the day the code location loads). Each case imports the
+definitions in a process of its own, as a code location does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from pipeline.registry.model import MAX_CATCHUP_DAYS
+from pipeline.settings import PROJECT_ROOT
+
+PRINT_START = (
+    "from pipeline.automation.partitions import daily_partitions as p; print(p.start.date().isoformat())"
+)
+
+
+def first_day(**env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "PARTITIONS_START"} | env
+    return subprocess.run(
+        [sys.executable, "-c", PRINT_START], cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True
+    )
+
+
+def test_unset_the_partitions_start_at_the_oldest_day_the_calendar_may_run():
+    before = datetime.now(UTC).date()
+    printed = date.fromisoformat(first_day().stdout.strip())
+    after = datetime.now(UTC).date()
+    assert printed in {d - timedelta(days=MAX_CATCHUP_DAYS + 1) for d in (before, after)}
+
+
+def test_partitions_start_sets_the_first_day():
+    assert first_day(PARTITIONS_START="2025-03-01").stdout.strip() == "2025-03-01"
+
+
+@pytest.mark.parametrize("value", ["2025-13-01", "March 2025", "2025/03/01"])
+def test_a_malformed_partitions_start_says_how_to_write_it(value):
+    result = first_day(PARTITIONS_START=value)
+    assert result.returncode != 0
+    expected = f"PARTITIONS_START must be a date written YYYY-MM-DD (e.g. 2026-09-01), not {value!r}"
+    assert expected in result.stderr
+
+
+def test_the_run_command_refuses_a_day_before_the_partitions_and_says_what_to_set():
+    from pipeline.automation.partitions import PARTITIONS_START_DATE
+    from pipeline.automation.runner import select_partitions
+
+    day = PARTITIONS_START_DATE - timedelta(days=1)
+    with pytest.raises(ValueError, match=f"set PARTITIONS_START={day} \\(or earlier\\)"):
+        select_partitions(None, [day, PARTITIONS_START_DATE])
