@@ -3,8 +3,9 @@
     uv run python docs/screenshots/take_dashboard.py
 
 Starts the admin app on a free loopback port over a temporary DATA_DIR, sets up the manual's SMB clinic and a
-small enterprise through the admin API, and saves `dashboard-list.png` (the integrations list) and
-`dashboard-drawer.png` (the location drawer of Add Integration) next to this script. Needs Debian's chromium
+small enterprise through the admin API, and saves `dashboard-list.png` (the integrations list),
+`dashboard-drawer.png` (the location drawer of Add Integration, with a next run time 10 days back and its
+catch-up warning) and `dashboard-review.png` (the review step) next to this script. Needs Debian's chromium
 (`make browser`).
 """
 
@@ -15,6 +16,7 @@ import socket
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -104,7 +106,23 @@ def main() -> None:
                 page.get_by_label("Business ID (Birdeye location)").fill("159894399999911")
                 page.get_by_label("Location names").fill("New York, Brooklyn")
                 page.get_by_label("Customer fetch delay (days)", exact=True).last.fill("2")
+                page.get_by_label("Beta").check()
+                page.get_by_label("Birdeye API key", exact=True).last.fill("be-demo-9f8e7d6c5b4a3928")
+                past = datetime.now(UTC) - timedelta(days=10, hours=1)
+                page.get_by_label("Next run time (UTC)").fill(past.strftime("%Y-%m-%dT%H:%M"))
+                page.locator("#loc-next-run-warning").wait_for()
+                page.locator("#loc-next-run").scroll_into_view_if_needed()
                 page.screenshot(path=HERE / "dashboard-drawer.png")
+
+                page.get_by_role("dialog").get_by_role("button", name="Add").click()
+                page.get_by_role("button", name="Add location").click()
+                page.get_by_label("Business ID (Birdeye location)").fill("159894399999912")
+                page.get_by_label("Location names").fill("Queens")
+                page.get_by_label("Test (dry run, never sends)").check()
+                page.get_by_role("dialog").get_by_role("button", name="Add").click()
+                page.get_by_role("button", name="Next").click()
+                page.locator("#review-warnings li").first.wait_for()
+                page.screenshot(path=HERE / "dashboard-review.png", full_page=True)
                 browser.close()
         finally:
             server.should_exit = True

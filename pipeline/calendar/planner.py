@@ -157,3 +157,34 @@ def plan(
     )
     result.stalled = result.stall_ongoing and not in_flight and not result.requests
     return result
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """What the scheduler does with a `nextRunTime` that lies in the past, for a mapping with no runs yet."""
+
+    due_at: datetime  # the due time its first tick handles: the latest at or before now
+    run: list[date]  # the partitions that due time requests, oldest first (`plan`)
+    skipped: list[date]  # older partitions of its scope that were due but lie outside the catch-up horizon
+    next_run_time: datetime  # nextRunTime once that due time is handled
+
+
+def catch_up(schedule: Schedule, now: datetime) -> CatchUp | None:
+    """The first tick's catch-up for `schedule` at `now` (None while `next_run_time` is still ahead).
+
+    The scheduler does not replay each missed due time: the latest one runs every partition of the mapping's
+    scope that has become runnable and lies inside the horizon, and the older ones are `skipped`. A mapping
+    that already ran has fewer: partitions it closed are not run again.
+    """
+    found = plan(schedule, now, {}, set(), set(), date.min)
+    if found.due_at is None:
+        return None
+    run = [request.partition_date for request in found.requests]
+    skipped = []
+    day = rules.scope_start(schedule.first_run_time, date.min)
+    while day <= found.due_at.date():
+        runnable = schedule.runnable_at(day)
+        if runnable <= found.due_at and not schedule.within_horizon(runnable, found.due_at):
+            skipped.append(day)
+        day += timedelta(days=1)
+    return CatchUp(found.due_at, run, skipped, found.due_at + schedule.frequency)

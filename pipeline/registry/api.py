@@ -15,6 +15,9 @@ Operator routes:
     GET   /admin/health
 Dashboard (pipeline.registry.dashboard): GET / and GET /dashboard/... (the page; no token needed to load it).
 Every error is `{"error": {"field": ..., "message": ...}}` with a 4xx status; request bodies are never logged.
+A refusal a person can meet in the dashboard also carries a stable `code` and its `details`, e.g. a business
+that is already mapped: `"code": "mapping_exists"`, `"details": {"businessNumber", "integrationGroupId"}`
+(`group_exists`: `parentBusinessNumber`, `groupId`). The message stays written for API users.
 """
 
 from __future__ import annotations
@@ -183,6 +186,14 @@ def _error(status: int, field: str | None, message: str, **headers: str) -> JSON
     return JSONResponse({"error": {"field": field, "message": message}}, status_code=status, headers=headers)
 
 
+def _registry_error(exc: RegistryError) -> JSONResponse:
+    """`field` and `message` as every error; a refusal with a code adds `code` and `details`."""
+    error: dict[str, Any] = {"field": exc.field, "message": exc.message}
+    if exc.code is not None:
+        error.update(code=exc.code, details=exc.details)
+    return JSONResponse({"error": error}, status_code=exc.status)
+
+
 def _field_path(loc: tuple) -> str:
     parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
     path = ""
@@ -220,7 +231,7 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
 
 
 async def _on_registry_error(request: Request, exc: RegistryError) -> JSONResponse:
-    return _error(exc.status, exc.field, exc.message)
+    return _registry_error(exc)
 
 
 async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -8,10 +8,15 @@ token like any other client.
 `/dashboard/rules.json` hands the page the registry's catalogue and value rules (property keys, Cliniko
 shards, ranges), taken from `pipeline.registry.model`, so the page can check a whole set-up before its first
 write instead of keeping its own copy of the numbers.
+
+`/dashboard/catch-up` says in words what the scheduler will do with a `nextRunTime` in the past, from the
+calendar's own planner (`pipeline.calendar.planner.catch_up`, pure: no registry data, no Dagster), so the
+page never holds a second copy of the catch-up horizon rule.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +24,14 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from pipeline.calendar.planner import Schedule, catch_up
 from pipeline.registry.model import (
     BIRDEYE_API_KEY,
     CATCHUP_DAYS,
     CLINIKO_API_KEY,
     CLINIKO_SHARDS,
     COOLOFF_DAYS,
+    DEFAULT_CATCHUP_DAYS,
     DEFAULT_FREQUENCY,
     DEFAULT_RUN_TIME_UTC,
     DEFAULT_SHARD,
@@ -33,9 +40,15 @@ from pipeline.registry.model import (
     LOCATION_NAME,
     MAPPING_KEYS,
     MAX_BUSINESS_NUMBER_DIGITS,
+    MAX_CATCHUP_DAYS,
     MAX_FREQUENCY,
     SOURCES,
     TRIGGERS,
+    Frequency,
+    RegistryError,
+    format_run_time,
+    parse_frequency,
+    parse_run_time,
 )
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -72,6 +85,7 @@ def rules() -> dict[str, Any]:
             "fetchDelay": FETCH_DELAY,
             "cooloffDays": COOLOFF_DAYS,
             "locationName": LOCATION_NAME,
+            "catchupDays": CATCHUP_DAYS,
         },
         "groupKeys": list(GROUP_KEYS),
         "mappingKeys": list(MAPPING_KEYS),
@@ -82,7 +96,105 @@ def rules() -> dict[str, Any]:
         "maxFrequency": dict(MAX_FREQUENCY),
         "defaultFrequency": {"value": DEFAULT_FREQUENCY[0], "unit": DEFAULT_FREQUENCY[1]},
         "defaultRunTimeUtc": DEFAULT_RUN_TIME_UTC.strftime("%H:%M"),
+        "defaultCatchupDays": DEFAULT_CATCHUP_DAYS,
     }
+
+
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit if count == 1 else unit + 's'}"
+
+
+def _ago(span: timedelta) -> str:
+    if span >= timedelta(days=1):
+        return _plural(span.days, "day")
+    if span >= timedelta(hours=1):
+        return _plural(span.seconds // 3600, "hour")
+    return "less than an hour"
+
+
+def _days(first: date, last: date) -> str:
+    return first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def catch_up_words(
+    next_run_time: datetime,
+    frequency: Frequency,
+    *,
+    fetch_delay_days: int,
+    catchup_days: int,
+    active: bool,
+    existing: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    """What the scheduler will do with this next run time, for a person: `past` is False (and `message` None)
+    while it lies ahead. Days are the days whose appointments are asked about (partition date - fetch delay).
+
+    The clinics' time zones are not known here, so the days are counted as the scheduler counts them before
+    its first fetch (a day ends when it has ended everywhere, UTC-12): "about".
+    """
+    first_run = max(next_run_time, now - timedelta(days=MAX_CATCHUP_DAYS))
+    plan = catch_up(
+        Schedule(
+            business_number="0",
+            group_id=0,
+            next_run_time=next_run_time,
+            first_run_time=first_run,
+            frequency=frequency.as_timedelta(),
+            hourly=frequency.unit == "hours",
+            fetch_delay_days=fetch_delay_days,
+            catchup_days=catchup_days,
+            time_zones=None,
+        ),
+        now,
+    )
+    if plan is None:
+        return {"past": False, "message": None}
+    every = _plural(frequency.value, frequency.unit.removesuffix("s"))
+    horizon = f"its catch-up horizon of {_plural(catchup_days, 'day')} plus one frequency ({every})"
+    opening = f"This next run time, {_when(next_run_time)}, is {_ago(now - next_run_time)} in the past."
+    result: dict[str, Any] = {
+        "past": True,
+        "catchupDays": catchup_days,
+        "runDays": len(plan.run),
+        "skippedDays": len(plan.skipped),
+        "nextRunTimeAfter": format_run_time(plan.next_run_time),
+    }
+    if not active:
+        result["message"] = (
+            f"{opening} The location is inactive, so nothing runs until it is made active; then the "
+            f"scheduler catches up the missed days, going no further back than {horizon}."
+        )
+        return result
+    target = [day - timedelta(days=fetch_delay_days) for day in plan.run]
+    dropped = [day - timedelta(days=fetch_delay_days) for day in plan.skipped]
+    words = [opening, "The scheduler does not repeat every missed run."]
+    if target:
+        words.append(
+            f"At its next check after saving it catches up the missed days: about "
+            f"{_plural(len(target), 'day')} of appointments ({_days(target[0], target[-1])}), going no "
+            f"further back than {horizon}."
+        )
+    else:
+        words.append(
+            f"At its next check after saving no missed day has ended yet everywhere, so it runs nothing; it "
+            f"never goes further back than {horizon}."
+        )
+    if dropped:
+        words.append(
+            f"The {_plural(len(dropped), 'older day')} ({_days(dropped[0], dropped[-1])}) "
+            f"{'is' if len(dropped) == 1 else 'are'} skipped: no review requests are sent for "
+            f"{'it' if len(dropped) == 1 else 'them'} unless a data engineer runs "
+            f"{'it' if len(dropped) == 1 else 'them'} on purpose."
+        )
+    if existing:
+        words.append("Days this location already ran are not run again.")
+    words.append(f"Then the next run time becomes {_when(plan.next_run_time)}.")
+    result["message"] = " ".join(words)
+    return result
 
 
 def mount_dashboard(app: FastAPI) -> None:
@@ -96,6 +208,33 @@ def mount_dashboard(app: FastAPI) -> None:
     @router.get("/dashboard/rules.json")
     def page_rules() -> dict[str, Any]:
         return rules()
+
+    @router.get("/dashboard/catch-up")
+    def page_catch_up(
+        nextRunTime: str,
+        frequencyValue: int,
+        frequencyUnit: str,
+        fetchDelay: int = 0,
+        catchupDays: int = DEFAULT_CATCHUP_DAYS,
+        active: bool = True,
+        existing: bool = False,
+    ) -> dict[str, Any]:
+        """The catch-up warning of the location drawer and the review step (see `catch_up_words`)."""
+        if not 0 <= catchupDays <= MAX_CATCHUP_DAYS:
+            raise RegistryError("catchupDays", f"must be an integer from 0 to {MAX_CATCHUP_DAYS}")
+        if not 0 <= fetchDelay <= INTEGER_RANGES[FETCH_DELAY][1]:
+            raise RegistryError(
+                "fetchDelay", f"must be an integer from 0 to {INTEGER_RANGES[FETCH_DELAY][1]}"
+            )
+        return catch_up_words(
+            parse_run_time(nextRunTime, "nextRunTime"),
+            parse_frequency(frequencyValue, frequencyUnit, "frequency"),
+            fetch_delay_days=fetchDelay,
+            catchup_days=catchupDays,
+            active=active,
+            existing=existing,
+            now=datetime.now(UTC),
+        )
 
     app.include_router(router)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")

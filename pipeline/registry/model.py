@@ -70,13 +70,28 @@ _DIGITS = re.compile(r"[0-9]+")
 
 
 class RegistryError(Exception):
-    """A request the registry refuses: `field` names the input, `status` is the HTTP status to answer."""
+    """A request the registry refuses: `field` names the input, `status` is the HTTP status to answer.
 
-    def __init__(self, field: str, message: str, status: int = 422) -> None:
+    `message` is written for the API's users (curl, scripts) and may name routes. A refusal a person can meet
+    in the dashboard also has a stable `code` and the `details` it is about, so the page can say it in its own
+    words (`ERROR_WORDS` in static/dashboard.js) without parsing the message.
+    """
+
+    def __init__(
+        self,
+        field: str,
+        message: str,
+        status: int = 422,
+        *,
+        code: str | None = None,
+        details: dict[str, object] | None = None,
+    ) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
         self.status = status
+        self.code = code
+        self.details = details or {}
 
 
 def is_secret_key(key: str) -> bool:

@@ -54,6 +54,9 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_SECONDS = 30.0
+# Codes of the refusals the dashboard words for people (`RegistryError.code`); stable, part of the API.
+GROUP_EXISTS = "group_exists"
+MAPPING_EXISTS = "mapping_exists"
 FIRST_GROUP_ID = 22253
 _REGISTRY_LOCK_ID = 0x72656769  # pg_advisory_xact_lock id of registry writes ("regi")
 
@@ -547,6 +550,8 @@ class RegistryStore:
                     f"business {parent_business_number} already has integration group {group_id} for source "
                     f"{source_id}; change it with POST /integration/update/businessintegrationgroup",
                     409,
+                    code=GROUP_EXISTS,
+                    details={"parentBusinessNumber": parent_business_number, "groupId": group_id},
                 )
             now = _now()
             stamp = _stamp(now)
@@ -731,6 +736,11 @@ class RegistryStore:
                     f"business {request.business_number} is already mapped in integration group "
                     f"{existing['group_id']}; change it with PATCH /admin/mappings/{request.business_number}",
                     409,
+                    code=MAPPING_EXISTS,
+                    details={
+                        "businessNumber": request.business_number,
+                        "integrationGroupId": existing["group_id"],
+                    },
                 )
             now = _now()
             frequency = request.frequency or Frequency(*DEFAULT_FREQUENCY)

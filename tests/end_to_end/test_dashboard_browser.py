@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -514,3 +515,262 @@ def test_the_page_fits_a_narrow_window(browser: Browser, base_url: str) -> None:
         box = page.get_by_role("dialog").bounding_box()
         assert box is not None and box["x"] >= 0 and box["width"] <= 400
         assert page.evaluate("document.documentElement.scrollWidth") <= 400
+
+
+def _local(moment: datetime) -> str:
+    """A time as the drawer's `datetime-local` input takes it (UTC, to the minute)."""
+    return moment.strftime("%Y-%m-%dT%H:%M")
+
+
+def test_an_existing_group_or_mapping_is_refused_in_words_for_people_not_api_routes(
+    browser: Browser, base_url: str, app: FastAPI
+) -> None:
+    replay_manual(base_url)
+    with dashboard(browser, base_url) as page:
+        # From the list: a location that is already mapped elsewhere (no look-up first: the API refuses it).
+        page.get_by_role("button", name="Add location to group 22253").click()
+        drawer = page.get_by_role("dialog")
+        _fill_location(
+            page, {"Business ID (Birdeye location)": ENTERPRISE_LOCATION_NUMBER, "Location names": "Fitzroy"}
+        )
+        drawer.get_by_role("button", name="Save").click()
+        number_field = page.locator(".field", has=page.locator("#loc-business-number"))
+        expect(number_field.locator(".field-error")).to_have_text(
+            "is already mapped in integration group 22253; to change it, use Edit on its row in the "
+            "Integrations list"
+        )
+        expect(drawer).not_to_contain_text("PATCH")
+        page.keyboard.press("Escape")
+
+        # In the wizard, a change made elsewhere between the page's look-ups and its writes (the look-ups are
+        # answered "nothing there"): the group's and the mapping's refusals come from the API.
+        page.route(
+            re.compile(r".*/integration/businessintegrationgroup/\d+$"),
+            lambda route: route.fulfill(status=404, json={"error": {"field": None, "message": "none"}}),
+        )
+        page.route("**/admin/mappings?businessNumber=*", lambda route: route.fulfill(json={"mappings": []}))
+        before = app.state.registry.snapshot()
+        _set_up_smb(page, SMB_BUSINESS_NUMBER, "New York")
+        expect(page.locator("#g-parent-error")).to_have_text(
+            "already has integration group 22253; add locations to it with Add location on that group in "
+            "the Integrations list"
+        )
+        expect(page.locator("#wizard-view")).not_to_contain_text("POST /integration")
+        assert app.state.registry.snapshot() == before
+
+        page.get_by_role("button", name="Cancel").click()
+        _start_enterprise(
+            page,
+            "700000000000001",
+            [{"Business ID (Birdeye location)": ENTERPRISE_LOCATION_NUMBER, "Location names": "Fitzroy"}],
+        )
+        _save(page)
+        expect(page.locator("#wizard-banner")).to_contain_text(f"Not saved: {ENTERPRISE_LOCATION_NUMBER}.")
+        taken = page.locator(f"#pending-locations li[data-business-number='{ENTERPRISE_LOCATION_NUMBER}']")
+        expect(taken).to_contain_text(
+            "is already mapped in integration group 22253; to change it, use Edit on its row"
+        )
+        expect(page.locator("#wizard-view")).not_to_contain_text("/admin/mappings")
+
+
+def test_the_review_shows_everything_that_will_be_saved_and_no_stale_message(
+    browser: Browser, base_url: str
+) -> None:
+    with dashboard(browser, base_url) as page:
+        _start_enterprise(
+            page,
+            "800000000000001",
+            [
+                {
+                    "Business ID (Birdeye location)": "800000000000011",
+                    "Location names": "Carlton ,Fitzroy",
+                    "Every": "12",
+                    "Unit": "hours",
+                    "Next run time (UTC)": "2031-03-04T07:30",
+                    "Customer fetch delay (days)": "5",
+                    "Beta": "yes",
+                },
+                {
+                    "Business ID (Birdeye location)": "800000000000012",
+                    "Location names": "Brunswick",
+                    "Status": "inactive",
+                    "Test (dry run, never sends)": "yes",
+                    "Next run time (UTC)": "2031-03-05T06:00",
+                    "Cliniko API key": OVERRIDE_KEY,
+                    "Birdeye API key": BIRDEYE_KEY,
+                },
+            ],
+        )
+        expect(page.get_by_role("status")).to_have_text(
+            "Location 800000000000012 added to this integration; it is not saved yet."
+        )
+        page.get_by_role("button", name="Next").click()
+        expect(page.get_by_role("heading", name="Review and save")).to_be_visible()
+        expect(page.locator("#status")).to_be_empty()
+        expect(page.locator("#review-summary")).to_have_text(
+            "Nothing is saved yet. Save writes the integration group and the 2 locations below, "
+            "exactly as shown."
+        )
+        expect(page.locator("#review .facts dd")).to_have_text(
+            [
+                "Cliniko",
+                "Cliniko Appointment Trigger",
+                "Enterprise (multi-location)",
+                "800000000000001",
+                "****-uk2",
+                "none",
+                "2 days",
+                "off",
+                "7 days (the registry's default)",
+            ]
+        )
+        carlton = page.locator("#review-locations tr[data-location='800000000000011'] > *")
+        expect(carlton).to_have_text(
+            [
+                "800000000000011",
+                "Carlton, Fitzroy",
+                "active",
+                "no",
+                "yes",
+                "every 12 hours",
+                "2031-03-04 07:30 UTC",
+                "5 days (override)",
+                "none: the group's keys",
+                "not saved",
+            ]
+        )
+        brunswick = page.locator("#review-locations tr[data-location='800000000000012'] > *")
+        expect(brunswick).to_have_text(
+            [
+                "800000000000012",
+                "Brunswick",
+                "inactive",
+                "yes (dry run)",
+                "no",
+                "every 1 day",
+                "2031-03-05 06:00 UTC",
+                "2 days (group)",
+                "Cliniko API key ****-uk2Birdeye API key ****e8f9",
+                "not saved",
+            ]
+        )
+        expect(page.locator("#review")).not_to_contain_text(OVERRIDE_KEY[:-4])
+        expect(page.locator("#review-warnings")).to_be_hidden()
+
+        # Back, change a location: the review is built again from what will now be sent.
+        page.get_by_role("button", name="Back").click()
+        page.locator("#pending-locations li[data-business-number='800000000000011']").get_by_role(
+            "button", name="Edit"
+        ).click()
+        _fill_location(page, {"Every": "2", "Unit": "days", "Beta": "no"})
+        page.get_by_role("dialog").get_by_role("button", name="Update").click()
+        page.get_by_role("button", name="Next").click()
+        expect(carlton.nth(4)).to_have_text("no")
+        expect(carlton.nth(5)).to_have_text("every 2 days")
+        expect(page.locator("#status")).to_be_empty()
+
+        # A save that fails half-way: the review then says what is saved and what is still to save.
+        def bad_delay(route: Route) -> None:
+            body = json.loads(route.request.post_data or "{}")
+            if body["businessNumber"] == "800000000000012":
+                body["integrationProperties"].append(
+                    {"propertyKey": "customer.fetch.delay", "propertyValue": "999"}
+                )
+            route.continue_(post_data=json.dumps(body))
+
+        page.route("**/integration/add/businessintegrationmapping", bad_delay)
+        page.get_by_role("button", name="Save").click()
+        expect(page.locator("#wizard-banner")).to_contain_text("Not saved: 800000000000012.")
+        group_id = _api(base_url, "/integration/businessintegrationgroup/800000000000001")["groupId"]
+        page.get_by_role("button", name="Next").click()
+        expect(page.locator("#wizard-banner")).to_be_hidden()
+        expect(page.locator("#review-summary")).to_have_text(
+            f"Integration group {group_id} is saved. “Save remaining locations” writes the 1 location marked "
+            "“not saved” below; nothing else changes."
+        )
+        expect(carlton.last).to_have_text("saved")
+        expect(brunswick.last).to_have_text("not saved")
+
+        # Reopened: the partial save is told again from what is saved, nothing older is kept.
+        page.get_by_role("button", name="Cancel").click()
+        page.get_by_role("button", name="Add Integration").click()
+        expect(page.locator("#status")).to_be_empty()
+        expect(page.locator("#wizard-banner")).to_contain_text("Not saved: 800000000000012.")
+        page.unroute("**/integration/add/businessintegrationmapping")
+        page.get_by_role("button", name="Next").click()
+        page.get_by_role("button", name="Save remaining locations").click()
+        expect(page.get_by_role("status")).to_contain_text(f"Integration group {group_id} saved")
+
+        # A new set-up starts clean.
+        page.get_by_role("button", name="Add Integration").click()
+        expect(page.locator("#status")).to_be_empty()
+        expect(page.locator("#wizard-banner")).to_be_hidden()
+
+    brunswick_saved = _api(base_url, "/admin/mappings/800000000000012")
+    assert (brunswick_saved["active"], brunswick_saved["test"], brunswick_saved["beta"]) == (
+        False,
+        True,
+        False,
+    )
+    assert _api(base_url, "/admin/mappings/800000000000011")["frequency"] == {"value": 2, "unit": "days"}
+
+
+def test_a_next_run_time_in_the_past_is_explained_where_it_is_entered_and_in_the_review(
+    browser: Browser, base_url: str
+) -> None:
+    replay_manual(base_url)
+    # The SMB location's own catch-up horizon: the warning must use it, not the default.
+    httpx.patch(
+        f"{base_url}/admin/mappings/{SMB_BUSINESS_NUMBER}",
+        json={"integrationProperties": [{"propertyKey": "customer.catchup.days", "propertyValue": "2"}]},
+        timeout=10,
+    ).raise_for_status()
+    ten_days_ago = _local(datetime.now(UTC) - timedelta(days=10, hours=1))
+    with dashboard(browser, base_url) as page:
+        page.get_by_role("button", name=f"Edit {SMB_BUSINESS_NUMBER}").click()
+        drawer = page.get_by_role("dialog")
+        warning = page.locator("#loc-next-run-warning")
+        expect(warning).to_be_hidden()  # the manual's next run time lies ahead
+        drawer.get_by_label("Next run time (UTC)").fill(ten_days_ago)
+        expect(warning).to_contain_text("is 10 days in the past")
+        expect(warning).to_contain_text("catch-up horizon of 2 days plus one frequency (1 day)")
+        expect(warning).to_contain_text("are skipped")
+        expect(warning).to_contain_text("Days this location already ran are not run again.")
+        drawer.get_by_label("Status").select_option("inactive")
+        expect(warning).to_contain_text("The location is inactive, so nothing runs until it is made active")
+        page.keyboard.press("Escape")
+
+        # The wizard: the group's fetch delay and the registry's default horizon (7 days).
+        _start_enterprise(page, "900000000000001", [])
+        page.get_by_role("button", name="Add location").click()
+        _fill_location(
+            page,
+            {
+                "Business ID (Birdeye location)": "900000000000011",
+                "Location names": "Hobart",
+                "Next run time (UTC)": ten_days_ago,
+            },
+        )
+        expect(warning).to_contain_text("catch-up horizon of 7 days plus one frequency (1 day)")
+        _fill_location(page, {"Every": "2"})
+        expect(warning).to_contain_text("catch-up horizon of 7 days plus one frequency (2 days)")
+        page.get_by_role("dialog").get_by_role("button", name="Add").click()
+        page.get_by_role("button", name="Next").click()
+        review_warning = page.locator("#review-warnings li[data-location='900000000000011']")
+        expect(review_warning).to_contain_text("is 10 days in the past")
+        expect(review_warning).to_contain_text("plus one frequency (2 days)")
+        expect(
+            page.locator("#review-locations tr[data-location='900000000000011'] .next-run")
+        ).to_contain_text("in the past")
+
+        # Moved ahead again: no warning in the drawer, none in the review.
+        page.get_by_role("button", name="Back").click()
+        page.locator("#pending-locations li[data-business-number='900000000000011']").get_by_role(
+            "button", name="Edit"
+        ).click()
+        _fill_location(page, {"Next run time (UTC)": _local(datetime.now(UTC) + timedelta(days=1))})
+        expect(warning).to_be_hidden()
+        page.get_by_role("dialog").get_by_role("button", name="Update").click()
+        page.get_by_role("button", name="Next").click()
+        expect(page.locator("#review-locations tr[data-location='900000000000011']")).to_be_visible()
+        expect(page.locator("#review-warnings")).to_be_hidden()

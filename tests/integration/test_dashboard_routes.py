@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -103,3 +104,27 @@ def test_the_pages_frequency_limits_are_the_registrys() -> None:
         assert parse_frequency(high, unit, "frequency").value == high
         with pytest.raises(RegistryError):
             parse_frequency(high + 1, unit, "frequency")
+
+
+def test_the_catch_up_warning_is_public_and_comes_from_the_calendar(url: str) -> None:
+    """No token: it reads no registry data. A past time gets the planner's words, a future one none."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    past = (now - timedelta(days=10, hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    query = {"nextRunTime": past, "frequencyValue": 1, "frequencyUnit": "days", "catchupDays": 3}
+    reply = httpx.get(f"{url}/dashboard/catch-up", params=query)
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert answer["past"] is True and answer["catchupDays"] == 3
+    assert "is 10 days in the past" in answer["message"]
+    assert "catch-up horizon of 3 days plus one frequency (1 day)" in answer["message"]
+    assert answer["skippedDays"] > 0 and f"The {answer['skippedDays']} older days" in answer["message"]
+
+    future = (now + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert httpx.get(f"{url}/dashboard/catch-up", params={**query, "nextRunTime": future}).json() == {
+        "past": False,
+        "message": None,
+    }
+    refused = httpx.get(f"{url}/dashboard/catch-up", params={**query, "catchupDays": 91})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "catchupDays"
+    refused = httpx.get(f"{url}/dashboard/catch-up", params={**query, "nextRunTime": "yesterday"})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "nextRunTime"

@@ -992,3 +992,43 @@ def test_a_malformed_admin_tokens_setting_is_a_clear_error_without_the_token(
     with pytest.raises(ValueError, match="ADMIN_TOKENS entry 1 is not name:role:token") as error:
         load_settings()
     assert "analyst-token-1" not in str(error.value)
+
+
+def test_refusals_the_dashboard_words_carry_a_code_and_details_beside_the_unchanged_message(
+    seeded_server: tuple[FastAPI, httpx.Client],
+) -> None:
+    """The dashboard says these in its own words from `code` and `details`; curl users keep `message` (which
+    names the route to use) and the `field`, `message` keys every error has."""
+    app, seeded = seeded_server
+    before = app.state.registry.snapshot()
+    parent = GROUP["parentBusinessNumber"]
+    group = seeded.put(
+        GROUP_PATH,
+        json={**GROUP, "integrationGroupProperties": group_props(prop("customer.fetch.delay", "3"))},
+    )
+    assert group.status_code == 409
+    assert group.json() == {
+        "error": {
+            "field": "parentBusinessNumber",
+            "message": f"business {parent} already has integration group 22253 for source 118; change it "
+            "with POST /integration/update/businessintegrationgroup",
+            "code": "group_exists",
+            "details": {"parentBusinessNumber": str(parent), "groupId": 22253},
+        }
+    }
+    mapping = seeded.put(MAPPING_PATH, json={**MAPPING, "beta": True})
+    assert mapping.status_code == 409
+    number = str(MAPPING["businessNumber"])
+    assert mapping.json() == {
+        "error": {
+            "field": "businessNumber",
+            "message": f"business {number} is already mapped in integration group 22253; change it with "
+            f"PATCH /admin/mappings/{number}",
+            "code": "mapping_exists",
+            "details": {"businessNumber": number, "integrationGroupId": 22253},
+        }
+    }
+    # Any other refusal keeps exactly the two keys it always had.
+    other = seeded.put(MAPPING_PATH, json=mapping_with([NY, NY]))
+    assert set(other.json()["error"]) == {"field", "message"}
+    assert app.state.registry.snapshot() == before

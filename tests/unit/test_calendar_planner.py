@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline.calendar.planner import History, Request, Schedule, candidate_dates, plan
+from pipeline.calendar.planner import History, Request, Schedule, candidate_dates, catch_up, plan
 
 LA = "America/Los_Angeles"
 SYDNEY = "Australia/Sydney"
@@ -637,3 +637,25 @@ def test_a_due_time_is_planned_again_once_its_first_run_learnt_the_zones():
     history = {d("2026-01-15"): History(runs=1, closed_at=utc("2026-01-16 15:02"))}
     again = tick(known, "2026-01-16 15:03", history, requested={d("2026-01-15")})
     assert again.requests == due(d("2026-01-16")) and again.advance_to is None
+
+
+# --- a nextRunTime in the past: what the first tick catches up (the dashboard's warning) ---
+
+
+def test_catch_up_of_a_past_next_run_time_runs_the_horizon_and_skips_the_older_days():
+    # The paused mapping above, as a new one: its scope starts the day before its first due time (01-10).
+    # The latest due time 01-31 06:00 runs 01-22 .. 01-29 and no further back; 01-10 .. 01-21 are skipped.
+    sched = schedule(next_run="2026-01-11 06:00", first_run="2026-01-11 06:00")
+    found = catch_up(sched, utc("2026-01-31 07:00"))
+    assert found is not None
+    assert found.due_at == utc("2026-01-31 06:00")
+    assert found.run == days("2026-01-22", "2026-01-29")
+    assert found.skipped == days("2026-01-10", "2026-01-21")
+    assert found.next_run_time == utc("2026-02-01 06:00")
+
+
+def test_catch_up_of_a_recent_next_run_time_skips_nothing_and_a_future_one_is_none():
+    sched = schedule(next_run="2026-01-29 06:00", first_run="2026-01-29 06:00")
+    found = catch_up(sched, utc("2026-01-31 07:00"))
+    assert found is not None and found.skipped == [] and found.run == days("2026-01-28", "2026-01-29")
+    assert catch_up(schedule(next_run="2026-02-01 06:00"), utc("2026-01-31 07:00")) is None

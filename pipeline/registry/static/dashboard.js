@@ -27,9 +27,25 @@ function h(tag, attrs = {}, ...children) {
 
 // -- API --------------------------------------------------------------------------------------------------
 
+// The page's words for the refusals a person meets here. The API's own message is written for curl users and
+// names routes ("change it with PATCH /admin/mappings/..."); a refusal with a `code` (pipeline.registry.store)
+// is shown in these words instead, built from its `details`. The page's own checks before a write use the
+// same words, so each case is worded in one place.
+const ERROR_WORDS = {
+  mapping_exists: (d) =>
+    `is already mapped in integration group ${d.integrationGroupId}; to change it, use Edit on its row in the Integrations list`,
+  group_exists: (d) =>
+    `already has integration group ${d.groupId}; add locations to it with Add location on that group in the Integrations list`,
+};
+
+function inWords(problem) {
+  const words = ERROR_WORDS[problem.code];
+  return words ? { ...problem, message: words(problem.details ?? {}) } : problem;
+}
+
 class ApiError extends Error {
   constructor(status, body) {
-    const problems = body?.errors ?? (body?.error ? [body.error] : []);
+    const problems = (body?.errors ?? (body?.error ? [body.error] : [])).map(inWords);
     super(problems.map((p) => p.message).join("; ") || `the admin server answered ${status}`);
     this.status = status;
     this.problems = problems.length ? problems : [{ field: null, message: this.message }];
@@ -164,7 +180,7 @@ function placeProblems(problems, fieldMap) {
   for (const problem of problems) {
     const id = inputFor(problem.field, fieldMap);
     if (id) placed.push({ id, message: problem.message });
-    else unplaced.push(problem.field ? `${problem.field}: ${problem.message}` : problem.message);
+    else unplaced.push(problem.field && !problem.code ? `${problem.field}: ${problem.message}` : problem.message);
   }
   return { placed, unplaced };
 }
@@ -247,6 +263,69 @@ function defaultRunTimeLocal() {
 
 function mask(value) {
   return value.length >= 12 ? `****${value.slice(-4)}` : "****";
+}
+
+// -- a next run time in the past (GET /dashboard/catch-up: the calendar's planner, worded by the server) -----
+
+// What a location's catch-up depends on. The fetch delay and catch-up days are the ones in force: the
+// location's own, else its group's, else the registry's default (the wizard sets no catch-up days).
+function catchUpInput(loc, context) {
+  const key = state.rules.keys.catchupDays;
+  const catchup = context.mapping
+    ? effective(context.mapping, key)
+    : context.group?.integrationGroupProperties.find((p) => p.propertyKey === key);
+  return {
+    nextRun: loc.nextRun,
+    frequency: loc.frequency,
+    active: loc.active,
+    fetchDelay: loc.fetchDelay !== "" ? loc.fetchDelay : groupFetchDelay(context.group),
+    catchupDays: catchup?.propertyValue ?? String(state.rules.defaultCatchupDays),
+    existing: context.mode === "edit",
+  };
+}
+
+// The server's answer for these inputs, or null when they are not complete or valid yet (their own checks
+// say so) or the answer did not come.
+async function catchUpOf(input) {
+  const nextRunTime = runTimeIso(input.nextRun);
+  const every = String(input.frequency.value);
+  const max = state.rules.maxFrequency[input.frequency.unit];
+  if (!nextRunTime || !/^[0-9]+$/.test(every) || Number(every) < 1 || Number(every) > max) return null;
+  if (!/^[0-9]+$/.test(String(input.fetchDelay))) return null;
+  const query = new URLSearchParams({
+    nextRunTime,
+    frequencyValue: every,
+    frequencyUnit: input.frequency.unit,
+    fetchDelay: input.fetchDelay,
+    catchupDays: input.catchupDays,
+    active: input.active,
+    existing: input.existing,
+  });
+  try {
+    return await api("GET", `/dashboard/catch-up?${query}`);
+  } catch (error) {
+    if (error instanceof SignInRequired) throw error;
+    return null;
+  }
+}
+
+let drawerWarningSeq = 0;
+
+// The warning under the drawer's next run time, kept in step with every input it depends on.
+async function updateDrawerWarning() {
+  const context = state.drawer;
+  const warning = $("loc-next-run-warning");
+  if (!context?.mode) return;
+  const seq = ++drawerWarningSeq;
+  let found = null;
+  try {
+    found = await catchUpOf(catchUpInput(readLocation(), context));
+  } catch {
+    return;
+  }
+  if (seq !== drawerWarningSeq || state.drawer !== context) return; // a newer input, or another drawer
+  warning.textContent = found?.message ?? "";
+  warning.hidden = !found?.message;
 }
 
 // -- formatting -------------------------------------------------------------------------------------------
@@ -562,7 +641,10 @@ function openLocationDrawer(context, opener) {
       ? `This location overrides the group's key (${override.propertyValue}). Blank: keep it.`
       : "Blank: use the group's key.";
   }
+  $("loc-next-run-warning").hidden = true;
+  $("loc-next-run-warning").textContent = "";
   openDialog($("location-drawer"), opener);
+  updateDrawerWarning();
   if (location?.errors?.length) showProblems(location.errors, "drawer-error");
   showHistory(mode === "edit" ? mapping.businessNumber : null);
 }
@@ -765,7 +847,7 @@ async function submitLocation(event) {
     if (!context.location) wizard.locations.push(saved);
     closeDialog();
     renderPendingLocations();
-    say(`Location ${saved.businessNumber} ready to save.`);
+    say(`Location ${saved.businessNumber} added to this integration; it is not saved yet.`);
     ($("add-location").disabled ? $("wizard-next") : $("add-location")).focus();
     return;
   }
@@ -883,6 +965,10 @@ function lockGroupSteps() {
 async function showStep(index) {
   wizard.step = index;
   const name = STEPS[index];
+  // Messages about an earlier moment ("Location … added", "Nothing was saved: …") go when the step changes;
+  // a caller with news for the new step shows it after this. A partial save is told again from the state.
+  say("");
+  showBanner("wizard-banner", name === "locations" ? partialBanner() : "");
   if (name === "trigger") await renderTriggerChoices();
   if (name === "review") renderReview();
   for (const section of document.querySelectorAll(".step")) section.hidden = section.dataset.step !== name;
@@ -1043,9 +1129,10 @@ function renderPendingLocations() {
           "div",
           {},
           h("strong", {}, loc.businessNumber || "(new)"),
-          ` — ${loc.names} · ${loc.active ? "active" : "inactive"} · every ${plural(Number(loc.frequency.value), loc.frequency.unit)} · next run ${runText(runTimeIso(loc.nextRun))}`,
+          ` — ${loc.names} · ${loc.active ? "active" : "inactive"}${loc.test ? " · test" : ""}${loc.beta ? " · beta" : ""} · every ${plural(Number(loc.frequency.value), loc.frequency.unit)} · next run ${runText(runTimeIso(loc.nextRun))}`,
           loc.fetchDelay !== "" ? ` · fetch delay ${plural(Number(loc.fetchDelay), "days")}` : "",
           loc.clinikoKey ? ` · own Cliniko key ${mask(loc.clinikoKey)}` : "",
+          loc.birdeyeKey ? ` · own Birdeye key ${mask(loc.birdeyeKey)}` : "",
           loc.saved ? [" ", badge("saved", "on")] : null,
           !loc.saved && loc.errors?.length
             ? h("ul", { class: "location-errors" }, loc.errors.map((e) => h("li", {}, `${e.id ? `${labelOf(e.id)}: ` : ""}${e.message}`)))
@@ -1072,24 +1159,114 @@ function removePending(loc) {
   ($("add-location").disabled ? $("wizard-next") : $("add-location")).focus();
 }
 
+// The review shows every value Save writes, as it will be written (keys masked), and is built again each time
+// the step is shown, so it never outlives a change made on an earlier step or a save that failed.
+let reviewSeq = 0;
+
 function renderReview() {
+  const seq = ++reviewSeq;
+  const keys = state.rules.keys;
   const group = groupRequest();
-  const rows = [
+  const groupProps = Object.fromEntries(group.body.integrationGroupProperties.map((p) => [p.propertyKey, p.propertyValue]));
+  const smb = wizardKind() === "smb";
+  const unsaved = wizard.locations.filter((l) => !l.saved);
+  let summary;
+  if (wizard.groupId) {
+    summary = `Integration group ${wizard.groupId} is saved. “Save remaining locations” writes the ${plural(unsaved.length, "locations")} marked “not saved” below; nothing else changes.`;
+  } else if (wizard.groupUnknown) {
+    summary = `The answer to saving the integration group was lost: it may or may not be saved. Save again is safe; it writes what is shown below once.`;
+  } else {
+    summary = `Nothing is saved yet. Save writes the integration group and the ${plural(unsaved.length, "locations")} below, exactly as shown.`;
+  }
+  const cooloff = groupProps[keys.cooloffDays];
+  const groupRows = [
     ["CRM", wizard.source ? sourceName(wizard.source) : "—"],
-    ["Trigger", wizard.triggers.map((t) => t.displayName).join(", ")],
-    [wizardKind() === "smb" ? "Business ID" : "Enterprise ID", group.parent ?? ""],
-    ...group.body.integrationGroupProperties.map((p) => [p.propertyKey, p.isSecure ? mask(p.propertyValue) : p.propertyValue]),
+    ["Trigger", wizard.triggers.map((t) => t.displayName).join(", ") || "—"],
+    ["Account", smb ? "SMB (single location)" : "Enterprise (multi-location)"],
+    [smb ? "Business ID" : "Enterprise ID", group.parent ?? ""],
+    ["Cliniko API key", groupProps[keys.clinikoApiKey] ? mask(groupProps[keys.clinikoApiKey]) : "—"],
+    ["Birdeye API key", groupProps[keys.birdeyeApiKey] ? mask(groupProps[keys.birdeyeApiKey]) : "none"],
+    ["Customer fetch delay", plural(Number(groupProps[keys.fetchDelay] ?? 0), "days")],
+    ["Cool-off", cooloff === undefined ? "off" : plural(Number(cooloff), "days")],
+    ["Catch-up", `${plural(state.rules.defaultCatchupDays, "days")} (the registry's default)`],
   ];
-  if (wizard.groupId) rows.push(["Integration group", `saved as group ${wizard.groupId}`]);
+  if (wizard.groupId) groupRows.push(["Integration group", `saved as group ${wizard.groupId}`]);
+  const columns = ["Business ID", "Location names", "Status", "Test", "Beta", "Frequency", "Next run", "Fetch delay", "Overrides", "Saved"];
+  const rows = wizard.locations.map((loc) => {
+    const overrides = [
+      loc.clinikoKey ? `Cliniko API key ${mask(loc.clinikoKey)}` : null,
+      loc.birdeyeKey ? `Birdeye API key ${mask(loc.birdeyeKey)}` : null,
+    ].filter(Boolean);
+    const cells = [
+      h("th", { scope: "row" }, loc.businessNumber),
+      h("td", {}, loc.names.split(",").map((n) => n.trim()).join(", ")),
+      h("td", {}, loc.active ? "active" : "inactive"),
+      h("td", {}, loc.test ? "yes (dry run)" : "no"),
+      h("td", {}, loc.beta ? "yes" : "no"),
+      h("td", { class: "nowrap" }, `every ${plural(Number(loc.frequency.value), loc.frequency.unit)}`),
+      h("td", { class: "nowrap next-run" }, runText(runTimeIso(loc.nextRun))),
+      h("td", {}, loc.fetchDelay !== "" ? `${plural(Number(loc.fetchDelay), "days")} (override)` : `${plural(Number(groupProps[keys.fetchDelay] ?? 0), "days")} (group)`),
+      h("td", { class: "keys" }, overrides.length ? overrides.map((o) => h("span", { class: "key" }, o)) : "none: the group's keys"),
+      h("td", {}, loc.saved ? badge("saved", "on") : "not saved"),
+    ];
+    cells.forEach((cell, index) => {
+      cell.setAttribute("data-label", columns[index]);
+      cell.replaceChildren(h("span", { class: "value" }, [...cell.childNodes]));
+    });
+    return h("tr", { "data-location": loc.businessNumber }, cells);
+  });
   $("review").replaceChildren(
-    h("dl", { class: "facts" }, rows.flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)])),
+    h("p", { id: "review-summary" }, summary),
+    h("h4", {}, "Integration group"),
+    h("dl", { class: "facts" }, groupRows.flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)])),
     h("h4", {}, "Locations"),
     h(
-      "ul",
-      {},
-      wizard.locations.map((l) => h("li", {}, `${l.businessNumber} — ${l.names}${l.saved ? " (saved)" : ""}`)),
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        { class: "mappings", id: "review-locations" },
+        h("caption", { class: "visually-hidden" }, "Locations to save"),
+        h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, rows),
+      ),
     ),
+    h("div", { id: "review-warnings", class: "warnings", hidden: true }),
   );
+  showReviewWarnings(seq, unsaved);
+}
+
+async function showReviewWarnings(seq, unsaved) {
+  let found;
+  try {
+    found = await Promise.all(unsaved.map((loc) => catchUpOf(catchUpInput(loc, { mode: "pending" }))));
+  } catch {
+    return;
+  }
+  if (seq !== reviewSeq) return; // the review was built again meanwhile
+  const past = unsaved.map((loc, index) => [loc, found[index]]).filter(([, answer]) => answer?.message);
+  const box = $("review-warnings");
+  box.replaceChildren(
+    h("h4", {}, "Next run times in the past"),
+    h("ul", {}, past.map(([loc, answer]) => h("li", { "data-location": loc.businessNumber }, h("strong", {}, loc.businessNumber), `: ${answer.message}`))),
+  );
+  box.hidden = !past.length;
+  for (const [loc] of past) {
+    document.querySelector(`#review-locations tr[data-location="${loc.businessNumber}"] .next-run .value`)?.append(" ", badge("in the past", "override"));
+  }
+}
+
+// What a partial save left: shown on the Locations step for as long as it is true.
+function partialBanner() {
+  const unsaved = wizard.locations.filter((l) => !l.saved);
+  if (!wizard.groupId || !unsaved.length) return "";
+  const saved = wizard.locations.filter((l) => l.saved).map((l) => l.businessNumber);
+  return [
+    h("strong", {}, "Saved in part. "),
+    `Saved: integration group ${wizard.groupId}${saved.length ? ` and ${saved.length === 1 ? "location" : "locations"} ${saved.join(", ")}` : ""}. `,
+    `Not saved: ${unsaved.map((l) => l.businessNumber).join(", ")}. `,
+    "Fix the locations marked below (Edit), then press Next and “Save remaining locations”. What is saved stays saved.",
+  ];
 }
 
 function goToProblem(problems) {
@@ -1116,6 +1293,7 @@ async function wizardNext() {
 async function saveWizard() {
   clearErrors($("wizard-view"));
   showBanner("wizard-banner", "");
+  say("");
   for (const name of STEPS.slice(0, 4)) {
     const problems = stepProblems(name);
     if (problems.length) {
@@ -1144,7 +1322,7 @@ async function saveAll() {
   if (group && !wizard.groupUnknown) {
     const existing = await findGroupOf(group.parent);
     if (existing && existing.parentBusinessNumber === group.parent) {
-      goToProblem([{ id: "g-parent", message: `already has integration group ${existing.groupId}; add locations to it from the Integrations list` }]);
+      goToProblem([{ id: "g-parent", message: ERROR_WORDS.group_exists({ groupId: existing.groupId }) }]);
       showBanner("wizard-banner", "Nothing was saved.");
       return;
     }
@@ -1152,7 +1330,7 @@ async function saveAll() {
   const taken = await Promise.all(unsaved.map((l) => api("GET", `/admin/mappings?businessNumber=${l.businessNumber}`)));
   unsaved.forEach((loc, index) => {
     const mapping = taken[index].mappings[0];
-    loc.errors = mapping ? [{ id: "loc-business-number", message: `is already mapped in integration group ${mapping.integrationGroupId}; edit it from the Integrations list` }] : [];
+    loc.errors = mapping ? [{ id: "loc-business-number", message: ERROR_WORDS.mapping_exists(mapping) }] : [];
   });
   if (unsaved.some((l) => l.errors.length)) {
     renderPendingLocations();
@@ -1202,6 +1380,7 @@ async function saveAll() {
   if (!failed.length) {
     const groupId = wizard.groupId;
     wizard = freshWizard();
+    $("review").replaceChildren();
     showView("list");
     await loadList();
     say(`Integration group ${groupId} saved with ${saved.length === 1 ? "location" : "locations"} ${saved.join(", ")}.`);
@@ -1210,12 +1389,6 @@ async function saveAll() {
     return;
   }
   await showStep(STEPS.indexOf("locations"));
-  showBanner("wizard-banner", [
-    h("strong", {}, "Saved in part. "),
-    `Saved: integration group ${wizard.groupId}${saved.length ? ` and ${saved.length === 1 ? "location" : "locations"} ${saved.join(", ")}` : ""}. `,
-    `Not saved: ${failed.map((l) => l.businessNumber).join(", ")}. `,
-    "Fix the locations marked below (Edit), then press Next and “Save remaining locations”. What is saved stays saved.",
-  ]);
 }
 
 // -- start ------------------------------------------------------------------------------------------------
@@ -1226,6 +1399,10 @@ async function start() {
   $("location-form").addEventListener("submit", submitLocation);
   $("trigger-form").addEventListener("submit", submitTriggers);
   $("loc-history-more").addEventListener("click", loadHistory);
+  for (const id of ["loc-next-run", "loc-frequency-value", "loc-frequency-unit", "loc-status", "loc-fetch-delay"]) {
+    $(id).addEventListener("input", updateDrawerWarning);
+    $(id).addEventListener("change", updateDrawerWarning);
+  }
   for (const button of document.querySelectorAll("[data-close]")) button.addEventListener("click", closeDialog);
   $("backdrop").addEventListener("click", closeDialog);
   document.addEventListener("keydown", onKeydown);
