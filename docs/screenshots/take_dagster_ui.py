@@ -18,7 +18,9 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 import httpx
@@ -44,12 +46,27 @@ def _show_plots(page: Page) -> None:
     page.mouse.wheel(0, 400)
 
 
+def _show_mapping_view(page: Page) -> None:
+    """The partition's metadata scrolled to its mapping view (`mapping`, `last_14_days`)."""
+    page.get_by_text("last_14_days", exact=True).first.scroll_into_view_if_needed()
+
+
+# A partition of the demo's state (`DATA_DIR=X cliniko-reviews demo` today): its first mapping, on its last
+# day (yesterday).
+MAPPING_PARTITION = f"{datetime.now(UTC).date() - timedelta(days=1)}|159894373919788"
+
 # (file, path in the UI, a text that appears once the view has its data, what to do before the shot)
 SHOTS: list[tuple[str, str, str, Callable[[Page], None] | None]] = [
     ("dagster-asset-graph.png", "/asset-groups", "birdeye", _expand_groups),
     ("dagster-partitions.png", "/assets/appointment_eligibility?view=partitions", "Materialized", None),
     ("dagster-plots.png", "/assets/appointment_eligibility", "Plots", _show_plots),
     ("dagster-checks.png", "/assets/appointment_eligibility?view=checks", "counts_reconcile", None),
+    (
+        "dagster-partition-mapping.png",
+        f"/assets/appointment_eligibility?view=partitions&partition={quote(MAPPING_PARTITION)}",
+        "last_14_days",
+        _show_mapping_view,
+    ),
     ("dagster-automation.png", "/automation", "calendar_sensor", None),
 ]
 
@@ -109,7 +126,7 @@ def shoot(page: Page, url: str, ready_text: str, action: Callable[[Page], None] 
         skip.click()
         page.wait_for_timeout(500)
     page.screenshot(path=str(path))
-    print(f"saved {path.relative_to(PROJECT_ROOT)} ({path.stat().st_size // 1024} KB)")
+    print(f"saved {path} ({path.stat().st_size // 1024} KB)")
 
 
 def main() -> None:

@@ -44,14 +44,15 @@ def mapping_label(mapping: MappingConfig) -> str:
     return f"{names} ({', '.join(flags)})" if flags else names
 
 
-def recent_days(con: duckdb.DuckDBPyConnection, business_number: str, until: date) -> str:
+def recent_days(con: duckdb.DuckDBPyConnection, business_number: str, until: date, run_id: str) -> str:
     """The mapping's own last 14 partitions up to `until`, as the newest build of each counted them (a
-    Markdown table): the per-mapping view the UI's plots, which mix every mapping's partitions, do not give.
-    A day whose candidates got no request stands out."""
+    Markdown table; run `run_id` is "this run"): the per-mapping view the UI's plots, which mix every
+    mapping's partitions, do not give. A day whose candidates got no request stands out."""
     rows = con.execute(
         """
         select partition_date, arg_max(candidates, run_started_at), arg_max(eligible, run_started_at),
-               arg_max(status, run_started_at), arg_max(is_partial, run_started_at)
+               arg_max(status, run_started_at), arg_max(is_partial, run_started_at),
+               arg_max(run_id, run_started_at)
         from calendar.partition_runs
         where business_number = $business_number and candidates is not null
           and partition_date between $until - 13 and $until
@@ -61,9 +62,11 @@ def recent_days(con: duckdb.DuckDBPyConnection, business_number: str, until: dat
         {"business_number": business_number, "until": until},
     ).fetchall()
     lines = ["| partition | candidates | eligible | run |", "|---|---:|---:|---|"]
-    for partition_date, candidates, eligible, status, is_partial in rows:
+    for partition_date, candidates, eligible, status, is_partial, newest in rows:
         flag = " **none eligible**" if candidates and not eligible else ""
-        state = RUN_WORDS[status] + (" (partial day)" if is_partial else "")
+        state = ("this run" if newest == run_id else RUN_WORDS[status]) + (
+            " (partial day)" if is_partial else ""
+        )
         lines.append(f"| {partition_date} | {candidates} | {eligible}{flag} | {state} |")
     return "\n".join(lines)
 
@@ -129,7 +132,7 @@ def appointment_eligibility(
                 raise
             raise dg.Failure(str(error).removeprefix("Invalid Input Error: ")) from None
         findings = {name: run_check(con, name, params) for name in CHECKS}
-        recent = recent_days(con, day.business_number, day.partition_date)
+        recent = recent_days(con, day.business_number, day.partition_date, context.run.run_id)
         partial = run_started_at < params["close_at"]
         shares = findings[SHARE_CHECK]
     if not shares and not partial:  # a whole day with ordinary shares: a jump alert is over

@@ -48,12 +48,16 @@ def test_the_mappings_last_days_newest_build_first_and_a_day_without_requests_st
         candidates=1,
         eligible=1,
     )
-    assert recent_days(con, "1001", today).splitlines() == [
+    assert recent_days(con, "1001", today, "r3").splitlines() == [
         "| partition | candidates | eligible | run |",
         "|---|---:|---:|---|",
         "| 2026-11-30 | 8 | 0 **none eligible** | posted |",
-        "| 2026-11-29 | 5 | 2 | decided, not posted yet (partial day) |",
+        "| 2026-11-29 | 5 | 2 | this run (partial day) |",
     ]
+    # Seen from a later run, r3's build was never posted (it is still going, or died).
+    assert recent_days(con, "1001", today, "r9").splitlines()[3] == (
+        "| 2026-11-29 | 5 | 2 | decided, not posted yet (partial day) |"
+    )
 
 
 def test_a_mapping_is_named_by_its_locations_and_flags():
