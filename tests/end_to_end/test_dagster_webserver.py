@@ -7,19 +7,12 @@ that the UI lists every asset, check, sensor and the job.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 from collections.abc import Iterator
 
-import click
-import httpx
 import pytest
+from webserver_support import dagster_webserver, graphql
 
 from pipeline.definitions import defs
-from pipeline.demo import wait_until
-from pipeline.settings import PROJECT_ROOT
 
 ASSETS = {
     "cliniko_businesses",
@@ -86,68 +79,24 @@ REPOSITORY_QUERY = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _graphql(url: str, query: str) -> dict:
-    response = httpx.post(f"{url}/graphql", json={"query": query}, timeout=30)
-    response.raise_for_status()
-    body = response.json()
-    assert "errors" not in body, body["errors"]
-    return body["data"]
-
-
 @pytest.fixture(scope="module")
 def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`dagster-webserver -w workspace.yaml` on a free port, with its own DAGSTER_HOME and DATA_DIR."""
     tmp = tmp_path_factory.mktemp("webserver")
     (tmp / "dagster_home").mkdir()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp / "dagster_home"), "DATA_DIR": str(tmp / "data")}
-    port = _free_port()
-    log_path = tmp / "webserver.log"
-    with log_path.open("w") as log:
-        # A session of its own: the webserver spawns a code server, and the whole group is stopped at the end.
-        process = subprocess.Popen(
-            ["dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until(
-                lambda: httpx.get(f"{url}/server_info", timeout=2).is_success,
-                "dagster-webserver",
-                process,
-                120,
-            )
-        except click.ClickException:
-            pytest.fail(f"dagster-webserver did not come up:\n{log_path.read_text()[-3000:]}")
+    with dagster_webserver(tmp / "dagster_home", tmp / "data", tmp / "webserver.log") as url:
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def test_the_code_location_loads_from_workspace_yaml(webserver: str) -> None:
-    workspace = _graphql(webserver, WORKSPACE_QUERY)["workspaceOrError"]
+    workspace = graphql(webserver, WORKSPACE_QUERY)["workspaceOrError"]
     assert workspace["__typename"] == "Workspace"
     locations = {e["name"]: e["locationOrLoadError"] for e in workspace["locationEntries"]}
     assert locations == {"cliniko_reviews": {"__typename": "RepositoryLocation"}}
 
 
 def test_every_asset_and_check_is_loaded(webserver: str) -> None:
-    nodes = _graphql(webserver, ASSETS_QUERY)["assetNodes"]
+    nodes = graphql(webserver, ASSETS_QUERY)["assetNodes"]
     assets = {"/".join(n["assetKey"]["path"]): n for n in nodes}
     checks = {f"{name}:{c['name']}" for name, n in assets.items() for c in n["assetChecksOrError"]["checks"]}
 
@@ -162,7 +111,7 @@ def test_every_asset_and_check_is_loaded(webserver: str) -> None:
 
 
 def test_the_job_and_sensors_are_loaded_and_running_by_default(webserver: str) -> None:
-    [repository] = _graphql(webserver, REPOSITORY_QUERY)["repositoriesOrError"]["nodes"]
+    [repository] = graphql(webserver, REPOSITORY_QUERY)["repositoriesOrError"]["nodes"]
     sensors = {s["name"]: s for s in repository["sensors"]}
 
     assert JOB in {j["name"] for j in repository["jobs"]}

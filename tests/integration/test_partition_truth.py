@@ -2,8 +2,8 @@
 fails and says what is missing (no green partition with nothing in it), and a check result belongs to its
 partition, so one failed partition turns only its own checks red.
 
-Real partitions materialized in process against the Cliniko emulator, on a SQLite instance (the checks'
-per-partition state is what the UI's asset lineage and checks tab read: `get_asset_check_partition_info`)."""
+Real partitions materialized in process against the Cliniko emulator, on a SQLite instance that a real
+`dagster-webserver` then serves: the checks are read back through its GraphQL API, as the UI reads them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import date
 import dagster as dg
 import pytest
 from ingest_support import INGEST_ASSETS, cliniko_sandbox, event_log_text
+from webserver_support import dagster_webserver, graphql
 
 from pipeline.assets.models import appointment_eligibility
 from pipeline.automation.partitions import MappingDay
@@ -49,25 +50,43 @@ def test_the_models_without_the_partitions_cliniko_data_fail_and_name_what_is_mi
         assert sandbox.materialize(instance, "5001", DAY, assets=[appointment_eligibility]).success
 
 
-def test_a_failed_partition_turns_only_its_own_checks_red(sandbox):
+CHECK_EXECUTIONS = """
+query ($check: String!, $partition: String) {
+  assetCheckExecutions(
+    assetKey: {path: ["appointment_eligibility"]}, checkName: $check, partition: $partition, limit: 5
+  ) { status partition runId }
+}
+"""
+
+
+def test_a_failed_partition_turns_only_its_own_checks_red(sandbox, tmp_path):
+    """As the UI shows it: the webserver's GraphQL API over the instance the runs wrote to."""
     good, bad = MappingDay("5001", DAY), MappingDay("5001", date(2026, 1, 7))
-    with dg.instance_for_test() as instance:
-        assert sandbox.materialize(
-            instance, "5001", DAY, assets=[*INGEST_ASSETS, appointment_eligibility]
-        ).success
-        failed = sandbox.materialize(instance, "5001", bad.partition_date, assets=[appointment_eligibility],
-                                     raise_on_error=False)  # fmt: skip
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        whole = [*INGEST_ASSETS, appointment_eligibility]
+        done = sandbox.materialize(instance, "5001", DAY, assets=whole)
+        [built] = [m for m in done.asset_materializations_for_node("appointment_eligibility")]
+        # Which clinic the partition key means, and its own recent days (the plots mix every mapping's).
+        assert built.metadata["mapping"].value == LOCATIONS
+        eligible, candidates = built.metadata["eligible"].value, built.metadata["candidates"].value
+        assert f"| {DAY} | {candidates} | {eligible} | this run |" in built.metadata["last_14_days"].value
+        failed = sandbox.materialize(
+            instance, "5001", bad.partition_date, assets=[appointment_eligibility], raise_on_error=False
+        )
         assert not failed.success
-        keys = [dg.AssetCheckKey(dg.AssetKey("appointment_eligibility"), name) for name in CHECKS]
-        infos = instance.event_log_storage.get_asset_check_partition_info(keys)
-    # The failed run's checks stay planned in a failed run (the UI shows them failed), for its partition only.
-    status = {
-        (i.check_key.name, i.partition_key): (i.latest_execution_status.value, i.latest_planned_run_id)
-        for i in infos
-    }
-    assert {key: state for key, (state, _) in status.items() if key[1] == str(good)} == {
-        (name, str(good)): "SUCCEEDED" for name in CHECKS
-    }
-    assert {key: value for key, value in status.items() if key[1] != str(good)} == {
-        (name, str(bad)): ("PLANNED", failed.run_id) for name in CHECKS
-    }
+    with dagster_webserver(home, sandbox.data_dir, tmp_path / "webserver.log") as url:
+        for check in CHECKS:
+            latest = {
+                str(day): graphql(url, CHECK_EXECUTIONS, {"check": check, "partition": str(day)})[
+                    "assetCheckExecutions"
+                ]
+                for day in (good, bad)
+            }
+            assert [(e["status"], e["partition"]) for e in latest[str(good)]] == [("SUCCEEDED", str(good))]
+            assert [(e["status"], e["runId"]) for e in latest[str(bad)]] == [
+                ("EXECUTION_FAILED", failed.run_id)
+            ]
+            unpartitioned = graphql(url, CHECK_EXECUTIONS, {"check": check, "partition": ""})
+            assert unpartitioned["assetCheckExecutions"] == []  # nothing the whole asset shares
