@@ -1,6 +1,8 @@
 """Cliniko -> DuckDB, one mapping-day at a time. HTTP first, then one short write transaction."""
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -9,9 +11,9 @@ import pandas as pd
 
 from pipeline.assets.resources import PipelineResource, column_schema, partition_check
 from pipeline.assets.runs import record_failed_run
-from pipeline.automation.partitions import mapping_day_partitions
+from pipeline.automation.partitions import MappingDay, mapping_day_partitions
 from pipeline.calendar.rules import local_day_window, target_day
-from pipeline.cliniko import ClinikoClient
+from pipeline.cliniko import ClinikoClient, ClinikoError
 from pipeline.cliniko.pages import type_pages
 from pipeline.registry import MappingConfig
 from pipeline.warehouse import connect
@@ -21,10 +23,18 @@ from pipeline.warehouse.slices import ensure_tables
 GROUP = "cliniko"
 
 
-def _client(pipeline: PipelineResource, mapping: MappingConfig) -> ClinikoClient:
+@contextmanager
+def _client(pipeline: PipelineResource, mapping: MappingConfig, day: MappingDay) -> Iterator[ClinikoClient]:
+    """A Cliniko client with the mapping's key; what goes wrong with Cliniko fails the step with a message
+    that names the mapping and the partition first (the error itself says what happened and what to do)."""
     if mapping.cliniko_api_key is None:
         raise dg.Failure(f"Mapping {mapping.business_number} has no cliniko.api.key (group or mapping).")
-    return ClinikoClient(mapping.cliniko_api_key.reveal(), settings=pipeline.settings)
+    try:
+        with ClinikoClient(mapping.cliniko_api_key.reveal(), settings=pipeline.settings) as client:
+            yield client
+    except ClinikoError as error:
+        names = ", ".join(mapping.location_names)
+        raise dg.Failure(f"Mapping {mapping.business_number} ({names}), partition {day}: {error}") from None
 
 
 def _client_metadata(client: ClinikoClient) -> dict[str, Any]:
@@ -101,7 +111,7 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
     time zones, and holds the mapping back while its names match none of the latest fetch.
     """
     day, mapping = pipeline.partition(context)
-    with _client(pipeline, mapping) as client:
+    with _client(pipeline, mapping, day) as client:
         records = client.businesses()
     stored, quarantined = store_records(
         pipeline.settings.warehouse_path(mapping.group_id),
@@ -153,7 +163,7 @@ def cliniko_appointments(
     for business in matched:
         ids_by_zone[business["time_zone_identifier"]].append(business["cliniko_business_id"])
 
-    with _client(pipeline, mapping) as client:
+    with _client(pipeline, mapping, day) as client:
         pages = (
             page
             for time_zone, business_ids in ids_by_zone.items()
@@ -209,7 +219,7 @@ def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResour
                 {"bn": day.business_number, "d": day.partition_date},
             ).fetchall()
         ]
-    with _client(pipeline, mapping) as client:
+    with _client(pipeline, mapping, day) as client:
         records = type_pages("patients", client.patient_pages(patient_ids))
     returned = set(records.frame["patient_id"].dropna())
     missing_ids = [pid for pid in patient_ids if pid not in returned]

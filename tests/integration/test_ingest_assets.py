@@ -220,6 +220,7 @@ def test_bad_key_fails_clearly_and_never_shows_the_key(
 
         assert not result.success
         message = failure_message(result)
+        assert f"Mapping 7101 (Sydney CBD Physio), partition {DAY}|7101: Cliniko" in message, message
         for part in expected:
             assert part in message, (case, message)
         logged = event_log_text(dagster_instance, result.run_id)
