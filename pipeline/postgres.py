@@ -126,6 +126,22 @@ def run(
     return cursor
 
 
+def insert_rows(
+    con: duckdb.DuckDBPyConnection | psycopg2.extensions.connection,
+    table: str,
+    columns: dict[str, str],
+    rows: list[tuple] | tuple[tuple, ...],
+    conflict: str = "",
+) -> None:
+    """Insert `rows` (tuples in the order of `columns`: name -> SQL type) into `table` of either store, in one
+    statement (a typed array per column, unnested), with an `on conflict ...` clause if given."""
+    if not rows:
+        return
+    values = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
+    unnested = ", ".join(f"unnest(${name}::{kind}[])" for name, kind in columns.items())
+    run(con, f"insert into {table} ({', '.join(columns)}) select {unnested} {conflict}", values)
+
+
 @contextmanager
 def locked_transaction(url: str, lock: str) -> Iterator[psycopg2.extensions.connection]:
     """A connection in one transaction that holds the advisory lock named `lock` (every host's holders of

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from pipeline.calendar.planner import History
-from pipeline.postgres import run
+from pipeline.postgres import insert_rows, run
 
 if TYPE_CHECKING:
     import psycopg2.extensions
@@ -90,17 +90,8 @@ def share_runs(warehouse: duckdb.DuckDBPyConnection, shared: Connection) -> None
     warehouse.execute("create table if not exists calendar.runs_shared (since timestamptz not null)")
     if warehouse.execute("select count(*) from calendar.runs_shared").fetchone()[0]:
         return
-    cursor = warehouse.execute(f"select {', '.join(RUN_COLUMNS)} from calendar.partition_runs")
-    rows = cursor.fetchall()
-    if rows:
-        values = {name: [row[i] for row in rows] for i, name in enumerate(RUN_COLUMNS)}
-        unnested = ", ".join(f"unnest(${name}::{kind}[])" for name, kind in RUN_COLUMNS.items())
-        run(
-            shared,
-            f"insert into calendar.partition_runs ({', '.join(RUN_COLUMNS)}) select {unnested} "
-            "on conflict (run_id) do nothing",
-            values,
-        )
+    rows = warehouse.execute(f"select {', '.join(RUN_COLUMNS)} from calendar.partition_runs").fetchall()
+    insert_rows(shared, "calendar.partition_runs", RUN_COLUMNS, rows, "on conflict (run_id) do nothing")
     warehouse.execute("insert into calendar.runs_shared values (current_timestamp)")
 
 

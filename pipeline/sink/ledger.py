@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from pipeline.calendar import store
+from pipeline.postgres import insert_rows
 from pipeline.postgres import run as _run
 from pipeline.warehouse import run_sql_file
 
@@ -342,12 +343,7 @@ def copy_rows(source: Connection, target: Connection, where: str, params: dict[s
 
 
 def _insert(con: Connection, rows: Sequence[tuple], *, conflict: str) -> None:
-    if not rows:
-        return
-    columns = list(COLUMNS)
-    values = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
-    unnested = ", ".join(f"unnest(${name}::{kind}[])" for name, kind in COLUMNS.items())
-    _run(con, f"insert into {TABLE} ({', '.join(columns)}) select {unnested} {conflict}", values)
+    insert_rows(con, TABLE, COLUMNS, list(rows), conflict)
 
 
 def push_claims(warehouse: duckdb.DuckDBPyConnection, shared: Connection, params: dict[str, Any]) -> None:
