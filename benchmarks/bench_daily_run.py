@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
@@ -54,12 +55,19 @@ CLINIKO_RATE = 200 / 60.0  # requests per second per key
 EMPTY_DAY_OFFSET = 60  # days before today: before the sandbox's generated history, so no appointments
 
 
-def _noop_asset(name: str, dep: dg.AssetsDefinition | None, checks: list[str]) -> dg.AssetsDefinition:
+def _noop_asset(
+    name: str, dep: dg.AssetsDefinition | None, specs: list[dg.AssetCheckSpec]
+) -> dg.AssetsDefinition:
+    checks = [spec.name for spec in specs]
+    with warnings.catch_warnings():  # partitioned checks, like ours: a preview of Dagster 1.13
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        check_specs = [dg.AssetCheckSpec(s.name, asset=name, partitions_def=s.partitions_def) for s in specs]
+
     @dg.asset(
         name=name,
         partitions_def=mapping_day_partitions,
         deps=[dep] if dep else [],
-        check_specs=[dg.AssetCheckSpec(c, asset=name) for c in checks],
+        check_specs=check_specs,
     )
     def _asset() -> dg.MaterializeResult:
         results = [dg.AssetCheckResult(check_name=c, passed=True) for c in checks]
@@ -86,7 +94,7 @@ def dagster_floor(home: Path, partitions: int) -> tuple[float, float]:
     assets: list[dg.AssetsDefinition] = []
     for ours in defs.assets:
         name = ours.key.to_user_string()
-        assets.append(_noop_asset(name, assets[-1] if assets else None, [s.name for s in ours.check_specs]))
+        assets.append(_noop_asset(name, assets[-1] if assets else None, list(ours.check_specs)))
     checks = [
         _noop_check(spec.asset_key.to_user_string(), spec.name)
         for ours in defs.asset_checks
