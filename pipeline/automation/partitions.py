@@ -9,18 +9,21 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline.leases import holder_alive
-from pipeline.registry.model import MAX_CATCHUP_DAYS
+from pipeline.registry.model import MAX_CATCHUP_DAYS, MAX_FREQUENCY
 from pipeline.settings import load_settings
 
 MAPPING_DIMENSION = "mapping"
 DATE_DIMENSION = "date"
-# The first day of the `date` partitions: `PARTITIONS_START` if set, else the oldest partition the calendar
-# may run today (a mapping's schedule starts the day before its first due time, at most MAX_CATCHUP_DAYS
-# back: SPEC §8). So the UI's partition counts cover the days the product answers for, not years before it
-# existed; older days exist (for `cliniko-reviews run` on purpose, or history) once PARTITIONS_START says so.
-# Read when the code location loads: a process started later counts from its own day.
+# How far back the calendar may ask for a partition (SPEC §8): one frequency plus the catch-up horizon before
+# a due time, at their largest, and the two days by which a partition's close time can follow its date.
+FURTHEST_BACK_DAYS = MAX_FREQUENCY["days"] + MAX_CATCHUP_DAYS + 2
+# The first day of the `date` partitions: `PARTITIONS_START` if set, else FURTHEST_BACK_DAYS before the day
+# the code location loads. So the UI counts the days the product may still answer for (a window that slides,
+# not every day since 2024), and every partition the scheduler may request exists in every process, whenever
+# each started (one started later has a later first day, but the scheduler asks only that far back from
+# now). Earlier days exist once PARTITIONS_START says so (`cliniko-reviews run` on purpose, or history).
 PARTITIONS_START_DATE = load_settings().partitions_start or (
-    datetime.now(UTC).date() - timedelta(days=MAX_CATCHUP_DAYS + 1)
+    datetime.now(UTC).date() - timedelta(days=FURTHEST_BACK_DAYS)
 )
 PARTITIONS_START = PARTITIONS_START_DATE.isoformat()
 

@@ -1,6 +1,6 @@
-"""The first day of the `date` partitions: PARTITIONS_START, or the oldest partition the calendar may run
-(the longest catch-up horizon back from the day the code location loads). Each case imports the
-definitions in a process of its own, as a code location does."""
+"""The first day of the `date` partitions: PARTITIONS_START, or as far back as the calendar may ask for a
+partition (the largest frequency and catch-up horizon, from the day the code location loads). Each case
+imports the definitions in a process of its own, as a code location does."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from pipeline.registry.model import MAX_CATCHUP_DAYS
+from pipeline.registry.model import MAX_CATCHUP_DAYS, MAX_FREQUENCY
 from pipeline.settings import PROJECT_ROOT
 
 PRINT_START = (
@@ -26,11 +26,15 @@ def first_day(**env: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_unset_the_partitions_start_at_the_oldest_day_the_calendar_may_run():
+def test_unset_the_partitions_start_as_far_back_as_the_calendar_may_ask():
     before = datetime.now(UTC).date()
     printed = date.fromisoformat(first_day().stdout.strip())
     after = datetime.now(UTC).date()
-    assert printed in {d - timedelta(days=MAX_CATCHUP_DAYS + 1) for d in (before, after)}
+    # A yearly mapping (the largest frequency) with the largest catch-up horizon, paused a year: its due time
+    # asks for every partition runnable since one frequency plus the horizon before it.
+    furthest = timedelta(days=MAX_FREQUENCY["days"] + MAX_CATCHUP_DAYS + 2)
+    assert printed in {d - furthest for d in (before, after)}
+    assert printed <= before - timedelta(days=365 + 90)
 
 
 def test_partitions_start_sets_the_first_day():
