@@ -2,7 +2,12 @@
 
 import dagster as dg
 
-from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses, cliniko_patients
+from pipeline.assets.ingest import (
+    cliniko_appointment_types,
+    cliniko_appointments,
+    cliniko_businesses,
+    cliniko_patients,
+)
 from pipeline.assets.models import appointment_eligibility
 from pipeline.assets.resources import PipelineResource
 from pipeline.assets.sink import analytics_database, calendar_alerts, review_requests
@@ -11,6 +16,7 @@ from pipeline.automation.sensors import calendar_sensor, mapping_partitions_sens
 defs = dg.Definitions(
     assets=[
         cliniko_businesses,
+        cliniko_appointment_types,
         cliniko_appointments,
         cliniko_patients,
         appointment_eligibility,

@@ -23,7 +23,12 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses, cliniko_patients
+from pipeline.assets.ingest import (
+    cliniko_appointment_types,
+    cliniko_appointments,
+    cliniko_businesses,
+    cliniko_patients,
+)
 from pipeline.assets.resources import PipelineResource
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
 from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
@@ -32,9 +37,10 @@ from pipeline.sandbox.generator import Account
 from pipeline.sandbox.server import running_cliniko
 from pipeline.settings import load_settings
 
-INGEST_ASSETS = (cliniko_businesses, cliniko_appointments, cliniko_patients)
+INGEST_ASSETS = (cliniko_businesses, cliniko_appointment_types, cliniko_appointments, cliniko_patients)
 RAW_TABLES = (
     "raw.cliniko_businesses",
+    "raw.cliniko_appointment_types",
     "raw.cliniko_appointments",
     "raw.cliniko_patients",
     "raw.cliniko_quarantine",
@@ -66,9 +72,15 @@ class ClinikoSandbox:
         *,
         fetch_delay: int | None = None,
         api_key: str | None = None,
+        excluded_types: str | None = None,
     ) -> str:
-        """Map a Birdeye location to Cliniko businesses by name; `api_key` overrides the group's key."""
+        """Map a Birdeye location to Cliniko businesses by name; `api_key` overrides the group's key,
+        `excluded_types` its `cliniko.appointment.types.excluded`."""
         properties = [PropertyInput("cliniko.location.name", location_names, False, "p0")]
+        if excluded_types is not None:
+            properties.append(
+                PropertyInput("cliniko.appointment.types.excluded", excluded_types, False, "p3")
+            )
         if fetch_delay is not None:
             properties.append(PropertyInput("customer.fetch.delay", str(fetch_delay), False, "p1"))
         if api_key is not None:

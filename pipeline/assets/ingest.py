@@ -16,7 +16,9 @@ from pipeline.calendar.rules import local_day_window, target_day
 from pipeline.cliniko import ClinikoClient, ClinikoError
 from pipeline.cliniko.pages import type_pages
 from pipeline.registry import MappingConfig
+from pipeline.registry.model import EXCLUDED_TYPES
 from pipeline.warehouse import connect
+from pipeline.warehouse.models import unknown_appointment_type_names
 from pipeline.warehouse.raw_store import store_records
 from pipeline.warehouse.slices import ensure_tables
 
@@ -84,6 +86,26 @@ def matched_businesses(businesses: list[dict[str, Any]], location_names: tuple[s
     return [b for name in location_names for b in by_name[name.strip().casefold()]]
 
 
+def check_excluded_appointment_types(con: duckdb.DuckDBPyConnection, mapping: MappingConfig) -> None:
+    """Raises `dg.Failure` listing the account's appointment type names when a name of the mapping's
+    `cliniko.appointment.types.excluded` matches none of its stored types (by the models' own rule), and says
+    where the property is set: a typo there must fail loudly, not exclude nothing."""
+    unknown, existing = unknown_appointment_type_names(
+        con, mapping.business_number, mapping.excluded_appointment_types
+    )
+    if unknown:
+        number = mapping.business_number
+        where = (
+            f"on mapping {number}"
+            if EXCLUDED_TYPES in mapping.overridden_keys
+            else f"on integration group {mapping.group_id} (or override it on mapping {number})"
+        )
+        raise dg.Failure(
+            f"Appointment type name(s) {unknown} match no Cliniko appointment type of this account. "
+            f"Cliniko appointment type names are: {existing}. Fix {EXCLUDED_TYPES} {where}."
+        )
+
+
 def stored_businesses(con: duckdb.DuckDBPyConnection, business_number: str) -> list[dict[str, Any]]:
     """The Cliniko businesses stored for a mapping, with None (not pandas' NaN) where Cliniko has no time
     zone: a NaN zone is truthy and would not fall back to UTC."""
@@ -131,6 +153,55 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
             **_client_metadata(client),
         },
         check_results=[_quarantine_check("businesses", quarantined, stored)],
+    )
+
+
+@dg.asset(
+    partitions_def=mapping_day_partitions,
+    group_name=GROUP,
+    kinds={"duckdb"},
+    hooks={record_failed_run},
+    deps=[cliniko_businesses],
+    check_specs=[_quarantine_spec("cliniko_appointment_types")],
+    metadata={
+        "dagster/column_schema": column_schema(
+            "raw.cliniko_appointment_types", "raw/cliniko_appointment_types.sql"
+        )
+    },
+)
+def cliniko_appointment_types(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource
+) -> dg.MaterializeResult:
+    """All appointment types of the mapping's Cliniko account, archived included (full refresh, one page).
+    After `cliniko_businesses`, which finds a wrong key or location name first: one failure per cause.
+
+    The models read their names to apply `cliniko.appointment.types.excluded` (restriction `excluded_type`).
+    Fails the partition, listing the names that do exist, when a name of that property matches no type
+    (trimmed, case-insensitive). The types are stored first either way, so the failure lists the latest.
+    """
+    day, mapping = pipeline.partition(context)
+    with _client(pipeline, mapping, day) as client:
+        records = client.appointment_types()
+    warehouse = pipeline.settings.warehouse_path(mapping.group_id)
+    stored, quarantined = store_records(
+        warehouse,
+        day.business_number,
+        day.partition_date,
+        "appointment_types",
+        "raw.cliniko_appointment_types",
+        records,
+        whole_mapping=True,
+    )
+    with connect(warehouse) as con:
+        check_excluded_appointment_types(con, mapping)
+    return dg.MaterializeResult(
+        metadata={
+            "rows": stored,
+            "quarantined": quarantined,
+            "excluded_names": len(mapping.excluded_appointment_types),
+            **_client_metadata(client),
+        },
+        check_results=[_quarantine_check("appointment_types", quarantined, stored)],
     )
 
 

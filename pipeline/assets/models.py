@@ -7,7 +7,11 @@ from datetime import date
 import dagster as dg
 import duckdb
 
-from pipeline.assets.ingest import cliniko_patients
+from pipeline.assets.ingest import (
+    check_excluded_appointment_types,
+    cliniko_appointment_types,
+    cliniko_patients,
+)
 from pipeline.assets.resources import PipelineResource, column_schema, partition_check
 from pipeline.assets.runs import record_failed_run, started_at
 from pipeline.automation.partitions import mapping_day_partitions
@@ -75,7 +79,7 @@ def recent_days(con: duckdb.DuckDBPyConnection, business_number: str, until: dat
     partitions_def=mapping_day_partitions,
     group_name="models",
     kinds={"duckdb", "sql"},
-    deps=[cliniko_patients],
+    deps=[cliniko_patients, cliniko_appointment_types],
     hooks={record_failed_run},
     metadata={
         "dagster/column_schema": column_schema(
@@ -92,16 +96,18 @@ def appointment_eligibility(
     context: dg.AssetExecutionContext, pipeline: PipelineResource
 ) -> dg.MaterializeResult:
     """Every candidate appointment of the partition with exactly one outcome: eligible, or the first
-    restriction reason that applies (beta, inactive customer, invalid record, did not arrive, opted out, no
-    contact, duplicate patient, cooled off). Built by the plain SQL files of `sql/`; replaces only this
-    partition. The eligible ones are claimed in the ledger (`pending`) in the same transaction, so a run of
-    the same integration group never decides on a stale ledger.
+    restriction reason that applies (beta, inactive customer, invalid record, did not arrive, excluded
+    appointment type, opted out, no contact, duplicate patient, cooled off). Built by the plain SQL files of
+    `sql/`; replaces only this partition. The eligible ones are claimed in the ledger (`pending`) in the same
+    transaction, so a run of the same integration group never decides on a stale ledger.
 
     A run that starts before the partition's close time (the latest local midnight ending the target day over
     the mapping's Cliniko businesses) is partial: appointments still running get their outcome from a later
     run. Metadata counts candidates, eligible and each restriction code, plotted over partitions in the UI.
     """
-    day, mapping = pipeline.partition(context, needs=("cliniko_appointments", "cliniko_patients"))
+    day, mapping = pipeline.partition(
+        context, needs=("cliniko_appointments", "cliniko_patients", "cliniko_appointment_types")
+    )
     run_started_at = started_at(context.instance, context.run.run_id)
     params = {
         "business_number": day.business_number,
@@ -110,6 +116,7 @@ def appointment_eligibility(
         "fetch_delay_days": mapping.fetch_delay_days,
         "cooloff_days": mapping.cooloff_days,
         "location_names": list(mapping.location_names),
+        "excluded_appointment_types": list(mapping.excluded_appointment_types),
         "beta": mapping.beta,
         "test": mapping.test,
         "run_id": context.run.run_id,
@@ -119,6 +126,8 @@ def appointment_eligibility(
     with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
         ensure_tables(con)
         ensure_models(con)
+        # The registry is read again by this step: a name changed since the types were fetched is checked too.
+        check_excluded_appointment_types(con, mapping)
         fetched = store.stored_businesses(con, {day.business_number: mapping.location_names})
         zones = fetched[day.business_number].time_zones if day.business_number in fetched else None
         params["close_at"] = rules.close_time(target, zones)

@@ -19,11 +19,18 @@ from pipeline.cliniko.errors import (
     InvalidUserAgent,
     mask_key,
 )
-from pipeline.cliniko.records import APPOINTMENT_COLUMNS, BUSINESS_COLUMNS, PATIENT_COLUMNS, link_id
+from pipeline.cliniko.records import (
+    APPOINTMENT_COLUMNS,
+    APPOINTMENT_TYPE_COLUMNS,
+    BUSINESS_COLUMNS,
+    PATIENT_COLUMNS,
+    link_id,
+)
 from pipeline.cliniko.shards import KNOWN_SHARDS, base_url_for, shard_of
 
 __all__ = [
     "APPOINTMENT_COLUMNS",
+    "APPOINTMENT_TYPE_COLUMNS",
     "BUSINESS_COLUMNS",
     "KNOWN_SHARDS",
     "PATIENT_COLUMNS",

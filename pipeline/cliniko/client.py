@@ -51,11 +51,13 @@ from pipeline.cliniko.pagination import (
 )
 from pipeline.cliniko.records import (
     APPOINTMENT_COLUMNS,
+    APPOINTMENT_TYPE_COLUMNS,
     BUSINESS_COLUMNS,
     COLUMNS_OF,
     PATIENT_COLUMNS,
     Columns,
     appointment_columns,
+    appointment_type_row,
     business_row,
     columns_of_rows,
     patient_columns,
@@ -194,6 +196,16 @@ class ClinikoClient:
     def businesses(self) -> list[dict[str, Any]]:
         """Every business of the account, archived ones included (a mapping may name one)."""
         return self._collect("/businesses", [("q[]", "archived_at:*")], business_row, BUSINESS_COLUMNS)
+
+    def appointment_types(self) -> list[dict[str, Any]]:
+        """Every appointment type of the account, archived ones included: an appointment may still reference
+        a type archived since (Cliniko hides archived types unless `archived_at:*` is asked for)."""
+        return self._collect(
+            "/appointment_types",
+            [("q[]", "archived_at:*")],
+            appointment_type_row,
+            APPOINTMENT_TYPE_COLUMNS,
+        )
 
     def individual_appointments(
         self, business_ids: Sequence[str], ends_from: datetime, ends_before: datetime

@@ -6,9 +6,9 @@ link, `None` for `""`, and timestamps still as Cliniko's ISO strings: parsing th
 `validation.py`, which is also where a wrongly typed value is caught. The loader adds business_number,
 partition_date, loaded_at.
 
-They serve the client's record API (`businesses`, `individual_appointments`, `patients`) and are the reference
-that the assets' bulk path, raw pages typed in DuckDB (`pages.py`), is tested against. They are written as
-flat dict literals with no per-field function calls on the common path.
+They serve the client's record API (`businesses`, `appointment_types`, `individual_appointments`,
+`patients`) and are the reference that the assets' bulk path, raw pages typed in DuckDB (`pages.py`), is
+tested against. They are written as flat dict literals with no per-field function calls on the common path.
 """
 
 from __future__ import annotations
@@ -40,6 +40,14 @@ APPOINTMENT_COLUMNS: tuple[str, ...] = (
     "cancelled_at",
     "archived_at",
     "deleted_at",
+    "created_at",
+    "updated_at",
+)
+APPOINTMENT_TYPE_COLUMNS: tuple[str, ...] = (
+    "appointment_type_id",
+    "appointment_type_name",
+    "category",
+    "archived_at",
     "created_at",
     "updated_at",
 )
@@ -94,6 +102,18 @@ def business_row(r: dict[str, Any]) -> dict[str, Any]:
         "country_code": _nz(g("country_code")),
         "archived_at": _nz(g("archived_at")),
         "deleted_at": _nz(g("deleted_at")),
+        "created_at": _nz(g("created_at")),
+        "updated_at": _nz(g("updated_at")),
+    }
+
+
+def appointment_type_row(r: dict[str, Any]) -> dict[str, Any]:
+    g = r.get
+    return {
+        "appointment_type_id": _id(g("id")),
+        "appointment_type_name": _nz(g("name")),
+        "category": _nz(g("category")),
+        "archived_at": _nz(g("archived_at")),
         "created_at": _nz(g("created_at")),
         "updated_at": _nz(g("updated_at")),
     }
@@ -243,8 +263,13 @@ def business_columns(records: list[Any]) -> Columns:
     return _generic_columns(records, business_row, BUSINESS_COLUMNS)
 
 
+def appointment_type_columns(records: list[Any]) -> Columns:
+    return _generic_columns(records, appointment_type_row, APPOINTMENT_TYPE_COLUMNS)
+
+
 COLUMNS_OF: dict[Callable[[dict[str, Any]], dict[str, Any]], Callable[[list[Any]], Columns]] = {
     appointment_row: appointment_columns,
     patient_row: patient_columns,
     business_row: business_columns,
+    appointment_type_row: appointment_type_columns,
 }

@@ -24,7 +24,12 @@ import pandas as pd
 import pandera.pandas as pa
 
 from pipeline.cliniko.pages import TypedPages
-from pipeline.cliniko.records import APPOINTMENT_COLUMNS, BUSINESS_COLUMNS, PATIENT_COLUMNS
+from pipeline.cliniko.records import (
+    APPOINTMENT_COLUMNS,
+    APPOINTMENT_TYPE_COLUMNS,
+    BUSINESS_COLUMNS,
+    PATIENT_COLUMNS,
+)
 
 UTC_TS = pd.DatetimeTZDtype("us", "UTC")
 _ID = r"^\d+$"
@@ -42,6 +47,18 @@ _LAYOUT: dict[str, tuple[tuple[str, ...], str, dict[str, str]]] = {
             "country_code": "str",
             "archived_at": "ts",
             "deleted_at": "ts",
+            "created_at": "ts",
+            "updated_at": "ts",
+        },
+    ),
+    "appointment_types": (
+        APPOINTMENT_TYPE_COLUMNS,
+        "appointment_type_id",
+        {
+            "appointment_type_id": "id",
+            "appointment_type_name": "str",
+            "category": "str",
+            "archived_at": "ts",
             "created_at": "ts",
             "updated_at": "ts",
         },
@@ -117,11 +134,11 @@ SCHEMAS: dict[str, pa.DataFrameSchema] = {resource: _schema(resource) for resour
 
 
 def validate(resource: str, records: Any) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """`(valid rows typed as raw.cliniko_<resource>, quarantine)` for `resource` in businesses, appointments,
-    patients. `records` is a list of rows, a dict of columns (one list per column, as
-    `ClinikoClient.individual_appointment_columns` gives), or the `TypedPages` of the assets' bulk path (typed
-    by DuckDB already). Quarantine items are `{"record_id", "reason", "record_json"}`; valid rows keep their
-    order."""
+    """`(valid rows typed as raw.cliniko_<resource>, quarantine)` for `resource` in businesses,
+    appointment_types, appointments, patients. `records` is a list of rows, a dict of columns (one list per
+    column, as `ClinikoClient.individual_appointment_columns` gives), or the `TypedPages` of the assets' bulk
+    path (typed by DuckDB already). Quarantine items are `{"record_id", "reason", "record_json"}`; valid rows
+    keep their order."""
     if resource not in _LAYOUT:
         raise ValueError(f"unknown resource {resource!r}; expected one of {', '.join(RESOURCES)}")
     columns, id_column, kinds = _LAYOUT[resource]

@@ -20,10 +20,12 @@ from pipeline.registry.model import (
     CLINIKO_API_KEY,
     COOLOFF_DAYS,
     DEFAULT_CATCHUP_DAYS,
+    EXCLUDED_TYPES,
     FETCH_DELAY,
     LOCATION_NAME,
     MAPPING_ONLY_KEYS,
     RegistryError,
+    excluded_type_names,
     location_names,
     parse_run_time,
 )
@@ -58,6 +60,8 @@ class MappingConfig:
     location_names: tuple[str, ...]
     # Keys the mapping sets itself (besides its own location names), overriding the group or the default.
     overridden_keys: frozenset[str]
+    # Cliniko appointment type names whose visits never produce a request (the group's, or the mapping's own).
+    excluded_appointment_types: tuple[str, ...] = ()
 
 
 def _config(row: dict, group: dict[str, str | Secret], own: dict[str, str | Secret]) -> MappingConfig:
@@ -80,6 +84,7 @@ def _config(row: dict, group: dict[str, str | Secret], own: dict[str, str | Secr
         cooloff_days=int(resolved.get(COOLOFF_DAYS, "0")),  # type: ignore[arg-type]
         catchup_days=int(resolved.get(CATCHUP_DAYS, str(DEFAULT_CATCHUP_DAYS))),  # type: ignore[arg-type]
         location_names=location_names(own[LOCATION_NAME]) if LOCATION_NAME in own else (),  # type: ignore[arg-type]
+        excluded_appointment_types=excluded_type_names(resolved.get(EXCLUDED_TYPES, "")),  # type: ignore[arg-type]
         overridden_keys=frozenset(own) - MAPPING_ONLY_KEYS,
     )
 

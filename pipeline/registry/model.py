@@ -46,11 +46,20 @@ FETCH_DELAY = "customer.fetch.delay"
 LOCATION_NAME = "cliniko.location.name"
 COOLOFF_DAYS = "customer.cooloff.days"
 CATCHUP_DAYS = "customer.catchup.days"
+EXCLUDED_TYPES = "cliniko.appointment.types.excluded"
 DEFAULT_CATCHUP_DAYS = 7
 MAX_CATCHUP_DAYS = 90
 
-GROUP_KEYS = (CLINIKO_API_KEY, BIRDEYE_API_KEY, FETCH_DELAY, COOLOFF_DAYS, CATCHUP_DAYS)
-MAPPING_KEYS = (CLINIKO_API_KEY, BIRDEYE_API_KEY, FETCH_DELAY, LOCATION_NAME, COOLOFF_DAYS, CATCHUP_DAYS)
+GROUP_KEYS = (CLINIKO_API_KEY, BIRDEYE_API_KEY, FETCH_DELAY, COOLOFF_DAYS, CATCHUP_DAYS, EXCLUDED_TYPES)
+MAPPING_KEYS = (
+    CLINIKO_API_KEY,
+    BIRDEYE_API_KEY,
+    FETCH_DELAY,
+    LOCATION_NAME,
+    COOLOFF_DAYS,
+    CATCHUP_DAYS,
+    EXCLUDED_TYPES,
+)
 KNOWN_KEYS = MAPPING_KEYS
 MAPPING_ONLY_KEYS = frozenset({LOCATION_NAME})
 
@@ -164,6 +173,13 @@ def location_names(value: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in value.split(","))
 
 
+def excluded_type_names(value: str) -> tuple[str, ...]:
+    """The comma-separated Cliniko appointment type names of `cliniko.appointment.types.excluded`, trimmed,
+    in the order given. A blank value is no name: a mapping sets it to exclude nothing where its group
+    excludes some. Matching them against Cliniko is the SQL models' (`int_excluded_appointment_types`)."""
+    return location_names(value) if value.strip() else ()
+
+
 def normalize_property(key: str, value: str, *, level: str, field: str) -> str:
     """Check one property against the SPEC §2 rules and return the value to store.
 
@@ -188,6 +204,14 @@ def normalize_property(key: str, value: str, *, level: str, field: str) -> str:
         return _integer(value, value_field, 0, 3650)
     if key == CATCHUP_DAYS:
         return _integer(value, value_field, 0, MAX_CATCHUP_DAYS)
+    if key == EXCLUDED_TYPES:
+        if value.strip() and any(not name for name in location_names(value)):
+            raise RegistryError(
+                value_field,
+                f"{key} must be comma-separated Cliniko appointment type names, none blank (or blank to "
+                f"exclude none); got {value!r}",
+            )
+        return ", ".join(excluded_type_names(value))
     names = location_names(value)
     if any(not name for name in names):
         raise RegistryError(

@@ -30,7 +30,8 @@ listed here and are part of the contract:
   `order=desc` flips columns without an explicit direction. Default `created_at` ascending; `id` always
   breaks ties. Nulls sort last ascending and first descending, as in Postgres.
 - Filterable fields: the lists in §4.2, plus `archived_at` on patients and businesses (a working client uses
-  it) and the portal's `archived_at`/`show_in_online_bookings` on appointment types.
+  it) and the portal's `archived_at`/`category`/`show_in_online_bookings` on appointment types (not `name`:
+  a client cannot ask Cliniko for types by name, it lists them and matches names itself).
 """
 
 from __future__ import annotations
@@ -549,6 +550,7 @@ def _account_tables(account: Account) -> dict[str, _Table]:
                 "created_at": "datetime",
                 "updated_at": "datetime",
                 "archived_at": "datetime",
+                "category": "string",
                 "show_in_online_bookings": "boolean",
             },
             _appointment_type_json,

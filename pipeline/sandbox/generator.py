@@ -174,6 +174,17 @@ _APPOINTMENT_TYPES = (
     ("Extended Treatment", 90),
     ("Telehealth Follow-up", 45),
 )
+# Types listed after the bookable ones above, so adding them changed no other generated value: a free consult
+# takes the slot of a short review (same 15 minutes, a separate random stream picks which); a class type
+# (max_attendees > 1) that no individual appointment uses; an archived type, which `/appointment_types` hides
+# unless asked for `archived_at:*`. (name, minutes, max_attendees, archived)
+_FREE_CONSULT = "Free Consult"
+_MORE_APPOINTMENT_TYPES = (
+    (_FREE_CONSULT, 15, 1, False),
+    ("Pilates Class", 60, 12, False),
+    ("Initial Assessment (old)", 45, 1, True),
+)
+_FREE_CONSULT_SHARE = 0.3  # of the short reviews
 
 
 def format_timestamp(epoch_seconds: int) -> str:
@@ -535,14 +546,17 @@ def generate_account(
             "duration_in_minutes": minutes,
             "category": None,
             "color": "#3c8dbc",
-            "max_attendees": 1,
-            "show_in_online_bookings": True,
+            "max_attendees": max_attendees,
+            "show_in_online_bookings": not archived,
             "telehealth_enabled": "Telehealth" in type_name,
-            "archived_at": None,
+            "archived_at": biz[0]["updated_at"] if archived else None,
             "created_at": biz[0]["created_at"],
             "updated_at": biz[0]["updated_at"],
         }
-        for k, (type_name, minutes) in enumerate(_APPOINTMENT_TYPES)
+        for k, (type_name, minutes, max_attendees, archived) in enumerate(
+            [(name, minutes, 1, False) for name, minutes in _APPOINTMENT_TYPES]
+            + list(_MORE_APPOINTMENT_TYPES)
+        )
     ]
     type_ids = np.array([int(t["id"]) for t in types], dtype=np.int64)
     durations = np.array([m for _, m in _APPOINTMENT_TYPES], dtype=np.int64)
@@ -556,7 +570,7 @@ def generate_account(
         b_idx[:hot_day_appointments] = 0
         day[:hot_day_appointments] = (hot_day - start).days
     minute = 7 * 60 + 15 * rng.integers(0, 52, n)
-    t_idx = rng.integers(0, len(types), n)
+    t_idx = rng.integers(0, len(_APPOINTMENT_TYPES), n)
     duration = durations[t_idx]
     late = rng.random(n) < 0.01
     late[:1] = True  # rows are in random order here; forcing the first keeps small accounts covering the case
@@ -620,6 +634,9 @@ def generate_account(
     people, deleted_people, names = _patients(
         prng, patient_ids, patient_created, home_country, countries, now_s
     )
+
+    free = (t_idx == 2) & (np.random.default_rng([seed, account_index, 11]).random(n) < _FREE_CONSULT_SHARE)
+    t_idx = np.where(free, len(_APPOINTMENT_TYPES), t_idx)  # index of _FREE_CONSULT in `types`
 
     table = AppointmentTable(
         id=appt_ids,

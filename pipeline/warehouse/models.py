@@ -29,11 +29,13 @@ DEFINITION_FILES = (
     *TABLE_DDL,
     "seeds/restriction_codes.sql",
     "staging/stg_cliniko__businesses.sql",
+    "staging/stg_cliniko__appointment_types.sql",
     "staging/stg_cliniko__appointments.sql",
     "staging/stg_cliniko__patients.sql",
 )
 # Builds one partition, in dependency order: decisions, their claims in the ledger, the run's record.
 PARTITION_FILES = (
+    "intermediate/int_excluded_appointment_types.sql",
     "intermediate/int_appointment_candidates.sql",
     "intermediate/int_patient_channels.sql",
     "marts/appointment_eligibility.sql",
@@ -76,6 +78,7 @@ def build_partition(
     run_id: str,
     run_started_at: datetime,
     close_at: datetime,
+    excluded_appointment_types: Sequence[str] = (),
     shared_ledger: SharedLedger | None = None,
 ) -> dict[str, int]:
     """Rebuild `marts.appointment_eligibility` for one partition, claim its eligible requests in the ledger
@@ -87,11 +90,19 @@ def build_partition(
     partition changes nothing and raises (see `sql/calendar/record_build.sql`). The counts are `candidates`,
     `eligible` and one key per restriction code (0 when none), in precedence order; they are what the Dagster
     UI plots over partitions. With `shared_ledger` (PostgreSQL), the decision reads and claims there too.
+    `excluded_appointment_types` are the names of `cliniko.appointment.types.excluded` (none: nothing is
+    excluded); a name that matches no stored type excludes nothing, so callers check them first
+    (`unknown_appointment_type_names`).
     """
     if isinstance(location_names, str):
         raise TypeError(
             "location_names must be a list of Cliniko business names, not one string; "
             "split the mapping's `cliniko.location.name` on commas first"
+        )
+    if isinstance(excluded_appointment_types, str):
+        raise TypeError(
+            "excluded_appointment_types must be a list of Cliniko appointment type names, not one string; "
+            "split `cliniko.appointment.types.excluded` on commas first"
         )
     if run_started_at.tzinfo is None or close_at.tzinfo is None:
         raise ValueError("run_started_at and close_at must be timezone-aware (UTC), not naive datetimes")
@@ -104,6 +115,7 @@ def build_partition(
         "fetch_delay_days": fetch_delay_days,
         "cooloff_days": cooloff_days,
         "location_names": list(location_names),
+        "excluded_appointment_types": list(excluded_appointment_types),
         "beta": beta,
         "test": test,
         "run_id": run_id,
@@ -131,6 +143,39 @@ def build_partition(
         con.rollback()
         raise
     return counts
+
+
+def unknown_appointment_type_names(
+    con: duckdb.DuckDBPyConnection, business_number: str, names: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """(the names of `names` that match none of the mapping's stored Cliniko appointment types, the names
+    those types have), matched by the models' own rule (`sql/intermediate/int_excluded_appointment_types.sql`
+    on a throwaway temp table), so what passes here is exactly what the build excludes."""
+    if not names:
+        return [], []
+    ensure_models(con)
+    run_sql_file(
+        con,
+        "intermediate/int_excluded_appointment_types.sql",
+        {"business_number": business_number, "excluded_appointment_types": list(names)},
+    )
+    unknown = [
+        name
+        for (name,) in con.execute(
+            "select excluded_name from int_excluded_appointment_types "
+            "group by excluded_name having count(appointment_type_id) = 0"
+        ).fetchall()
+    ]
+    con.execute("drop table int_excluded_appointment_types")
+    existing = [
+        name
+        for (name,) in con.execute(
+            "select distinct appointment_type_name from staging.stg_cliniko__appointment_types "
+            "where business_number = $bn and appointment_type_name is not null order by 1",
+            {"bn": business_number},
+        ).fetchall()
+    ]
+    return [name for name in names if name in unknown], existing
 
 
 def partition_counts(

@@ -15,6 +15,7 @@ from pipeline.warehouse.sql_files import read_sql, run_sql_file
 # the view that reads the calendar's runs. The alerts live in a file of their own (`ALERTS_DDL`).
 TABLE_DDL = (
     "raw/cliniko_businesses.sql",
+    "raw/cliniko_appointment_types.sql",
     "raw/cliniko_appointments.sql",
     "raw/cliniko_patients.sql",
     "raw/cliniko_quarantine.sql",

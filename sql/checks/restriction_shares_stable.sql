@@ -2,7 +2,8 @@
 -- days: up by 30 points or more, and by at least 4 standard errors of a share of that many candidates (so a
 -- small clinic's ordinary day-to-day swing does not count), over 20+ candidates now and 50+ before. A sign that
 -- a Cliniko field changed (e.g. opted_out from 20 % to 90 %), so only the codes Cliniko's data decides are
--- watched: beta, duplicates and cool-off follow the product's own settings and history.
+-- watched: beta, excluded types, duplicates and cool-off follow the product's own settings and history (adding
+-- a type to `cliniko.appointment.types.excluded` is a jump an operator made, not a Cliniko change).
 -- Returns the codes that jumped.
 with
 current_rows as (
@@ -37,7 +38,7 @@ shares as (
             / greatest(totals.candidates_before, 1) as share_before
     from seeds.restriction_codes as codes
     cross join totals
-    where codes.restriction_code not in ('integration_beta', 'duplicate_patient', 'cooled_off')
+    where codes.restriction_code not in ('integration_beta', 'excluded_type', 'duplicate_patient', 'cooled_off')
 )
 
 select restriction_code, round(share_before, 3) as share_before, round(share_now, 3) as share_now,

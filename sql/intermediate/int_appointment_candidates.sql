@@ -1,6 +1,7 @@
 -- Candidates of one partition (business_number, partition_date): appointments of the mapping's matched Cliniko
 -- businesses whose local end date is the target day (partition_date - fetch delay, in the business's time zone),
--- not cancelled, not archived or deleted, and already ended when the run started.
+-- not cancelled, not archived or deleted, and already ended when the run started. `is_excluded_type`: the
+-- appointment's type is one of int_excluded_appointment_types (the mapping's excluded names, matched).
 -- A temp table: it lives only for the build of one partition, so its cost never depends on history.
 create or replace temp table int_appointment_candidates as
 with
@@ -26,6 +27,12 @@ appointments as (
       and partition_date = cast($partition_date as date)
 ),
 
+excluded_type_ids as (
+    select distinct appointment_type_id
+    from int_excluded_appointment_types
+    where appointment_type_id is not null
+),
+
 localised as (
     select
         appointments.business_number,
@@ -39,6 +46,8 @@ localised as (
         appointments.appointment_ends_at,
         cast(timezone(matched_businesses.time_zone, appointments.appointment_ends_at) as date) as local_end_date,
         appointments.did_not_arrive,
+        appointments.appointment_type_id in (select appointment_type_id from excluded_type_ids)
+            as is_excluded_type,
         appointments.is_cancelled,
         appointments.is_archived
     from appointments
@@ -57,7 +66,8 @@ candidates as (
         location_name,
         country_code,
         appointment_ends_at,
-        did_not_arrive
+        did_not_arrive,
+        coalesce(is_excluded_type, false) as is_excluded_type
     from localised
     where local_end_date = target_date
       and not is_cancelled

@@ -7,6 +7,11 @@
 -- not cooled off by its own ledger row), and the patient's other appointments stay duplicate_patient instead of
 -- turning into cooled_off. Among a patient's screened appointments the one already holding a live ledger row
 -- wins, then the latest-ending one (appointment_id breaks ties).
+--
+-- Only screened-eligible appointments compete for a patient's one request (`duplicate_patient` is decided among
+-- rows whose screening code is null). An excluded_type visit is screened out like a did-not-arrive one, so it
+-- never makes the patient's other appointment of the day a duplicate: "don't ask after a free consult" must not
+-- turn into "don't ask after the treatment either".
 create schema if not exists marts;
 
 create table if not exists marts.appointment_eligibility (
@@ -107,6 +112,7 @@ screened as (
                 then 'customer_inactive'
             when quarantined_patients.patient_id is not null then 'invalid_record'
             when candidates.did_not_arrive then 'did_not_arrive'
+            when candidates.is_excluded_type then 'excluded_type'
             when not coalesce(patient_channels.has_allowed_channel, false) then 'opted_out'
             when patient_channels.channels is null then 'no_contact'
         end as screening_code,

@@ -8,10 +8,11 @@ with codes as (
         (2, 'customer_inactive', 'The customer is inactive'),
         (3, 'invalid_record',    'The Cliniko record failed validation'),
         (4, 'did_not_arrive',    'The patient did not arrive for an appointment.'),
-        (5, 'opted_out',         'The customer opted out of email and SMS'),
-        (6, 'no_contact',        'No usable email or mobile number'),
-        (7, 'duplicate_patient', 'Another appointment of this patient was selected'),
-        (8, 'cooled_off',        'The customer was asked recently')
+        (5, 'excluded_type',     'The appointment type is excluded'),
+        (6, 'opted_out',         'The customer opted out of email and SMS'),
+        (7, 'no_contact',        'No usable email or mobile number'),
+        (8, 'duplicate_patient', 'Another appointment of this patient was selected'),
+        (9, 'cooled_off',        'The customer was asked recently')
     ) as codes (precedence, restriction_code, restriction_reason)
 )
 select restriction_code, restriction_reason, precedence from codes;

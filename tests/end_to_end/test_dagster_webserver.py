@@ -16,6 +16,7 @@ from pipeline.definitions import defs
 
 ASSETS = {
     "cliniko_businesses",
+    "cliniko_appointment_types",
     "cliniko_appointments",
     "cliniko_patients",
     "appointment_eligibility",
@@ -25,6 +26,7 @@ ASSETS = {
 GROUPS = {"cliniko_businesses": "cliniko", "appointment_eligibility": "models", "review_requests": "birdeye"}
 CHECKS = {
     "cliniko_businesses:no_quarantined_rows",
+    "cliniko_appointment_types:no_quarantined_rows",
     "cliniko_appointments:no_quarantined_rows",
     "cliniko_patients:no_quarantined_rows",
     "appointment_eligibility:candidate_has_one_outcome",

@@ -63,6 +63,16 @@ class Warehouse:
             ],
         )
 
+    def appointment_type(
+        self, business_number: str, appointment_type_id: str, name: str | None, *, archived: bool = False
+    ) -> None:
+        """One of the account's Cliniko appointment types, as fetched for the mapping."""
+        self.con.execute(
+            "insert into raw.cliniko_appointment_types (business_number, appointment_type_id, "
+            "appointment_type_name, archived_at, loaded_at) values (?, ?, ?, ?, ?)",
+            [business_number, appointment_type_id, name, LOADED_AT if archived else None, LOADED_AT],
+        )
+
     def patient(
         self,
         business_number: str,
@@ -113,6 +123,7 @@ class Warehouse:
         tz: str = "Australia/Sydney",
         cliniko_business_id: str = "b1",
         partition_date: date = PARTITION_DATE,
+        appointment_type_id: str | None = None,
         did_not_arrive: bool = False,
         cancelled: bool = False,
         archived: bool = False,
@@ -121,14 +132,16 @@ class Warehouse:
         ends = local_time(ends_at, tz) if isinstance(ends_at, str) else ends_at
         self.con.execute(
             "insert into raw.cliniko_appointments (business_number, partition_date, appointment_id, "
-            "cliniko_business_id, patient_id, starts_at, ends_at, did_not_arrive, cancelled_at, archived_at, "
-            "deleted_at, loaded_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "cliniko_business_id, patient_id, appointment_type_id, starts_at, ends_at, did_not_arrive, "
+            "cancelled_at, archived_at, deleted_at, loaded_at) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 business_number,
                 partition_date,
                 appointment_id,
                 cliniko_business_id,
                 patient_id,
+                appointment_type_id,
                 ends - timedelta(minutes=30),
                 ends,
                 did_not_arrive,
@@ -183,6 +196,7 @@ class Warehouse:
         business_number: str,
         *,
         location_names: Sequence[str] = ("Main Street Clinic",),
+        excluded_appointment_types: Sequence[str] = (),
         partition_date: date = PARTITION_DATE,
         group_id: int = 7,
         fetch_delay_days: int = 0,
@@ -200,6 +214,7 @@ class Warehouse:
             fetch_delay_days=fetch_delay_days,
             cooloff_days=cooloff_days,
             location_names=location_names,
+            excluded_appointment_types=excluded_appointment_types,
             beta=beta,
             test=test,
             run_id=run_id or uuid.uuid4().hex,

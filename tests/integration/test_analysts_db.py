@@ -106,7 +106,7 @@ def test_open_reader_neither_blocks_nor_breaks_on_refresh(tmp_path: Path) -> Non
     assert (first["restriction_reasons"], second["restriction_reasons"]) == (3, 1)
     with duckdb.connect(str(analytics_path), read_only=True) as fresh:
         assert fresh.execute("select count(*) from restriction_reasons").fetchall() == [(6,)]
-        assert fresh.execute("select count(*) from restriction_codes").fetchall() == [(8,)]
+        assert fresh.execute("select count(*) from restriction_codes").fetchall() == [(9,)]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "analytics",
         "analytics.duckdb",
@@ -362,7 +362,7 @@ def test_what_changed_is_exported_whoever_changed_it_and_after_a_failed_refresh(
         statuses = con.execute("select business_number, status, count(*) from review_requests group by all")
         assert sorted(statuses.fetchall()) == [("1001", "sent", 2), ("1002", "pending", 3)]
         info = json.loads(con.execute("select row_counts from snapshot_info").fetchone()[0])
-        assert info["restriction_reasons"] == 3 and info["restriction_codes"] == 8  # exported, copied
+        assert info["restriction_reasons"] == 3 and info["restriction_codes"] == 9  # exported, copied
     assert refresh_analytics([warehouse_path], analytics_path)["restriction_reasons"] == 0  # nothing new
 
 

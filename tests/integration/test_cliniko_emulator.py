@@ -216,6 +216,28 @@ def test_patients_by_id_list_with_and_without_archived(client, account):
     assert body["merged_with_patient"]["links"]["self"].endswith(merged["merged_with_patient_id"])
 
 
+def test_appointment_types_hide_archived_ones_unless_asked_and_cannot_be_searched_by_name(client, account):
+    """What the ingestion relies on: `/appointment_types` lists an account's types (appointments reference
+    them by link), archived ones only with `archived_at:*`, and Cliniko has no filter on `name`."""
+    live = [t for t in account.appointment_types if not t["archived_at"]]
+    archived = [t for t in account.appointment_types if t["archived_at"]]
+    assert archived and any(t["name"] == "Free Consult" for t in live)
+    assert any(t["max_attendees"] > 1 for t in live)  # a class type
+    listed, _ = _walk(client, "/appointment_types", [("per_page", 100)])
+    assert {t["id"] for t in listed} == {t["id"] for t in live}
+    everything, _ = _walk(client, "/appointment_types", [("per_page", 100), ("q[]", "archived_at:*")])
+    assert {t["id"]: t["name"] for t in everything} == {t["id"]: t["name"] for t in account.appointment_types}
+    sample = everything[0]
+    assert sample["links"]["self"].endswith(f"/appointment_types/{sample['id']}")
+    assert isinstance(sample["id"], str) and sample["created_at"].endswith("Z")
+    shown = client.get(f"/appointment_types/{archived[0]['id']}").json()  # one record: archived or not
+    assert shown["archived_at"] == archived[0]["archived_at"]
+    referenced = {r["appointment_type_id"] for r in account.appointments.records_at(range(200))}
+    assert referenced <= {t["id"] for t in account.appointment_types}
+    refused = client.get("/appointment_types", params={"q[]": "name:=Free Consult"})
+    assert refused.status_code == 400 and refused.json() == {"message": "This column is not searchable."}
+
+
 @pytest.mark.parametrize(
     ("query", "predicate"),
     [

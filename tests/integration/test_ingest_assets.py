@@ -16,11 +16,14 @@ from datetime import time as clock
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import duckdb
 import pytest
 from ingest_support import INGEST_ASSETS, cliniko_sandbox, event_log_text
 
 from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses
+from pipeline.assets.models import appointment_eligibility
 from pipeline.ratelimit import SharedRateLimiter
+from pipeline.registry.store import MappingPatch, PropertyInput
 from pipeline.sandbox.cliniko_emulator import FaultConfig
 from pipeline.sandbox.generator import NULL, Account, generate_account
 from pipeline.settings import load_settings
@@ -185,6 +188,92 @@ def test_unknown_location_name_fails_listing_the_existing_names_and_fetches_noth
         # The businesses Cliniko returned are kept: the calendar holds the mapping back while its names
         # match none of them (and reads their zones).
         assert len(sandbox.rows("raw.cliniko_businesses", "7001")) == len(account.businesses)
+
+
+# -- appointment types -------------------------------------------------------------------------------------
+
+
+def test_appointment_types_are_stored_archived_included_with_one_request(
+    account, tmp_path, monkeypatch, dagster_instance
+):
+    with cliniko_sandbox(tmp_path, monkeypatch, account) as sandbox:
+        sandbox.map("8001", "Sydney CBD Physio", excluded_types=" free CONSULT ")
+        result = sandbox.materialize(dagster_instance, "8001", DAY)
+
+        stored = sandbox.rows("raw.cliniko_appointment_types", "8001")
+        assert {(t["appointment_type_id"], t["appointment_type_name"]) for t in stored} == {
+            (t["id"], t["name"]) for t in account.appointment_types
+        }
+        assert any(t["archived_at"] is not None for t in stored)  # hidden by default, asked for
+        assert all(isinstance(t["appointment_type_id"], str) for t in stored)
+        meta = metadata(result)["cliniko_appointment_types"]
+        assert (meta["rows"], meta["requests"], meta["excluded_names"]) == (len(stored), 1, 1)
+        [request] = [e for e in sandbox.emulator.request_log if e["path"].endswith("/appointment_types")]
+        assert "archived_at:*" in request["query"] and "per_page=100" in request["query"]
+        # Appointments carry the type id the models join on.
+        appointments = sandbox.rows("raw.cliniko_appointments", "8001")
+        assert appointments and {a["appointment_type_id"] for a in appointments} <= ids(
+            stored, "appointment_type_id"
+        )
+
+
+def test_an_unknown_excluded_type_name_fails_the_partition_listing_the_real_ones(
+    account, tmp_path, monkeypatch, dagster_instance
+):
+    with cliniko_sandbox(tmp_path, monkeypatch, account) as sandbox:
+        # Set on the group, inherited by the mapping: the failure says where to fix it.
+        sandbox.store.update_group(
+            sandbox.group_id,
+            triggers=None,
+            replace_triggers=False,
+            properties=[
+                PropertyInput(
+                    "cliniko.appointment.types.excluded", "Free Consult, Free Consultation", False, "g"
+                )
+            ],
+        )
+        sandbox.map("8002", "Mobile Visits, Parramatta Physio, Honolulu Sports Medicine")
+        day = date(2026, 1, 5)  # the day of this account with the most free consults at these locations
+        result = sandbox.materialize(
+            dagster_instance,
+            "8002",
+            day,
+            assets=[*INGEST_ASSETS, appointment_eligibility],
+            raise_on_error=False,
+        )
+
+        assert not result.success
+        message = failure_message(result)
+        assert "['Free Consultation']" in message and "match no Cliniko appointment type" in message
+        for appointment_type in account.appointment_types:  # archived ones included: they may be named
+            assert repr(appointment_type["name"]) in message
+        assert f"cliniko.appointment.types.excluded on integration group {sandbox.group_id}" in message
+        # The types are kept, and nothing is decided on a typo: the models never ran.
+        assert len(sandbox.rows("raw.cliniko_appointment_types", "8002")) == len(account.appointment_types)
+        assert not result.asset_materializations_for_node("appointment_eligibility")
+
+        # Overridden on the mapping with names Cliniko has (odd case and spaces): the partition goes through,
+        # and the free consults of the day get their reason.
+        sandbox.store.update_mapping(
+            "8002",
+            MappingPatch(
+                properties=[PropertyInput("cliniko.appointment.types.excluded", "  FREE consult", False, "m")]
+            ),
+        )
+        assert sandbox.materialize(
+            dagster_instance, "8002", day, assets=[*INGEST_ASSETS, appointment_eligibility]
+        ).success
+        free = {t["id"] for t in account.appointment_types if t["name"] == "Free Consult"}
+        with duckdb.connect(str(sandbox.warehouse), read_only=True) as con:
+            outcomes = con.execute(
+                "select a.appointment_type_id, e.restriction_code from marts.appointment_eligibility e "
+                "join raw.cliniko_appointments a using (business_number, partition_date, appointment_id) "
+                "where e.business_number = '8002'"
+            ).fetchall()
+        earlier = ("customer_inactive", "invalid_record", "did_not_arrive")  # codes that come first
+        assert any(type_id in free for type_id, _ in outcomes)
+        for type_id, code in outcomes:
+            assert code in ("excluded_type", *earlier) if type_id in free else code != "excluded_type"
 
 
 def _force_group_key(sandbox, api_key: str) -> None:

@@ -10,13 +10,19 @@ import duckdb
 import pytest
 from models_fixtures import PARTITION_DATE, Warehouse
 
-from pipeline.warehouse.models import CHECKS, build_partition, run_check
+from pipeline.warehouse.models import (
+    CHECKS,
+    build_partition,
+    run_check,
+    unknown_appointment_type_names,
+)
 
 ALL_CODES = [
     "integration_beta",
     "customer_inactive",
     "invalid_record",
     "did_not_arrive",
+    "excluded_type",
     "opted_out",
     "no_contact",
     "duplicate_patient",
@@ -85,6 +91,7 @@ def test_every_code_once_with_counts_texts_and_channels(wh: Warehouse) -> None:
         "customer_inactive": 2,
         "invalid_record": 1,
         "did_not_arrive": 1,
+        "excluded_type": 0,
         "opted_out": 1,
         "no_contact": 1,
         "duplicate_patient": 1,
@@ -149,6 +156,113 @@ def test_precedence_between_codes(wh: Warehouse, patient: dict, appointment: dic
     wh.appointment("1001", "a1", patient_id="p1", ends_at="2026-11-24 10:00", **appointment)
     wh.build("1001")
     assert wh.outcomes("1001") == {"a1": expected}
+
+
+# -- appointment types excluded by `cliniko.appointment.types.excluded` --------------------------------------
+
+
+def _types(wh: Warehouse) -> None:
+    wh.appointment_type("1001", "t-free", "  Free Consult ")  # Cliniko's own name, with stray spaces
+    wh.appointment_type("1001", "t-standard", "Standard Consultation")
+    wh.appointment_type("1001", "t-promo", "Winter Promo", archived=True)  # archived since it was booked
+    wh.appointment_type("1002", "t-other", "Pilates Class")  # another mapping's account
+
+
+def test_excluded_types_match_trimmed_and_case_insensitively(wh: Warehouse) -> None:
+    _types(wh)
+    for patient, appointment, appointment_type in (
+        ("p1", "a-free", "t-free"),
+        ("p2", "a-standard", "t-standard"),
+        ("p3", "a-promo", "t-promo"),
+        ("p4", "a-untyped", None),
+    ):
+        wh.patient("1001", patient)
+        wh.appointment(
+            "1001",
+            appointment,
+            patient_id=patient,
+            ends_at="2026-11-24 10:00",
+            appointment_type_id=appointment_type,
+        )
+
+    counts = wh.build("1001", excluded_appointment_types=["FREE consult  ", " winter PROMO", "pilates class"])
+
+    assert wh.outcomes("1001") == {
+        "a-free": "excluded_type",
+        "a-promo": "excluded_type",
+        "a-standard": "eligible",
+        "a-untyped": "eligible",
+    }
+    assert counts["excluded_type"] == 2 and counts["eligible"] == 2
+    assert wh.rows("1001")["a-free"]["restriction_reason"] == "The appointment type is excluded"
+
+
+def test_no_excluded_types_exclude_nothing(wh: Warehouse) -> None:
+    _types(wh)
+    wh.patient("1001", "p1")
+    wh.appointment(
+        "1001", "a-free", patient_id="p1", ends_at="2026-11-24 10:00", appointment_type_id="t-free"
+    )
+
+    assert wh.build("1001")["excluded_type"] == 0
+    assert wh.outcomes("1001") == {"a-free": "eligible"}
+    wh.build("1001", excluded_appointment_types=["Free Consult"])
+    assert wh.outcomes("1001") == {"a-free": "excluded_type"}
+    wh.build("1001", excluded_appointment_types=[])  # the property removed: the next build sends again
+    assert wh.outcomes("1001") == {"a-free": "eligible"}
+
+
+@pytest.mark.parametrize(
+    ("patient", "appointment", "expected"),
+    [
+        ({"archived": True}, {}, "customer_inactive"),
+        ({}, {"did_not_arrive": True}, "did_not_arrive"),
+        ({"reminder_type": "None"}, {}, "excluded_type"),
+        ({"reminder_type": "SMS", "phones": [("Home", "0412 345 678")]}, {}, "excluded_type"),
+    ],
+)
+def test_excluded_type_comes_after_did_not_arrive_and_before_opted_out(
+    wh: Warehouse, patient: dict, appointment: dict, expected: str
+) -> None:
+    _types(wh)
+    wh.patient("1001", "p1", **patient)
+    wh.appointment(
+        "1001", "a1", patient_id="p1", ends_at="2026-11-24 10:00", appointment_type_id="t-free", **appointment
+    )
+    wh.build("1001", excluded_appointment_types=["Free Consult"])
+    assert wh.outcomes("1001") == {"a1": expected}
+
+
+def test_an_excluded_visit_never_makes_the_patients_other_visit_a_duplicate(wh: Warehouse) -> None:
+    """SPEC §4: duplicate_patient means a later-ending *eligible* appointment was selected. The free consult
+    ends later the same day, but it is not eligible, so the treatment before it is the one that is asked
+    about; the consult keeps its own reason. (The fixture's teardown runs every data check too.)"""
+    _types(wh)
+    wh.patient("1001", "p1")
+    wh.appointment(
+        "1001", "a-treatment", patient_id="p1", ends_at="2026-11-24 09:00", appointment_type_id="t-standard"
+    )
+    wh.appointment(
+        "1001", "a-consult", patient_id="p1", ends_at="2026-11-24 17:00", appointment_type_id="t-free"
+    )
+
+    wh.build("1001", excluded_appointment_types=["free consult"])
+
+    assert wh.outcomes("1001") == {"a-consult": "excluded_type", "a-treatment": "eligible"}
+    assert wh.claims() == {("1001", "a-treatment"): "pending"}
+
+
+def test_unknown_type_names_are_found_by_the_models_own_rule(wh: Warehouse) -> None:
+    _types(wh)
+    wh.appointment_type("1001", "t-foot", "Fußpflege")
+    unknown, existing = unknown_appointment_type_names(
+        wh.con, "1001", ["free CONSULT", "Free Consul", "Pilates Class", "FUSSPFLEGE", "fußPFLEGE"]
+    )
+    # SQL lower() keeps "ß" (Python's casefold would make it "ss"): the check agrees with the model, which
+    # would exclude nothing for "FUSSPFLEGE". Another mapping's types are not this account's.
+    assert unknown == ["Free Consul", "Pilates Class", "FUSSPFLEGE"]
+    assert existing == ["  Free Consult ", "Fußpflege", "Standard Consultation", "Winter Promo"]
+    assert unknown_appointment_type_names(wh.con, "1001", []) == ([], [])
 
 
 @pytest.mark.parametrize(

@@ -39,9 +39,9 @@ def test_the_models_without_the_partitions_cliniko_data_fail_and_name_what_is_mi
         assert not result.success
         log = event_log_text(instance, result.run_id)
         assert (
-            "Partition 2026-01-06|5001 (mapping 5001, 2026-01-06): cliniko_appointments, cliniko_patients "
-            "was never materialized for it, so appointment_eligibility has nothing to work on and was not "
-            "built."
+            "Partition 2026-01-06|5001 (mapping 5001, 2026-01-06): cliniko_appointments, cliniko_patients, "
+            "cliniko_appointment_types was never materialized for it, so appointment_eligibility has nothing "
+            "to work on and was not built."
         ) in log
         assert "cliniko-reviews run --date 2026-01-06 --mapping 5001" in log
         assert instance.get_latest_materialization_event(dg.AssetKey("appointment_eligibility")) is None

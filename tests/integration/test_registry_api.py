@@ -497,6 +497,30 @@ BAD_REQUESTS = [
         "none blank",
     ),
     (
+        "blank name among excluded appointment types",
+        "PUT",
+        MAPPING_PATH,
+        mapping_with([NY, prop("cliniko.appointment.types.excluded", "Free Consult,,Pilates Class")]),
+        {},
+        422,
+        "integrationProperties[1].propertyValue",
+        "comma-separated Cliniko appointment type names, none blank",
+    ),
+    (
+        "excluded appointment types of only commas on a group",
+        "POST",
+        UPDATE_PATH,
+        {
+            "groupId": 22253,
+            "integrationGroupTriggers": [{"triggerId": 129, "triggerTypeId": 1, "actionIds": [2]}],
+            "integrationGroupProperties": [prop("cliniko.appointment.types.excluded", " , ")],
+        },
+        {},
+        422,
+        "integrationGroupProperties[0].propertyValue",
+        "none blank",
+    ),
+    (
         "mapping without location",
         "PUT",
         MAPPING_PATH,
@@ -806,6 +830,43 @@ def test_operator_routes_list_update_and_deactivate(seeded: httpx.Client) -> Non
     assert "/integration/add/businessintegrationgroup" in openapi["paths"]
     assert "/admin/mappings/{businessNumber}" in openapi["paths"]
     assert seeded.get("/docs").status_code == 404  # Swagger UI would need a CDN
+
+
+def test_excluded_appointment_types_are_set_on_the_group_and_overridden_on_a_mapping(
+    seeded: httpx.Client,
+) -> None:
+    """`cliniko.appointment.types.excluded` is a group property a mapping may override, like the cool-off; a
+    blank override excludes nothing at that location. Names are stored trimmed, as written otherwise (the
+    run matches them against Cliniko trimmed and case-insensitively)."""
+    group = seeded.post(
+        "/integration/update/businessintegrationgroup?replaceTriggers=false",
+        json={
+            "groupId": 22253,
+            "integrationGroupTriggers": [{"triggerId": 129, "triggerTypeId": 1, "actionIds": [2]}],
+            "integrationGroupProperties": [
+                prop("cliniko.appointment.types.excluded", " free consult ,Pilates Class")
+            ],
+        },
+    )
+    assert group.status_code == 200, group.text
+
+    def effective(number: str) -> tuple[str, str] | None:
+        view = seeded.get("/admin/mappings", params={"businessNumber": number}).json()["mappings"][0]
+        found = [
+            (p["propertyValue"], p["level"])
+            for p in view["effectiveProperties"]
+            if p["propertyKey"] == "cliniko.appointment.types.excluded"
+        ]
+        return found[0] if found else None
+
+    assert effective(SMB_BUSINESS_NUMBER) == ("free consult, Pilates Class", "group")
+    override = seeded.patch(
+        f"/admin/mappings/{ENTERPRISE_LOCATION_NUMBER}",
+        json={"integrationProperties": [prop("cliniko.appointment.types.excluded", "  ")]},
+    )
+    assert override.status_code == 200, override.text
+    assert effective(ENTERPRISE_LOCATION_NUMBER) == ("", "mapping")
+    assert effective(SMB_BUSINESS_NUMBER) == ("free consult, Pilates Class", "group")
 
 
 # -- secrets ---------------------------------------------------------------------------------------

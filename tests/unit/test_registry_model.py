@@ -64,6 +64,12 @@ def test_shard_is_the_suffix_after_the_last_dash() -> None:
         ("customer.fetch.delay", "365", "365"),
         ("customer.cooloff.days", "3650", "3650"),
         ("cliniko.location.name", " New York ,Brooklyn", "New York, Brooklyn"),
+        (
+            "cliniko.appointment.types.excluded",
+            "  FREE consult ,Pilates Class",
+            "FREE consult, Pilates Class",
+        ),
+        ("cliniko.appointment.types.excluded", "  ", ""),
     ],
 )
 def test_property_values_are_normalised(key: str, value: str, stored: str) -> None:
@@ -146,6 +152,35 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
     ):
         registry.store.create_mapping(MappingInput(number, group["groupId"], props, active=active))
     return registry
+
+
+@pytest.mark.parametrize("value", ["Free Consult,,Pilates", " , ", "Free Consult,"])
+def test_excluded_type_names_must_not_be_blank_in_a_list(value: str) -> None:
+    for level in ("group", "mapping"):
+        with pytest.raises(RegistryError, match="none blank") as error:
+            normalize_property("cliniko.appointment.types.excluded", value, level=level, field="p")
+        assert error.value.field == "p.propertyValue"
+
+
+def test_excluded_types_resolve_from_the_group_and_a_mapping_override(registry: Registry) -> None:
+    store = registry.store
+    group_id = registry.mapping("101").group_id
+    assert registry.mapping("101").excluded_appointment_types == ()  # not set: nothing excluded
+    key = "cliniko.appointment.types.excluded"
+    store.update_group(
+        group_id,
+        triggers=None,
+        replace_triggers=False,
+        properties=[PropertyInput(key, "Free Consult, Pilates Class", False, "g")],
+    )
+    store.update_mapping("102", MappingPatch(properties=[PropertyInput(key, "Short Review", False, "m")]))
+    store.update_mapping("103", MappingPatch(properties=[PropertyInput(key, "", False, "m")]))
+    assert registry.mapping("101").excluded_appointment_types == ("Free Consult", "Pilates Class")
+    assert registry.mapping("102").excluded_appointment_types == ("Short Review",)
+    assert (
+        key in registry.mapping("102").overridden_keys and key not in registry.mapping("101").overridden_keys
+    )
+    assert registry.mapping("103").excluded_appointment_types == ()
 
 
 def test_read_api_resolves_group_then_mapping_properties(registry: Registry) -> None:

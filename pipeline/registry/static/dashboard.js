@@ -496,6 +496,10 @@ function mappingTable(group, mappings) {
 function mappingRow(group, m, columns) {
   const keys = state.rules.keys;
   const names = own(m, keys.locationName)?.propertyValue ?? "";
+  const excluded = effective(m, keys.excludedTypes);
+  const namesCell = excluded?.propertyValue
+    ? [names, h("br"), h("small", {}, `no request after: ${excluded.propertyValue} `), excluded.level === "mapping" ? badge("override", "override") : badge("group")]
+    : names;
   const delay = effective(m, keys.fetchDelay);
   const delayCell = delay
     ? [plural(Number(delay.propertyValue), "days"), " ", delay.level === "mapping" ? badge("override", "override") : badge("group")]
@@ -510,7 +514,7 @@ function mappingRow(group, m, columns) {
   if (m.beta) status.push(" ", badge("beta"));
   const cells = [
     h("th", { scope: "row" }, m.businessNumber),
-    h("td", {}, names),
+    h("td", {}, namesCell),
     h("td", { class: "status-cell" }, status),
     h("td", { class: "nowrap" }, `every ${plural(m.frequency.value, m.frequency.unit)}`),
     h("td", { class: "nowrap" }, runText(m.nextRunTime)),
@@ -632,6 +636,7 @@ function openLocationDrawer(context, opener) {
   $("loc-fetch-delay").value = mapping ? (own(mapping, keys.fetchDelay)?.propertyValue ?? "") : (location?.fetchDelay ?? "");
   $("loc-fetch-delay-hint").textContent = `Blank: the group's value (${plural(Number(groupFetchDelay(context.group)), "days")}).`;
   $("loc-names").value = mapping ? (own(mapping, keys.locationName)?.propertyValue ?? "") : (location?.names ?? "");
+  $("loc-excluded-types").value = mapping ? (own(mapping, keys.excludedTypes)?.propertyValue ?? "") : (location?.excludedTypes ?? "");
   $("loc-cliniko-key").value = location?.clinikoKey ?? "";
   $("loc-birdeye-key").value = location?.birdeyeKey ?? "";
   for (const [key, id] of [[keys.clinikoApiKey, "loc-cliniko-key"], [keys.birdeyeApiKey, "loc-birdeye-key"]]) {
@@ -741,6 +746,7 @@ function readLocation() {
     nextRun: $("loc-next-run").value,
     fetchDelay: numberText("loc-fetch-delay"),
     names: $("loc-names").value,
+    excludedTypes: $("loc-excluded-types").value,
     clinikoKey: $("loc-cliniko-key").value,
     birdeyeKey: $("loc-birdeye-key").value,
     removeClinikoKey: $("loc-cliniko-key-remove").checked,
@@ -778,6 +784,10 @@ function locationRequest(loc, { mode, groupId, mapping }) {
   const names = loc.names.split(",").map((n) => n.trim());
   if (names.some((n) => !n)) check.fail("loc-names", "must be one or more comma-separated Cliniko business names, none blank");
   add(keys.locationName, names.join(", "), "loc-names");
+  const excluded = loc.excludedTypes.trim() ? loc.excludedTypes.split(",").map((n) => n.trim()) : [];
+  if (excluded.some((n) => !n)) check.fail("loc-excluded-types", "must be comma-separated Cliniko appointment type names, none blank");
+  if (excluded.length) add(keys.excludedTypes, excluded.join(", "), "loc-excluded-types");
+  else if (mapping && own(mapping, keys.excludedTypes)) remove(keys.excludedTypes, "loc-excluded-types");
   if (loc.fetchDelay !== "") {
     add(keys.fetchDelay, checkInteger(keys.fetchDelay, loc.fetchDelay, "loc-fetch-delay", check), "loc-fetch-delay");
   } else if (mapping && own(mapping, keys.fetchDelay)) {
