@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 from birdeye_sink_support import KEY, claim, delivered_counts, eligible_rows, ledger_rows
 
+from pipeline.leases import holder_alive
 from pipeline.sandbox.birdeye_emulator import BirdeyeEmulatorConfig, running_birdeye
-from pipeline.sink import post_review_requests
+from pipeline.sink import ledger, post_review_requests
+from pipeline.sink.post import ledger_connection
 
 WORKER = Path(__file__).with_name("birdeye_sink_worker.py")
 BATCH = 8
@@ -99,6 +101,20 @@ def assert_at_most_once_and_nothing_lost(
     return ledger
 
 
+def wait_for_the_server_to_free_its_lease(db: str | None) -> None:
+    """A killed run's lease is free once PostgreSQL's backend notices the dropped connection and ends: a few
+    milliseconds, longer on a loaded machine. The next reap in production (a later posting run, the calendar's
+    next tick) comes long after; the survivor here comes at once, so it waits for that. A flock (no
+    `DATABASE_URL`) is free when the kernel closes the dead process's file."""
+    if db is None:
+        return
+    with ledger_connection(None, db) as con:
+        run_ids = [r for r in ledger.sending_run_ids(con) if r is not None]
+    deadline = time.monotonic() + 30
+    while any(holder_alive(db, r) for r in run_ids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_sigkill_at_random_points_never_posts_twice_and_loses_nothing(tmp_path, db):
     rng = random.Random(20261124)
     warehouse = host_warehouse(tmp_path, db, "survivor")
@@ -132,6 +148,7 @@ def test_sigkill_at_random_points_never_posts_twice_and_loses_nothing(tmp_path, 
             worker.send_signal(signal.SIGKILL)
             worker.communicate()
             killed_mid_flight += not finished and received_for(birdeye, bid) > 0
+            wait_for_the_server_to_free_its_lease(db)
 
             warehouse.parent.mkdir(parents=True, exist_ok=True)
             post_review_requests(
