@@ -21,7 +21,7 @@ from pipeline.calendar.store import Alert
 from pipeline.registry import MappingConfig
 from pipeline.sink.ledger import shared_decision
 from pipeline.warehouse import connect
-from pipeline.warehouse.models import CHECKS, build_partition, ensure_models, run_check
+from pipeline.warehouse.models import CHECKS, BuiltByNewerRun, build_partition, ensure_models, run_check
 from pipeline.warehouse.slices import ensure_tables
 from pipeline.warehouse.sql_files import SQL_DIR
 
@@ -134,12 +134,8 @@ def appointment_eligibility(
         try:
             with shared_decision(pipeline.settings.database_url, mapping.group_id) as shared_ledger:
                 counts = build_partition(con, **params, shared_ledger=shared_ledger)
-        except store.BuiltByNewerRun as error:  # another host's newer run (PostgreSQL's runs)
+        except BuiltByNewerRun as error:  # a newer run, of this host or another, built the partition
             raise dg.Failure(str(error)) from None
-        except duckdb.InvalidInputException as error:  # this warehouse's newer run (record_build.sql)
-            if "was already built by run" not in str(error):
-                raise
-            raise dg.Failure(str(error).removeprefix("Invalid Input Error: ")) from None
         findings = {name: run_check(con, name, params) for name in CHECKS}
         recent = recent_days(con, day.business_number, day.partition_date, context.run.run_id)
         partial = run_started_at < params["close_at"]

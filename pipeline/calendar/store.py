@@ -5,7 +5,7 @@
 - Runs: a group's warehouse always records its own (the analysts' `coverage` reads them). With PostgreSQL,
   every write goes there first (`shared=`, from `shared_runs`), and the scheduler reads the runs of every
   host there (`history`, `unfinished_runs`); a build checks there that no newer run built its partition
-  (`record_shared_build`, inside the decision's transaction).
+  (`pipeline.sink.ledger.SharedDecision.pull`, inside the decision's transaction).
 - Alerts: in the alerts file or in PostgreSQL, one or the other
   (`pipeline.calendar.alerts.alerts_connection`).
 
@@ -113,36 +113,15 @@ RUN_COLUMNS = {
 }
 
 
-class BuiltByNewerRun(RuntimeError):
-    """A run that started before the run that last built its partition tried to build it (it would replace
-    newer decisions with what it saw earlier, a partial view of the day): nothing of its build lands."""
-
-
 def record_shared_build(warehouse: duckdb.DuckDBPyConnection, shared: Connection, run_id: str) -> None:
     """The build the warehouse just recorded as run `run_id`'s (`sql/calendar/record_build.sql`, in the
-    build's transaction), recorded in PostgreSQL too, inside the decision's transaction there. Raises
-    `BuiltByNewerRun` when another host's newer run built the partition (the same rule the warehouse's
-    record applies to the runs it holds)."""
+    build's transaction), recorded in PostgreSQL too, inside the decision's transaction there (which began
+    by refusing the build if another host's newer run built the partition: `SharedDecision.pull`)."""
     row = warehouse.execute(
         f"select {', '.join(RUN_COLUMNS)} from calendar.partition_runs where run_id = $run_id",
         {"run_id": run_id},
     ).fetchone()
     values = dict(zip(RUN_COLUMNS, row, strict=True))
-    newer = run(
-        shared,
-        """
-        select run_id, run_started_at from calendar.partition_runs
-        where business_number = $business_number and partition_date = $partition_date
-          and status in ('built', 'succeeded') and run_started_at > $run_started_at and run_id <> $run_id
-        order by run_started_at desc limit 1
-        """,
-        values,
-    ).fetchone()
-    if newer is not None:
-        raise BuiltByNewerRun(
-            f"partition {values['partition_date']}|{values['business_number']} was already built by run "
-            f"{newer[0]}, which started at {newer[1]}, after this run started; this run changes nothing"
-        )
     updates = ", ".join(f"{name} = excluded.{name}" for name in RUN_COLUMNS if name != "run_id")
     run(
         shared,

@@ -25,6 +25,7 @@ from pipeline.calendar import store
 from pipeline.postgres import insert_rows
 from pipeline.postgres import run as _run
 from pipeline.warehouse import run_sql_file
+from pipeline.warehouse.models import refuse_if_superseded
 
 if TYPE_CHECKING:
     import psycopg2.extensions
@@ -371,19 +372,21 @@ class SharedDecision:
 
     def pull(self, warehouse: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
         """The warehouse's copy of the rows the decision reads, made PostgreSQL's. A warehouse's first
-        decision with PostgreSQL first copies its whole ledger there (kept before `DATABASE_URL` was set)."""
+        decision with PostgreSQL first copies its whole ledger there (kept before `DATABASE_URL` was set).
+        Raises `BuiltByNewerRun` if a newer run of any host built the partition: the advisory lock held from
+        here to `push` makes that answer hold until this decision commits."""
         warehouse.execute("create table if not exists sink.ledger_shared (since timestamptz not null)")
         if warehouse.execute("select count(*) from sink.ledger_shared").fetchone()[0] == 0:
             _insert(self.con, _rows(warehouse), conflict="on conflict do nothing")
             warehouse.execute("insert into sink.ledger_shared values (current_timestamp)")
         store.share_runs(warehouse, self.con)
+        refuse_if_superseded(self.con, params, run=_run)
         copy_rows(self.con, warehouse, DECISION_ROWS, {name: params[name] for name in _DECISION_PARAMS})
 
     def push(self, warehouse: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
-        """The claims and the build's run made in PostgreSQL too (raising `BuiltByNewerRun` if another
-        host's newer run built the partition), and committed there (which ends the group's lock) before the
-        warehouse commits: a warehouse never holds a claim, or a note that its ledger was copied, that
-        PostgreSQL lacks."""
+        """The claims and the build's run made in PostgreSQL too, and committed there (which ends the group's
+        lock) before the warehouse commits: a warehouse never holds a claim, or a note that its ledger was
+        copied, that PostgreSQL lacks."""
         push_claims(warehouse, self.con, params)
         store.record_shared_build(warehouse, self.con, params["run_id"])
         self.con.commit()

@@ -14,7 +14,7 @@ ART index: the zonemaps already skip the history (`benchmarks/bench_models.py` m
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ import duckdb
 
 from pipeline.warehouse.phone import register_phone_functions
 from pipeline.warehouse.slices import TABLE_DDL, ensure_definitions
-from pipeline.warehouse.sql_files import SQL_DIR, run_sql_file
+from pipeline.warehouse.sql_files import SQL_DIR, read_sql, run_sql_file
 
 # Creates or replaces everything that holds no partition data; idempotent and cheap, run by every build.
 DEFINITION_FILES = (
@@ -44,6 +44,9 @@ PARTITION_FILES = (
     "analytics/review_requests.sql",
     "calendar/record_build.sql",
 )
+# Who built a partition after the given run started (`refuse_if_superseded`), on either store.
+NEWER_BUILD = "calendar/newer_build.sql"
+NEWER_BUILD_PARAMS = ("business_number", "partition_date", "run_started_at", "run_id")
 CHECKS = tuple(sorted(path.stem for path in (SQL_DIR / "checks").glob("*.sql")))
 
 
@@ -51,11 +54,34 @@ class SharedLedger(Protocol):
     """A ledger shared across hosts (`pipeline.sink.ledger.SharedDecision`): the warehouse's copy of the rows
     a decision reads is refreshed from it first, and the decision's claims are made in it too."""
 
-    def pull(self, con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None: ...
+    def pull(self, con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
+        """Refresh the warehouse's copy of what the decision reads; raise `BuiltByNewerRun` if a newer run of
+        any host built the partition."""
+        ...
 
     def push(self, con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
         """Make the claims in the shared ledger and commit them there, before the warehouse commits."""
         ...
+
+
+class BuiltByNewerRun(RuntimeError):
+    """A run that started before the run that last built its partition tried to build it (it would replace
+    newer decisions with what it saw earlier, a partial view of the day): nothing of its build lands."""
+
+
+def refuse_if_superseded(con: Any, params: Mapping[str, Any], run: Callable[..., Any] | None = None) -> None:
+    """Raise `BuiltByNewerRun` if a run that started after this one (`params["run_started_at"]`) built the
+    partition, by the runs that `con` holds: a group's warehouse, or with `run=pipeline.postgres.run`, a
+    PostgreSQL connection holding every host's runs (`sql/calendar/newer_build.sql` runs on both)."""
+    bound = {name: params[name] for name in NEWER_BUILD_PARAMS}
+    sql = read_sql(NEWER_BUILD)
+    newer = (run(con, sql, bound) if run is not None else con.execute(sql, bound)).fetchone()
+    if newer is not None:
+        run_id, started = newer
+        raise BuiltByNewerRun(
+            f"partition {params['partition_date']}|{params['business_number']} was already built by run "
+            f"{run_id}, which started at {started}, after this run started; this run changes nothing"
+        )
 
 
 def ensure_models(con: duckdb.DuckDBPyConnection) -> None:
@@ -87,9 +113,10 @@ def build_partition(
     One transaction: a failure leaves the previous rows in place, and a concurrent build of the same group
     decides after this one's claims are visible (see `sql/sink/claims.sql`). Only the rows of
     (business_number, partition_date) are replaced. A run that started before the run that last built the
-    partition changes nothing and raises (see `sql/calendar/record_build.sql`). The counts are `candidates`,
-    `eligible` and one key per restriction code (0 when none), in precedence order; they are what the Dagster
-    UI plots over partitions. With `shared_ledger` (PostgreSQL), the decision reads and claims there too.
+    partition changes nothing and raises `BuiltByNewerRun` (`refuse_if_superseded`). The counts are
+    `candidates`, `eligible` and one key per restriction code (0 when none), in precedence order; they are
+    what the Dagster UI plots over partitions. With `shared_ledger` (PostgreSQL), the decision reads and
+    claims there too.
     `excluded_appointment_types` are the names of `cliniko.appointment.types.excluded` (none: nothing is
     excluded); a name that matches no stored type excludes nothing, so callers check them first
     (`unknown_appointment_type_names`).
@@ -126,8 +153,9 @@ def build_partition(
     con.begin()
     try:
         ensure_models(con)
+        refuse_if_superseded(con, params)
         if shared_ledger is not None:
-            shared_ledger.pull(con, params)
+            shared_ledger.pull(con, params)  # which refuses too if another host's newer run built it
         for path in PARTITION_FILES:
             run_sql_file(con, path, params)
         counts = partition_counts(

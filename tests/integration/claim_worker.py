@@ -10,11 +10,9 @@ import json
 import sys
 from datetime import date, datetime
 
-import duckdb
-
 from pipeline.sink.ledger import shared_decision
 from pipeline.warehouse import connect
-from pipeline.warehouse.models import build_partition
+from pipeline.warehouse.models import BuiltByNewerRun, build_partition
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as handle:
@@ -31,5 +29,5 @@ if __name__ == "__main__":
             with shared_decision(job.get("database_url"), params["group_id"]) as shared_ledger:
                 counts = build_partition(con, **params, shared_ledger=shared_ledger)
             print(json.dumps(counts), flush=True)
-        except duckdb.InvalidInputException as error:
+        except BuiltByNewerRun as error:
             print(f"superseded: {error}", flush=True)

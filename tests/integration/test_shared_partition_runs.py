@@ -14,7 +14,7 @@ from pipeline.calendar import store
 from pipeline.postgres import run
 from pipeline.sink.ledger import shared_decision
 from pipeline.warehouse import connect
-from pipeline.warehouse.models import build_partition, ensure_models
+from pipeline.warehouse.models import BuiltByNewerRun, build_partition, ensure_models
 
 GROUP = 7
 BUILD = {
@@ -60,7 +60,7 @@ def test_a_run_older_than_another_hosts_build_of_its_partition_changes_nothing(t
     host(b)
     later = RUN_STARTED_AT + timedelta(hours=1)
     assert build(b, database_url, "run-new", later)["eligible"] == 2
-    with pytest.raises(store.BuiltByNewerRun, match="already built by run run-new"):
+    with pytest.raises(BuiltByNewerRun, match="already built by run run-new"):
         build(a, database_url, "run-old", RUN_STARTED_AT)
     with connect(a) as con:  # nothing of the older run's build landed on its host
         assert con.execute("select count(*) from calendar.partition_runs").fetchone()[0] == 0
@@ -111,5 +111,5 @@ def test_a_warehouses_runs_from_before_database_url_reach_postgresql_once(tmp_pa
             store.share_runs(con, shared)
     assert shared_rows(database_url, "select status from calendar.partition_runs") == [("succeeded",)]
     # Its older run now cannot replace a newer build made with PostgreSQL, on any host.
-    with pytest.raises(store.BuiltByNewerRun):
+    with pytest.raises(BuiltByNewerRun):
         build(a, database_url, "run-older", RUN_STARTED_AT - timedelta(hours=1))
