@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import httpx
 import pytest
-from ingest_support import cliniko_sandbox
+from ingest_support import cliniko_sandbox, event_log_text
 
 from pipeline.cliniko import ClinikoClient
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig
@@ -150,7 +150,8 @@ def test_a_mapping_day_stores_its_practitioners_with_emails_at_the_least_request
     assert inactive and referenced - inactive  # the day covers both lists
     with cliniko_sandbox(tmp_path, monkeypatch, account) as sandbox:
         sandbox.map(MAPPING, LOCATIONS)
-        result = sandbox.materialize(dg.DagsterInstance.ephemeral(), MAPPING, DAY)
+        instance = dg.DagsterInstance.ephemeral()
+        result = sandbox.materialize(instance, MAPPING, DAY)
         log = sandbox.emulator.request_log
         rows = sandbox.rows("raw.cliniko_practitioners", MAPPING, DAY)
     paths = [e["path"] for e in log]
@@ -175,6 +176,9 @@ def test_a_mapping_day_stores_its_practitioners_with_emails_at_the_least_request
     assert meta["with_email"] == sum(1 for pid in referenced if user_email(account, practitioners[pid]))
     # businesses, appointment types, appointments, then patients and practitioners in one step
     assert len(result.get_step_success_events()) == 4
+    key = account.api_key
+    assert key not in event_log_text(instance, result.run_id)
+    assert key.rsplit("-", 1)[0] not in event_log_text(instance, result.run_id)
 
 
 def test_a_practitioner_cliniko_no_longer_returns_is_stored_as_missing(account, tmp_path, monkeypatch):
