@@ -356,6 +356,10 @@ def cliniko_patients(
         },
         check_results=[_quarantine_check("patients", quarantined, stored, "cliniko_patients")],
     )
+    if practitioners.refused:
+        context.log.warning(
+            f"Requests of this partition go without what Cliniko refused: {practitioners.refused}"
+        )
     warehouse = pipeline.settings.warehouse_path(mapping.group_id)
     stored, quarantined = store_practitioners(
         warehouse, day.business_number, day.partition_date, practitioners
@@ -366,6 +370,7 @@ def cliniko_patients(
             "rows": stored,
             "missing_practitioners": len(practitioners.missing_ids),
             "with_email": practitioners.with_email,
+            "refused_by_cliniko": practitioners.refused or "",
             "quarantined": quarantined,
             **requests_since(patient_requests, _client_metadata(client)),
         },

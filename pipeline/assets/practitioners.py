@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from pipeline.cliniko import ClinikoClient
+from pipeline.cliniko import ClinikoClient, ClinikoForbidden
 from pipeline.warehouse.raw_store import store_records
 
 REFERENCED_IDS = """
@@ -37,10 +37,12 @@ def referenced_practitioner_ids(
 @dataclass(frozen=True)
 class PractitionerLookup:
     """What Cliniko returned for the referenced ids: practitioner rows with their user's `email`, and the
-    ids it returned from neither list (deleted practitioners)."""
+    ids it returned from neither list (deleted practitioners). `refused`: Cliniko's 403 for practitioners or
+    users (the key's user may not read them), after which the lookup went on without them."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     missing_ids: list[str] = field(default_factory=list)
+    refused: str | None = None
 
     @property
     def with_email(self) -> int:
@@ -50,15 +52,27 @@ class PractitionerLookup:
 def practitioner_lookup(client: ClinikoClient, ids: list[str]) -> PractitionerLookup:
     """Fetch `ids` at the least request count: active practitioners, then only the ids still unknown among
     the inactive ones, then the users of those found (for their emails), each 100 ids per request. No ids,
-    no request."""
+    no request.
+
+    A 403 does not fail the partition: who saw the patient only adds attribution to a request, so a key whose
+    Cliniko user may not read practitioners (or users) still gets its patients asked, without names (or
+    without employees), and `refused` says why for the step's metadata and log.
+    """
     if not ids:
         return PractitionerLookup()
-    rows = client.practitioners(ids)
+    try:
+        rows = client.practitioners(ids)
+    except ClinikoForbidden as error:
+        return PractitionerLookup(refused=str(error))
     user_ids = sorted({row["user_id"] for row in rows if row["user_id"]})
-    email_of = {user["user_id"]: user["email"] for user in client.users(user_ids)} if user_ids else {}
+    refused = None
+    try:
+        email_of = {user["user_id"]: user["email"] for user in client.users(user_ids)} if user_ids else {}
+    except ClinikoForbidden as error:
+        email_of, refused = {}, str(error)
     rows = [{**row, "email": email_of.get(row["user_id"])} for row in rows]
     returned = {row["practitioner_id"] for row in rows}
-    return PractitionerLookup(rows, [pid for pid in ids if pid not in returned])
+    return PractitionerLookup(rows, [pid for pid in ids if pid not in returned], refused)
 
 
 def store_practitioners(

@@ -194,3 +194,31 @@ def test_a_practitioner_cliniko_no_longer_returns_is_stored_as_missing(account, 
     assert set(rows) == set(referenced)
     assert rows[gone]["is_missing"] and rows[gone]["first_name"] is None and rows[gone]["is_active"] is None
     assert not any(r["is_missing"] for pid, r in rows.items() if pid != gone)
+
+
+@pytest.mark.parametrize("forbidden", ["users", "practitioners"])
+def test_a_key_that_may_not_read_practitioners_or_users_still_ingests_the_day(
+    account, tmp_path, monkeypatch, forbidden
+):
+    """Attribution is extra: a 403 on it leaves the partition green, says so, and stores what it could."""
+    referenced = referenced_practitioners(account, LOCATIONS, DAY)
+    with cliniko_sandbox(
+        tmp_path, monkeypatch, account, forbidden={account.api_key: frozenset({forbidden})}
+    ) as sandbox:
+        sandbox.map(MAPPING, LOCATIONS)
+        result = sandbox.materialize(dg.DagsterInstance.ephemeral(), MAPPING, DAY)
+        rows = sandbox.rows("raw.cliniko_practitioners", MAPPING, DAY)
+        patients = sandbox.rows("raw.cliniko_patients", MAPPING, DAY)
+    assert result.success and patients
+    (event,) = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "cliniko_practitioners"
+    ]
+    refused = event.materialization.metadata["refused_by_cliniko"].value
+    assert f"403 Forbidden for /{forbidden} " in refused
+    if forbidden == "users":
+        assert {r["practitioner_id"] for r in rows} == referenced
+        assert all(r["email"] is None and r["first_name"] for r in rows)
+    else:
+        assert rows == []
