@@ -6,7 +6,9 @@ Not a test. Generates an account with two years of appointments in which one bus
 assets (businesses -> appointments -> patients) and reads the emulator's request log. Prints:
 
 - requests made, per resource;
-- the minimum possible: the sum over the three resources of ceil(rows / 100), 100 being Cliniko's page cap;
+- the minimum possible: the sum over the resources of ceil(rows / 100), 100 being Cliniko's page cap; for
+  practitioners (looked up by id in the patients' step) ceil(ids / 100) of the active list, the same of the
+  ids it lacked on the inactive list, and ceil(users / 100) for their emails;
 - paging the whole history instead: ceil(all listable appointments / 100), plus the same patient and
   business pages, which is what a client without server-side filters would pay;
 - the ratios, and what each count costs in time at Cliniko's 200 requests/minute.
@@ -119,29 +121,42 @@ def main() -> list[Figure]:
         patients, missing = con.execute(
             "select count(*) filter (not is_missing), count(*) filter (is_missing) from raw.cliniko_patients"
         ).fetchone()
+        referenced, not_active, users = con.execute(
+            "select count(*), count(*) filter (not coalesce(is_active, false)), count(distinct user_id) "
+            "from raw.cliniko_practitioners"
+        ).fetchone()
     finally:
         con.close()
     table = account.appointments
     listable = int((table.deleted_at == NULL).sum())
 
-    minimum = pages(businesses) + pages(appointments) + pages(patients)
-    history = pages(businesses) + pages(listable) + made["patients"]
+    practitioner_made = made["practitioners"] + made["inactive"] + made["users"]
+    practitioner_minimum = pages(referenced) + pages(not_active) + pages(users)
+    minimum = pages(businesses) + pages(appointments) + pages(patients) + practitioner_minimum
+    history = pages(businesses) + pages(listable) + made["patients"] + practitioner_made
     total = sum(made.values())
     seconds = 60 / CLINIKO_LIMIT_PER_MINUTE
     print(f"account: {len(table):,} appointments over {args.days} days ({listable:,} listable)", end="")
     print(f", generated in {generated:.1f} s")
     print(f"mapping-day {hot_day} of '{business}': {appointments:,} appointments end that local day,", end="")
-    print(f" {patients:,} patients (+{missing} no longer returned)")
+    print(f" {patients:,} patients (+{missing} no longer returned), {referenced} practitioners", end="")
+    print(f" ({not_active} inactive or gone, {users} users)")
     print(f"ingest through the assets: {ingested:.1f} s wall (rate limiter off)")
     print()
-    print(f"{'':34}{'businesses':>11}{'appointments':>14}{'patients':>10}{'total':>8}{'at 200/min':>12}")
-    rows = (
-        ("requests made", made["businesses"], made["individual_appointments"], made["patients"]),
-        ("minimum: sum ceil(rows/100)", pages(businesses), pages(appointments), pages(patients)),
-        ("paging the whole history", pages(businesses), pages(listable), made["patients"]),
+    print(
+        f"{'':34}{'businesses':>11}{'appointments':>14}{'patients':>10}{'practitioners':>15}{'total':>8}"
+        f"{'at 200/min':>12}"
     )
-    for label, b, a, p in rows:
-        print(f"{label:34}{b:>11}{a:>14,}{p:>10}{b + a + p:>8,}{(b + a + p) * seconds:>11.0f}s")
+    rows = (
+        ("requests made", made["businesses"], made["individual_appointments"], made["patients"],
+         practitioner_made),
+        ("minimum: sum ceil(rows/100)", pages(businesses), pages(appointments), pages(patients),
+         practitioner_minimum),
+        ("paging the whole history", pages(businesses), pages(listable), made["patients"], practitioner_made),
+    )  # fmt: skip
+    for label, b, a, p, pr in rows:
+        total_row = b + a + p + pr
+        print(f"{label:34}{b:>11}{a:>14,}{p:>10}{pr:>15}{total_row:>8,}{total_row * seconds:>11.0f}s")
     print()
     print(f"made / minimum            = {total / minimum:.3f}")
     print(f"whole history / made      = {history / total:.1f}x more requests")

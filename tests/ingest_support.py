@@ -43,6 +43,7 @@ RAW_TABLES = (
     "raw.cliniko_appointment_types",
     "raw.cliniko_appointments",
     "raw.cliniko_patients",
+    "raw.cliniko_practitioners",
     "raw.cliniko_quarantine",
 )
 # Columns that differ between two runs of the same partition by design.

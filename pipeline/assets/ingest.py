@@ -9,6 +9,12 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
+from pipeline.assets.practitioners import (
+    practitioner_lookup,
+    referenced_practitioner_ids,
+    requests_since,
+    store_practitioners,
+)
 from pipeline.assets.resources import PipelineResource, column_schema, partition_check
 from pipeline.assets.runs import record_failed_run
 from pipeline.automation.partitions import MappingDay, mapping_day_partitions
@@ -49,9 +55,13 @@ def _client_metadata(client: ClinikoClient) -> dict[str, Any]:
     }
 
 
-def _quarantine_check(resource: str, quarantined: int, stored: int) -> dg.AssetCheckResult:
+def _quarantine_check(
+    resource: str, quarantined: int, stored: int, asset: str | None = None
+) -> dg.AssetCheckResult:
+    """`asset` names the asset the check belongs to where a step materializes several."""
     return dg.AssetCheckResult(
         check_name="no_quarantined_rows",
+        asset_key=asset,
         passed=quarantined == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"quarantined_rows": quarantined, "stored_rows": stored, "resource": resource},
@@ -263,20 +273,49 @@ def cliniko_appointments(
     )
 
 
-@dg.asset(
+@dg.multi_asset(
+    name="cliniko_patients",
     partitions_def=mapping_day_partitions,
-    group_name=GROUP,
-    kinds={"duckdb"},
     hooks={record_failed_run},
-    deps=[cliniko_appointments],
-    check_specs=[_quarantine_spec("cliniko_patients")],
-    metadata={"dagster/column_schema": column_schema("raw.cliniko_patients", "raw/cliniko_patients.sql")},
+    specs=[
+        dg.AssetSpec(
+            "cliniko_patients",
+            group_name=GROUP,
+            kinds={"duckdb"},
+            deps=[cliniko_appointments],
+            description="Exactly the patients the partition's appointments reference, fetched by id, "
+            "archived included; a referenced patient Cliniko no longer returns is stored with "
+            "is_missing = true.",
+            metadata={
+                "dagster/column_schema": column_schema("raw.cliniko_patients", "raw/cliniko_patients.sql")
+            },
+        ),
+        dg.AssetSpec(
+            "cliniko_practitioners",
+            group_name=GROUP,
+            kinds={"duckdb"},
+            deps=[cliniko_appointments],
+            description="Exactly the practitioners the partition's appointments reference, fetched by id, "
+            "active and inactive, with their Cliniko user's email (sent to Birdeye as the check-in's "
+            "employee); one Cliniko lookup step with the patients.",
+            metadata={
+                "dagster/column_schema": column_schema(
+                    "raw.cliniko_practitioners", "raw/cliniko_practitioners.sql"
+                )
+            },
+        ),
+    ],
+    check_specs=[_quarantine_spec("cliniko_patients"), _quarantine_spec("cliniko_practitioners")],
 )
-def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    """Exactly the patients the partition's appointments reference, fetched by id, archived included.
+def cliniko_patients(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource
+) -> Iterator[dg.MaterializeResult]:
+    """The records the partition's appointments reference, fetched by id: one step for both lookups.
 
-    A referenced patient that Cliniko no longer returns is stored with `is_missing = true` (a deleted
-    patient); the models restrict its appointments as `customer_inactive`.
+    Patients, archived included: a referenced patient that Cliniko no longer returns is stored with
+    `is_missing = true` (a deleted patient); the models restrict its appointments as `customer_inactive`.
+    Practitioners (`practitioner_lookup`): active and inactive, with their user's email; one that Cliniko no
+    longer returns is stored with `is_missing = true`, and its visits are simply not attributed.
     """
     day, mapping = pipeline.partition(context, needs=("cliniko_appointments",))
     with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
@@ -290,8 +329,11 @@ def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResour
                 {"bn": day.business_number, "d": day.partition_date},
             ).fetchall()
         ]
+        practitioner_ids = referenced_practitioner_ids(con, day.business_number, day.partition_date)
     with _client(pipeline, mapping, day) as client:
         records = type_pages("patients", client.patient_pages(patient_ids))
+        patient_requests = _client_metadata(client)
+        practitioners = practitioner_lookup(client, practitioner_ids)
     returned = set(records.frame["patient_id"].dropna())
     missing_ids = [pid for pid in patient_ids if pid not in returned]
     missing = pd.DataFrame({"patient_id": pd.Series(missing_ids, dtype="str"), "is_missing": True})
@@ -304,12 +346,33 @@ def cliniko_patients(context: dg.AssetExecutionContext, pipeline: PipelineResour
         records,
         extra_rows=missing,
     )
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
+        asset_key="cliniko_patients",
         metadata={
             "rows": stored,
             "missing_patients": len(missing_ids),
             "quarantined": quarantined,
-            **_client_metadata(client),
+            **patient_requests,
         },
-        check_results=[_quarantine_check("patients", quarantined, stored)],
+        check_results=[_quarantine_check("patients", quarantined, stored, "cliniko_patients")],
+    )
+    if practitioners.refused:
+        context.log.warning(
+            f"Requests of this partition go without what Cliniko refused: {practitioners.refused}"
+        )
+    warehouse = pipeline.settings.warehouse_path(mapping.group_id)
+    stored, quarantined = store_practitioners(
+        warehouse, day.business_number, day.partition_date, practitioners
+    )
+    yield dg.MaterializeResult(
+        asset_key="cliniko_practitioners",
+        metadata={
+            "rows": stored,
+            "missing_practitioners": len(practitioners.missing_ids),
+            "with_email": practitioners.with_email,
+            "refused_by_cliniko": practitioners.refused or "",
+            "quarantined": quarantined,
+            **requests_since(patient_requests, _client_metadata(client)),
+        },
+        check_results=[_quarantine_check("practitioners", quarantined, stored, "cliniko_practitioners")],
     )

@@ -76,7 +76,7 @@ class PipelineResource(dg.ConfigurableResource):
             and not _materialized(context.instance, name, context.partition_key)
         ]
         if missing:
-            asset = context.asset_key.to_user_string()
+            asset = ", ".join(key.to_user_string() for key in sorted(context.selected_asset_keys))
             raise dg.Failure(
                 f"Partition {day} (mapping {day.business_number}, {day.partition_date}): "
                 f"{', '.join(missing)} was never materialized for it, so {asset} "

@@ -17,7 +17,8 @@ from pipeline.warehouse import connect
 from pipeline.warehouse.slices import ensure_tables
 
 ELIGIBLE_ROWS = """
-select business_number, appointment_id, patient_id, channels, sms_phone, email, patient_name, location_name
+select business_number, appointment_id, patient_id, channels, sms_phone, email, patient_name, location_name,
+    practitioner_email, practitioner_first_name, practitioner_last_name
 from marts.appointment_eligibility
 where business_number = $business_number and partition_date = $partition_date and is_eligible
 order by appointment_id

@@ -46,6 +46,8 @@ class MappingSummary:
     requests: dict[str, int] = field(default_factory=dict)
     coverage: dict[str, int] = field(default_factory=dict)  # state -> partitions (SPEC §8)
     opens_at: dict[str, str] = field(default_factory=dict)  # a partial partition -> when it closes
+    # Eligible visits whose request names their practitioner (Birdeye `employees`), by practitioner name.
+    with_employee: dict[str, int] = field(default_factory=dict)
 
 
 def dates_between(start: date, end: date | None) -> list[date]:
@@ -163,6 +165,16 @@ def run_partitions_in_workers(
     return [outcomes[day] for day in days]
 
 
+# Eligible visits sent with their practitioner as Birdeye's employee, per mapping and practitioner.
+EMPLOYEES_SENT = """
+select e.business_number, coalesce(e.practitioner_name, e.practitioner_id), count(*)
+from marts.appointment_eligibility e
+join chosen using (business_number, partition_date)
+where e.is_eligible and e.practitioner_email is not null
+group by all
+"""
+
+
 def summarize(settings: Settings, outcomes: Sequence[RunOutcome]) -> list[MappingSummary]:
     """Counts per mapping over the partitions that ran: candidates, eligible, restrictions, requests."""
     summaries: dict[str, MappingSummary] = {}
@@ -173,7 +185,7 @@ def summarize(settings: Settings, outcomes: Sequence[RunOutcome]) -> list[Mappin
     if not summaries:
         return []
     keys = [(o.day.business_number, o.day.partition_date) for o in outcomes]
-    eligibility, requests = [], []
+    eligibility, requests, employees = [], [], []
     con = duckdb.connect()
     try:
         con.execute("create temp table chosen (business_number varchar, partition_date date)")
@@ -201,6 +213,14 @@ def summarize(settings: Settings, outcomes: Sequence[RunOutcome]) -> list[Mappin
                         "group by e.business_number, e.restriction_code, c.precedence "
                         "order by c.precedence nulls first"
                     ).fetchall()
+                    practitioners_built = con.execute(  # a mart no build of this release has touched
+                        "select count(*) from duckdb_columns() where database_name = $db "
+                        "and schema_name = 'marts' and table_name = 'appointment_eligibility' "
+                        "and column_name = 'practitioner_email'",
+                        {"db": WAREHOUSE_ALIAS},
+                    ).fetchone()[0]
+                    if practitioners_built:
+                        employees += con.execute(EMPLOYEES_SENT).fetchall()
                 requests += con.execute(
                     "select l.business_number, l.status, count(*) "
                     "from sink.review_request_ledger l join chosen using (business_number, partition_date) "
@@ -217,6 +237,8 @@ def summarize(settings: Settings, outcomes: Sequence[RunOutcome]) -> list[Mappin
             s.eligible += count
     for business_number, status, count in requests:
         summaries[business_number].requests[status] = count
+    for business_number, name, count in employees:
+        summaries[business_number].with_employee[name] = count
     if settings.analytics_path.exists():
         analytics = duckdb.connect(str(settings.analytics_path), read_only=True)
         try:
@@ -249,6 +271,11 @@ def render_summary(summaries: Sequence[MappingSummary], outcomes: Sequence[RunOu
         requests = [f"{k} {s.requests[k]}" for k in STATUSES if s.requests.get(k)]
         lines.append(f"      restricted: {', '.join(restricted) or 'none'}")
         lines.append(f"      requests:   {', '.join(requests) or 'none'}")
+        if s.eligible:
+            named = sum(s.with_employee.values())
+            most = sorted(s.with_employee.items(), key=lambda item: (-item[1], item[0]))[:3]
+            who = f" ({', '.join(f'{name} {count}' for name, count in most)}, ...)" if most else ""
+            lines.append(f"      employees:  {named} of {s.eligible} eligible name their practitioner{who}")
         states = [f"{count} {state}" for state, count in sorted(s.coverage.items())]
         partial = "".join(f"; {day} closes {at}, a later run completes it" for day, at in s.opens_at.items())
         lines.append(f"      coverage:   {', '.join(states) or 'none'}{partial}")

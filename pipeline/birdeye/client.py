@@ -52,6 +52,20 @@ def birdeye_phone(e164: str) -> str:
 
 
 @dataclass(frozen=True)
+class Employee:
+    """Who saw the patient, for Birdeye's attribution (`employees` on the check-in, reference §2.2): the
+    visit's Cliniko practitioner, sent only with an email (Birdeye identifies employees by it)."""
+
+    email: str = field(repr=False)
+    first_name: str | None = None
+    last_name: str | None = None
+
+    def body(self) -> dict[str, str]:
+        entry = {"emailId": self.email, "firstName": self.first_name, "lastName": self.last_name}
+        return {key: value for key, value in entry.items() if value is not None}
+
+
+@dataclass(frozen=True)
 class CheckIn:
     """One review request for Birdeye: the SPEC §5 body plus the business it is for."""
 
@@ -62,6 +76,7 @@ class CheckIn:
     sms_enabled: int = 0
     external_id: str | None = None
     additional_params: dict[str, str] | None = None
+    employees: tuple[Employee, ...] = ()
 
     @classmethod
     def for_appointment(
@@ -75,8 +90,10 @@ class CheckIn:
         channels: str,
         email: str | None,
         sms_phone: str | None,
+        employee: Employee | None = None,
     ) -> CheckIn:
-        """Build the check-in of one eligible appointment; only the allowed channels' addresses go out."""
+        """Build the check-in of one eligible appointment; only the allowed channels' addresses go out, and
+        `employee` (the visit's practitioner, when it has a usable email) as the one entry of `employees`."""
         allowed = {c.strip() for c in channels.split(",")}
         phone = birdeye_phone(sms_phone) if "sms" in allowed and sms_phone else None
         params = {"appointmentId": str(appointment_id)}
@@ -90,6 +107,7 @@ class CheckIn:
             sms_enabled=1 if phone else 0,
             external_id=f"cliniko-patient-{patient_id}",
             additional_params=params,
+            employees=(employee,) if employee is not None else (),
         )
 
     def body(self) -> dict[str, Any]:
@@ -101,6 +119,7 @@ class CheckIn:
             "smsEnabled": self.sms_enabled,
             "externalId": self.external_id,
             "additionalParams": self.additional_params,
+            "employees": [employee.body() for employee in self.employees] or None,
         }
         return {key: value for key, value in body.items() if value is not None}
 

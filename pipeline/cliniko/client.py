@@ -55,13 +55,17 @@ from pipeline.cliniko.records import (
     BUSINESS_COLUMNS,
     COLUMNS_OF,
     PATIENT_COLUMNS,
+    PRACTITIONER_COLUMNS,
+    USER_COLUMNS,
     Columns,
     appointment_columns,
     appointment_type_row,
     business_row,
     columns_of_rows,
     patient_columns,
+    practitioner_columns,
     rows_of_columns,
+    user_columns,
 )
 from pipeline.cliniko.shards import base_url_for
 from pipeline.ratelimit import shared_rate_limiter
@@ -248,6 +252,33 @@ class ClinikoClient:
     def patient_pages(self, ids: Sequence[str]) -> Iterator[bytes]:
         """The same patients as raw page bodies, for `pipeline.cliniko.pages.type_pages` (the bulk path)."""
         return self._raw_pages("/patients", _patient_queries(ids))
+
+    def practitioners(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The practitioners with these ids, active and inactive, 100 ids per request and listing.
+
+        `/practitioners` lists only active practitioners and `/practitioners/inactive` the others (an active
+        flag, which no filter lifts), so the ids are asked of the first, and only those it did not return of
+        the second: no inactive request at all on a day whose practitioners are all active. Rows carry
+        `is_active` from the listing that returned them and no email (`users` has it). An id neither returns
+        (a deleted practitioner) is simply absent.
+        """
+        wanted = [str(i) for i in dict.fromkeys(ids) if i]
+        rows: list[dict[str, Any]] = []
+        for path, is_active in (("/practitioners", True), ("/practitioners/inactive", False)):
+            found = {row["practitioner_id"] for row in rows}
+            rest = [i for i in wanted if i not in found]
+            if not rest:
+                break
+            listed = rows_of_columns(
+                self._collect_columns(path, _id_queries(rest), practitioner_columns, PRACTITIONER_COLUMNS)
+            )
+            rows += [{**row, "is_active": is_active} for row in listed]
+        return rows
+
+    def users(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The Cliniko users with these ids (`user_id`, `email`), 100 ids per request: a practitioner's email
+        is its user's. An id Cliniko does not return is absent."""
+        return rows_of_columns(self._collect_columns("/users", _id_queries(ids), user_columns, USER_COLUMNS))
 
     # -- paging ------------------------------------------------------------------------------------------
 
@@ -504,6 +535,13 @@ def _patient_queries(ids: Sequence[str]) -> Iterator[list[tuple[str, str]]]:
     wanted = [str(i) for i in dict.fromkeys(ids) if i]
     for chunk in _chunks(wanted, PATIENT_ID_CHUNK):
         yield [("q[]", f"id:={','.join(chunk)}"), ("q[]", "archived_at:*"), ("sort", "id")]
+
+
+def _id_queries(ids: Sequence[str]) -> Iterator[list[tuple[str, str]]]:
+    """One query per 100 distinct ids, for resources that hide nothing by archiving (practitioners, users)."""
+    wanted = [str(i) for i in dict.fromkeys(ids) if i]
+    for chunk in _chunks(wanted, PATIENT_ID_CHUNK):
+        yield [("q[]", f"id:={','.join(chunk)}"), ("sort", "id")]
 
 
 def _extend(into: Columns, more: Columns) -> None:

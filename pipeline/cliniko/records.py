@@ -7,8 +7,9 @@ link, `None` for `""`, and timestamps still as Cliniko's ISO strings: parsing th
 partition_date, loaded_at.
 
 They serve the client's record API (`businesses`, `appointment_types`, `individual_appointments`,
-`patients`) and are the reference that the assets' bulk path, raw pages typed in DuckDB (`pages.py`), is
-tested against. They are written as flat dict literals with no per-field function calls on the common path.
+`patients`, `practitioners`, `users`) and are the reference that the assets' bulk path, raw pages typed in
+DuckDB (`pages.py`), is tested against. They are written as flat dict literals with no per-field function
+calls on the common path.
 """
 
 from __future__ import annotations
@@ -51,6 +52,18 @@ APPOINTMENT_TYPE_COLUMNS: tuple[str, ...] = (
     "created_at",
     "updated_at",
 )
+PRACTITIONER_COLUMNS: tuple[str, ...] = (
+    "practitioner_id",
+    "is_missing",
+    "is_active",
+    "user_id",
+    "first_name",
+    "last_name",
+    "email",
+    "created_at",
+    "updated_at",
+)
+USER_COLUMNS: tuple[str, ...] = ("user_id", "email")
 PATIENT_COLUMNS: tuple[str, ...] = (
     "patient_id",
     "is_missing",
@@ -117,6 +130,28 @@ def appointment_type_row(r: dict[str, Any]) -> dict[str, Any]:
         "created_at": _nz(g("created_at")),
         "updated_at": _nz(g("updated_at")),
     }
+
+
+def practitioner_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A practitioner without its email (that is on its Cliniko user) and with `is_active` from the portal's
+    `active` field; the client sets both from where it found the record (`ClinikoClient.practitioners`)."""
+    g = r.get
+    return {
+        "practitioner_id": _id(g("id")),
+        "is_missing": False,
+        "is_active": _nz(g("active")),
+        "user_id": link_id(g("user")),
+        "first_name": _nz(g("first_name")),
+        "last_name": _nz(g("last_name")),
+        "email": None,
+        "created_at": _nz(g("created_at")),
+        "updated_at": _nz(g("updated_at")),
+    }
+
+
+def user_row(r: dict[str, Any]) -> dict[str, Any]:
+    g = r.get
+    return {"user_id": _id(g("id")), "email": _nz(g("email"))}
 
 
 def appointment_row(r: dict[str, Any]) -> dict[str, Any]:
@@ -267,9 +302,19 @@ def appointment_type_columns(records: list[Any]) -> Columns:
     return _generic_columns(records, appointment_type_row, APPOINTMENT_TYPE_COLUMNS)
 
 
+def practitioner_columns(records: list[Any]) -> Columns:
+    return _generic_columns(records, practitioner_row, PRACTITIONER_COLUMNS)
+
+
+def user_columns(records: list[Any]) -> Columns:
+    return _generic_columns(records, user_row, USER_COLUMNS)
+
+
 COLUMNS_OF: dict[Callable[[dict[str, Any]], dict[str, Any]], Callable[[list[Any]], Columns]] = {
     appointment_row: appointment_columns,
     patient_row: patient_columns,
     business_row: business_columns,
     appointment_type_row: appointment_type_columns,
+    practitioner_row: practitioner_columns,
+    user_row: user_columns,
 }

@@ -29,6 +29,7 @@ from pipeline.cliniko.records import (
     APPOINTMENT_TYPE_COLUMNS,
     BUSINESS_COLUMNS,
     PATIENT_COLUMNS,
+    PRACTITIONER_COLUMNS,
 )
 
 UTC_TS = pd.DatetimeTZDtype("us", "UTC")
@@ -79,6 +80,21 @@ _LAYOUT: dict[str, tuple[tuple[str, ...], str, dict[str, str]]] = {
             "cancelled_at": "ts",
             "archived_at": "ts",
             "deleted_at": "ts",
+            "created_at": "ts",
+            "updated_at": "ts",
+        },
+    ),
+    "practitioners": (
+        PRACTITIONER_COLUMNS,
+        "practitioner_id",
+        {
+            "practitioner_id": "id",
+            "is_missing": "flag",
+            "is_active": "bool",
+            "user_id": "id",
+            "first_name": "str",
+            "last_name": "str",
+            "email": "str",
             "created_at": "ts",
             "updated_at": "ts",
         },
@@ -135,10 +151,10 @@ SCHEMAS: dict[str, pa.DataFrameSchema] = {resource: _schema(resource) for resour
 
 def validate(resource: str, records: Any) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """`(valid rows typed as raw.cliniko_<resource>, quarantine)` for `resource` in businesses,
-    appointment_types, appointments, patients. `records` is a list of rows, a dict of columns (one list per
-    column, as `ClinikoClient.individual_appointment_columns` gives), or the `TypedPages` of the assets' bulk
-    path (typed by DuckDB already). Quarantine items are `{"record_id", "reason", "record_json"}`; valid rows
-    keep their order."""
+    appointment_types, appointments, patients, practitioners. `records` is a list of rows, a dict of columns
+    (one list per column, as `ClinikoClient.individual_appointment_columns` gives), or the `TypedPages` of the
+    assets' bulk path (typed by DuckDB already). Quarantine items are `{"record_id", "reason",
+    "record_json"}`; valid rows keep their order."""
     if resource not in _LAYOUT:
         raise ValueError(f"unknown resource {resource!r}; expected one of {', '.join(RESOURCES)}")
     columns, id_column, kinds = _LAYOUT[resource]

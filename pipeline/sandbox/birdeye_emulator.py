@@ -4,7 +4,8 @@ It answers like Birdeye (routes, auth codes, validation order, both error envelo
 bucket per key) and misbehaves on purpose, deterministically from a seed: 5xx answers, added latency, and
 connections dropped *after* the check-in was processed, the case that forces the sink's `uncertain` status.
 Every check-in it receives is recorded, in memory and optionally in a JSONL file flushed per request, so a
-test in another process can count what Birdeye "received".
+test in another process can count what Birdeye "received" (`employees` included: its shape is checked after
+the documented validations, see `EMPLOYEES_INVALID`).
 
 The drop relies on uvicorn: an ASGI callable that returns a non-None value makes uvicorn close the connection
 without writing a response. Serve the app with uvicorn directly (as `running_birdeye` and `serve_birdeye` do).
@@ -36,6 +37,10 @@ DEFAULT_API_KEY = "sandbox-birdeye-key"
 CHECKIN_ROUTE = "/resources/v1/customer/checkin"
 CHECKIN_V2_ROUTE = "/resources/v1/contact/external/preferences/checkin"
 
+# Birdeye documents `employees` (a list of `{emailId}`, with `firstName`/`lastName` in its curl example) but
+# no error for a malformed one [U]: the emulator refuses one with a 400 of its own code, so a sink that sent a
+# bad entry is caught and the code says it is the emulator's.
+EMPLOYEES_INVALID = 99001
 ERRORS: dict[int, tuple[int, str]] = {
     1142: (400, "Customer name cannot be blank"),
     1086: (400, "Customer email id cannot be blank."),
@@ -49,6 +54,7 @@ ERRORS: dict[int, tuple[int, str]] = {
     1167: (401, "API key is missing"),
     1175: (401, "No business found with the given id"),
     89: (429, "Rate limit exceeded"),
+    EMPLOYEES_INVALID: (400, "Employees must be a list of {emailId, firstName, lastName}, emailId valid."),
 }
 
 # Injected 5xx answers look like a load balancer's, not Birdeye's: plain text, no business code.
@@ -101,6 +107,13 @@ class CheckinRecord:
     code: int | None
     delivered: bool
     customer_id: int | None
+
+    @property
+    def employees(self) -> list[dict[str, Any]] | None:
+        """The check-in's `employees` as received, or None when it had none."""
+        if isinstance(self.body, dict):
+            return self.body.get("employees")
+        return None
 
     @property
     def appointment_id(self) -> str | None:
@@ -161,7 +174,24 @@ def validation_error(body: Mapping[str, Any], *, sms_business: bool = True) -> i
     sms = body.get("smsEnabled", 1)
     if isinstance(sms, bool) or sms not in (0, 1):
         return 1170
+    if "employees" in body and not _valid_employees(body["employees"]):
+        return EMPLOYEES_INVALID
     return None
+
+
+def _valid_employees(employees: Any) -> bool:
+    """A list of objects, each with a well-formed `emailId` and, if given, text `firstName`/`lastName`."""
+    if not isinstance(employees, list):
+        return False
+    for employee in employees:
+        if not isinstance(employee, dict) or set(employee) - {"emailId", "firstName", "lastName"}:
+            return False
+        email = employee.get("emailId")
+        if not isinstance(email, str) or not _EMAIL.match(email.strip()):
+            return False
+        if any(k in employee and not isinstance(employee[k], str) for k in ("firstName", "lastName")):
+            return False
+    return True
 
 
 class BirdeyeEmulator:

@@ -29,6 +29,10 @@ listed here and are part of the contract:
 - `sort=a,b:desc` over the searchable fields (400 `This column is not sortable.` otherwise); the deprecated
   `order=desc` flips columns without an explicit direction. Default `created_at` ascending; `id` always
   breaks ties. Nulls sort last ascending and first descending, as in Postgres.
+- Practitioners: `/practitioners` lists active ones only and `/practitioners/inactive` the others, with the
+  same filters; `/practitioners/{id}` shows either. A practitioner links its Cliniko `user`; `/users` (not in
+  the reference: the official docs repository's `sections/users.md`) lists every user, active or not, with
+  `email` and `user_active`, filterable by `id` (Integer, so `id:=1,2,3`), `created_at` and `updated_at`.
 - Filterable fields: the lists in §4.2, plus `archived_at` on patients and businesses (a working client uses
   it) and the portal's `archived_at`/`category`/`show_in_online_bookings` on appointment types (not `name`:
   a client cannot ask Cliniko for types by name, it lists them and matches names itself).
@@ -431,7 +435,39 @@ def _patient_json(r: dict, base: str) -> dict:
 
 def _practitioner_json(r: dict, base: str) -> dict:
     url = f"{base}/practitioners/{r['id']}"
-    return {**r, "user": None, "appointment_types": _link(f"{url}/appointment_types"), "links": {"self": url}}
+    out = {k: v for k, v in r.items() if k != "user_id"}
+    out.update(
+        user=_link(f"{base}/users/{r['user_id']}"),
+        default_appointment_type=None,
+        appointment_types=_link(f"{url}/appointment_types"),
+        practitioner_reference_numbers=_link(f"{url}/practitioner_reference_numbers?page=1"),
+        appointments=_link(f"{url}/appointments?page=1"),
+        invoices=_link(f"{url}/invoices?page=1"),
+        links={"self": url},
+    )
+    return out
+
+
+def _user_json(r: dict, base: str) -> dict:
+    return {**r, "links": {"self": f"{base}/users/{r['id']}"}}
+
+
+def _practitioner_tables(practitioners: list[dict]) -> dict[str, _Table]:
+    """`/practitioners` lists the active ones, `/practitioners/inactive` the others (reference §4.5, §6.4:
+    an active flag, not archiving, so no filter lifts it); `/practitioners/{id}` shows either. Both lists take
+    the same filters (`id` typed numeric like every id here, so `id:=1,2,3` works on each)."""
+    kinds = {"id": "numeric", "created_at": "datetime", "updated_at": "datetime", "user_id": "numeric"}
+    inactive = np.array([not p.get("active", True) for p in practitioners], dtype=bool)
+    tables = {}
+    for route, hidden in (
+        ("practitioners", inactive),
+        ("practitioners/inactive", ~inactive),
+        ("practitioners/any", None),
+    ):
+        table = _record_table(practitioners, kinds, _practitioner_json, ())
+        table.hidden_always = hidden if hidden is not None and hidden.any() else None
+        tables[route] = table
+    return tables
 
 
 def _appointment_type_json(r: dict, base: str) -> dict:
@@ -537,10 +573,11 @@ def _account_tables(account: Account) -> dict[str, _Table]:
             ("archived_at",),
         ),
         "individual_appointments": _appointments_table(account),
-        "practitioners": _record_table(
-            account.practitioners,
-            {"id": "numeric", "created_at": "datetime", "updated_at": "datetime", "user_id": "numeric"},
-            _practitioner_json,
+        **_practitioner_tables(account.practitioners),
+        "users": _record_table(
+            account.users,
+            {"id": "numeric", "created_at": "datetime", "updated_at": "datetime"},
+            _user_json,
             (),
         ),
         "appointment_types": _record_table(
@@ -608,7 +645,7 @@ def _message(status: int, message: str) -> _Response:
     return _json(status, {"message": message})
 
 
-_ROUTES = ("businesses", "patients", "individual_appointments", "practitioners", "appointment_types")
+_ROUTES = ("businesses", "patients", "individual_appointments", "practitioners", "appointment_types", "users")
 _ERROR_PAGES = {
     500: b'{"message":"Internal Server Error"}',
     502: b"<html><body><h1>502 Bad Gateway</h1></body></html>",
@@ -787,8 +824,12 @@ class ClinikoEmulator:
         _, tables = self._accounts[base]
         root = f"{scope.get('scheme', 'http')}://{headers.get('host', 'localhost')}/v1"
         try:
-            if len(parts) == 4:
-                response = self._show(resource, tables[resource], parts[3], root)
+            if resource == "practitioners" and len(parts) == 4 and parts[3] == "inactive":
+                table = tables["practitioners/inactive"]
+                response = self._list(resource, table, query, root, scope["path"])
+            elif len(parts) == 4:
+                table = tables["practitioners/any" if resource == "practitioners" else resource]
+                response = self._show(resource, table, parts[3], root)
             else:
                 response = self._list(resource, tables[resource], query, root, scope["path"])
         except _BadRequest as error:

@@ -45,6 +45,7 @@ _ID_BASE = {
     "appointment_types": 1_300_000_000_000_000_000,
     "patients": 1_400_000_000_000_000_000,
     "individual_appointments": 1_500_000_000_000_000_000,
+    "users": 1_600_000_000_000_000_000,
 }
 _ACCOUNT_ID_STRIDE = 10**16
 
@@ -167,6 +168,13 @@ _PRACTITIONER_NAMES = (
     ("Lena", "Fischer"),
     ("Kai", "Akana"),
 )
+# Practitioners' Cliniko users (where their email lives: a practitioner record has none), decided by the
+# practitioner's position k, with no random draw, so adding them changed no other generated value:
+# k % 4 == 1 has no email on file, k % 4 == 2 is inactive (left the clinic; past appointments still name
+# them), k % 4 == 3 has an address longer than Birdeye's 40 characters. The account also has a receptionist,
+# a user who is no practitioner.
+_PRACTITIONER_EMAIL_DOMAIN = "clinic.example.com"
+_RECEPTIONIST = ("Priya", "Desai")
 _APPOINTMENT_TYPES = (
     ("Initial Consultation", 60),
     ("Standard Consultation", 30),
@@ -312,7 +320,8 @@ class Account:
     """One Cliniko account as seen through one API key: its businesses, people and appointments.
 
     `patients` holds what `/patients` can return (archived and merged included); `deleted_patients` holds
-    patients that appointments still reference but Cliniko no longer returns at all.
+    patients that appointments still reference but Cliniko no longer returns at all. `users` are the
+    account's Cliniko users: every practitioner's (`user_id`), where its email is, and staff who are none.
     """
 
     name: str
@@ -325,6 +334,7 @@ class Account:
     deleted_patients: list[dict]
     appointments: AppointmentTable
     now: datetime
+    users: list[dict] = field(default_factory=list)
 
     @property
     def masked_key(self) -> str:
@@ -523,21 +533,7 @@ def generate_account(
 
     biz = _businesses(prng, account_index, businesses, start, now)
     biz_ids = np.array([int(b["id"]) for b in biz], dtype=np.int64)
-    practitioners = [
-        {
-            "id": str(_ID_BASE["practitioners"] + stride + (k + 1) * 104_729),
-            "first_name": first,
-            "last_name": last,
-            "title": "Dr" if k % 3 == 0 else None,
-            "designation": "Physiotherapist",
-            "display_name": f"{first} {last}",
-            "active": True,
-            "show_in_online_bookings": True,
-            "created_at": biz[0]["created_at"],
-            "updated_at": biz[0]["updated_at"],
-        }
-        for k, (first, last) in enumerate(_PRACTITIONER_NAMES[: max(2, min(8, businesses + 1))])
-    ]
+    practitioners, users = _practitioners(stride, biz[0], max(2, min(8, businesses + 1)))
     prac_ids = np.array([int(p["id"]) for p in practitioners], dtype=np.int64)
     types = [
         {
@@ -671,7 +667,60 @@ def generate_account(
         deleted_patients=deleted_people,
         appointments=table,
         now=now,
+        users=users,
     )
+
+
+def _practitioners(stride: int, first_business: dict, count: int) -> tuple[list[dict], list[dict]]:
+    """The account's first `count` practitioners and their Cliniko users, plus a receptionist user (see
+    `_PRACTITIONER_EMAIL_DOMAIN` for who has which email and who is inactive)."""
+    created, updated = first_business["created_at"], first_business["updated_at"]
+    practitioners: list[dict] = []
+    users: list[dict] = []
+    people = [*_PRACTITIONER_NAMES[:count], _RECEPTIONIST]
+    for k, (first, last) in enumerate(people):
+        is_practitioner = k < count
+        user_id = str(_ID_BASE["users"] + stride + (k + 1) * 7_919)
+        ascii_name = f"{first}.{last}".lower().encode("ascii", "ignore").decode()
+        email: str | None = f"{ascii_name}@{_PRACTITIONER_EMAIL_DOMAIN}"
+        if is_practitioner and k % 4 == 1:
+            email = None
+        elif is_practitioner and k % 4 == 3:
+            email = f"{ascii_name}.physiotherapy.team@{_PRACTITIONER_EMAIL_DOMAIN}"
+        active = not (is_practitioner and k % 4 == 2)
+        users.append(
+            {
+                "id": user_id,
+                "title": None,
+                "first_name": first,
+                "last_name": last,
+                "email": email,
+                "role": "practitioner" if is_practitioner else "receptionist",
+                "time_zone": first_business["time_zone"],
+                "user_active": active,
+                "created_at": created,
+                "updated_at": updated,
+            }
+        )
+        if is_practitioner:
+            practitioners.append(
+                {
+                    "id": str(_ID_BASE["practitioners"] + stride + (k + 1) * 104_729),
+                    "first_name": first,
+                    "last_name": last,
+                    "title": "Dr" if k % 3 == 0 else None,
+                    "designation": "Physiotherapist",
+                    "description": None,
+                    "label": f"{first} {last}",
+                    "display_name": f"{first} {last}",
+                    "active": active,
+                    "show_in_online_bookings": active,
+                    "user_id": user_id,
+                    "created_at": created,
+                    "updated_at": updated,
+                }
+            )
+    return practitioners, users
 
 
 def _patients(

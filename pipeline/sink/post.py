@@ -37,6 +37,7 @@ from pipeline.birdeye import (
     Accepted,
     BirdeyeClient,
     CheckIn,
+    Employee,
     Outcome,
     Rejected,
     Retryable,
@@ -61,6 +62,8 @@ ROW_FIELDS = (
     "patient_name",
     "location_name",
 )
+# The visit's practitioner, for the check-in's `employees`: optional, a row without them sends none.
+EMPLOYEE_FIELDS = ("practitioner_email", "practitioner_first_name", "practitioner_last_name")
 
 
 class CheckInPoster(Protocol):
@@ -81,8 +84,26 @@ def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
+def _text(value: Any) -> str | None:
+    """A present, non-blank text value, else None (a DataFrame row has NaN where the table has null)."""
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def employee_for_row(row: Mapping[str, Any]) -> Employee | None:
+    """The visit's practitioner as a Birdeye employee (see `EMPLOYEE_FIELDS`), or None without an email: the
+    models keep only an email Birdeye can take (`sql/macros/usable_email.sql`)."""
+    email = _text(row.get("practitioner_email"))
+    if email is None:
+        return None
+    return Employee(
+        email=email,
+        first_name=_text(row.get("practitioner_first_name")),
+        last_name=_text(row.get("practitioner_last_name")),
+    )
+
+
 def check_in_for_row(row: Mapping[str, Any]) -> CheckIn:
-    """The Birdeye check-in of one eligible row (see `ROW_FIELDS`)."""
+    """The Birdeye check-in of one eligible row (see `ROW_FIELDS`, and the optional `EMPLOYEE_FIELDS`)."""
     return CheckIn.for_appointment(
         business_number=str(row["business_number"]),
         appointment_id=str(row["appointment_id"]),
@@ -92,6 +113,7 @@ def check_in_for_row(row: Mapping[str, Any]) -> CheckIn:
         channels=row["channels"],
         email=row.get("email"),
         sms_phone=row.get("sms_phone"),
+        employee=employee_for_row(row),
     )
 
 

@@ -28,16 +28,19 @@ from pipeline.warehouse.sql_files import SQL_DIR, read_sql, run_sql_file
 DEFINITION_FILES = (
     *TABLE_DDL,
     "seeds/restriction_codes.sql",
+    "macros/usable_email.sql",
     "staging/stg_cliniko__businesses.sql",
     "staging/stg_cliniko__appointment_types.sql",
     "staging/stg_cliniko__appointments.sql",
     "staging/stg_cliniko__patients.sql",
+    "staging/stg_cliniko__practitioners.sql",
 )
 # Builds one partition, in dependency order: decisions, their claims in the ledger, the run's record.
 PARTITION_FILES = (
     "intermediate/int_excluded_appointment_types.sql",
     "intermediate/int_appointment_candidates.sql",
     "intermediate/int_patient_channels.sql",
+    "intermediate/int_visit_practitioners.sql",
     "marts/appointment_eligibility.sql",
     "sink/claims.sql",
     "analytics/restriction_reasons.sql",

@@ -18,6 +18,7 @@ TABLE_DDL = (
     "raw/cliniko_appointment_types.sql",
     "raw/cliniko_appointments.sql",
     "raw/cliniko_patients.sql",
+    "raw/cliniko_practitioners.sql",
     "raw/cliniko_quarantine.sql",
     "sink/review_request_ledger.sql",
     "calendar/partition_runs.sql",

@@ -1,4 +1,5 @@
--- Analysts' view (SPEC §6): one row per candidate with its outcome. No email or phone.
+-- Analysts' view (SPEC §6): one row per candidate with its outcome, and the practitioner who saw the patient
+-- (practitioner_name null when Cliniko no longer returns the practitioner). No email or phone.
 create schema if not exists analytics;
 create or replace view analytics.restriction_reasons as
 with source as (
@@ -18,7 +19,9 @@ renamed as (
         is_eligible,
         restriction_code,
         restriction_reason,
-        is_test
+        is_test,
+        practitioner_id,
+        practitioner_name
     from source
 )
 select * from renamed;

@@ -1,9 +1,9 @@
 -- Channels of each candidate's patient: what reminder_type allows, kept only where a usable address exists.
 -- 'SMS & Email' -> sms and email; 'SMS' -> sms; 'Email' -> email; 'None', null or anything else -> none.
 -- SMS needs a phone of type Mobile that e164_mobile() (pipeline/warehouse/phone.py) reads as a mobile number in
--- the Cliniko business's country; the first such number in the patient's list wins. Email needs a well-formed
--- address of at most 40 characters. Keyed by (patient_id, country_code): a mobile number is read in the country
--- of the business the appointment is at.
+-- the Cliniko business's country; the first such number in the patient's list wins. Email needs a usable
+-- address (macros/usable_email.sql: well formed, at most 40 characters). Keyed by (patient_id, country_code): a
+-- mobile number is read in the country of the business the appointment is at.
 create or replace temp table int_patient_channels as
 with
 candidate_patients as (
@@ -69,13 +69,7 @@ addressed as (
         allowed.email_allowed,
         case when allowed.sms_allowed then first_mobile_numbers.sms_phone end as sms_phone,
         case
-            when allowed.email_allowed
-                and length(allowed.email) <= 40
-                and regexp_full_match(
-                    allowed.email,
-                    '[A-Za-z0-9.!#$%&''*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+'
-                )
-                then allowed.email
+            when allowed.email_allowed and usable_email(allowed.email) then allowed.email
         end as email
     from allowed
     left join first_mobile_numbers

@@ -31,8 +31,21 @@ create table if not exists marts.appointment_eligibility (
     sms_phone           varchar,
     email               varchar,
     patient_name        varchar,
-    is_test             boolean not null
+    is_test             boolean not null,
+    practitioner_id     varchar,
+    practitioner_name   varchar,
+    practitioner_first_name varchar,
+    practitioner_last_name  varchar,
+    practitioner_email  varchar  -- sent as the check-in's `employees` (staff address, not the patient's)
 );
+
+-- Warehouses made before practitioners were ingested get their columns here, at the end as above: the insert
+-- below is positional.
+alter table marts.appointment_eligibility add column if not exists practitioner_id varchar;
+alter table marts.appointment_eligibility add column if not exists practitioner_name varchar;
+alter table marts.appointment_eligibility add column if not exists practitioner_first_name varchar;
+alter table marts.appointment_eligibility add column if not exists practitioner_last_name varchar;
+alter table marts.appointment_eligibility add column if not exists practitioner_email varchar;
 
 delete from marts.appointment_eligibility
 where business_number = $business_number
@@ -179,10 +192,18 @@ final as (
         cooled.sms_phone,
         cooled.email,
         cooled.patient_name,
-        cast($test as boolean) as is_test
+        cast($test as boolean) as is_test,
+        visit_practitioners.practitioner_id,
+        visit_practitioners.practitioner_name,
+        visit_practitioners.practitioner_first_name,
+        visit_practitioners.practitioner_last_name,
+        visit_practitioners.practitioner_email
     from cooled
     left join seeds.restriction_codes
         on cooled.restriction_code = restriction_codes.restriction_code
+    -- Joined last: who saw the patient names the request, it never decides whether there is one.
+    left join int_visit_practitioners as visit_practitioners
+        on cooled.appointment_id = visit_practitioners.appointment_id
 )
 
 select * from final;

@@ -11,6 +11,7 @@ renamed as (
         appointment_id,
         cliniko_business_id,
         patient_id,
+        practitioner_id,
         appointment_type_id,
         starts_at as appointment_starts_at,
         ends_at as appointment_ends_at,

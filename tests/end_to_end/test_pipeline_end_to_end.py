@@ -2,12 +2,15 @@
 HTTP, `cliniko-reviews run` for two days of three mappings, then the analysts' views and what Birdeye got."""
 
 import json
+import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import date, timedelta
 
 import duckdb
+import httpx
 import pytest
 
 from pipeline.demo import (
@@ -35,6 +38,8 @@ RESTRICTION_COLUMNS = [
     "restriction_code",
     "restriction_reason",
     "is_test",
+    "practitioner_id",
+    "practitioner_name",
 ]
 REQUEST_COLUMNS = [
     "business_number",
@@ -51,7 +56,57 @@ REQUEST_COLUMNS = [
     "birdeye_customer_id",
     "first_attempt_at",
     "sent_at",
+    "practitioner_id",
+    "practitioner_name",
+    "employee_sent",
 ]
+
+
+def cliniko_practitioners(base_url: str, accounts: list[dict], appointment_ids: set[str]) -> dict[str, dict]:
+    """What the Cliniko emulator holds, read over plain HTTP: appointment id -> its practitioner's id, names,
+    whether active, and its user's email (None for an appointment without practitioner)."""
+    headers = {"User-Agent": "e2e test (tests@example.com)"}
+    out: dict[str, dict] = {}
+
+    def get(http: httpx.Client, path: str, params: list[tuple[str, str]]) -> list[dict]:
+        records, url, query = [], path, [*params, ("per_page", "100")]
+        while url:
+            response = http.get(url, params=query)
+            if response.status_code == 429:  # the pipeline's runs spent this minute's budget
+                time.sleep(max(1.0, float(response.headers["x-ratelimit-reset"]) - time.time()))
+                continue
+            response.raise_for_status()
+            body = response.json()
+            records += body[path.strip("/").split("/")[0]]
+            url, query = body["links"].get("next"), None
+        return records
+
+    def last(link: dict | None) -> str | None:
+        return link["links"]["self"].rsplit("/", 1)[-1] if link else None
+
+    wanted = sorted(appointment_ids)
+    for account in accounts:
+        with httpx.Client(base_url=base_url, auth=(account["api_key"], ""), headers=headers) as http:
+            users = {u["id"]: u for u in get(http, "/users", [])}
+            practitioners = {
+                p["id"]: p
+                for path in ("/practitioners", "/practitioners/inactive")
+                for p in get(http, path, [])
+            }
+            for start in range(0, len(wanted), 100):
+                ids = ",".join(wanted[start : start + 100])
+                filters = [("q[]", f"id:={ids}"), ("q[]", "archived_at:*"), ("q[]", "cancelled_at:*")]
+                for appointment in get(http, "/individual_appointments", filters):
+                    practitioner = practitioners.get(last(appointment["practitioner"]) or "")
+                    user = users[last(practitioner["user"])] if practitioner else None
+                    out[appointment["id"]] = {
+                        "id": practitioner and practitioner["id"],
+                        "first_name": practitioner and practitioner["first_name"],
+                        "last_name": practitioner and practitioner["last_name"],
+                        "active": practitioner and practitioner["active"],
+                        "email": user and user["email"],
+                    }
+    return out
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -74,7 +129,12 @@ def outcome(tmp_path_factory):
         received_after_first_run = read_records(record)
         rerun = run_cli(env, "run", *days, *mappings)
         received = read_records(record)
+        candidates = analytics({"data_dir": data_dir}, "select appointment_id from restriction_reasons")
+        practitioners = cliniko_practitioners(
+            env["CLINIKO_BASE_URL"], accounts, {appointment for (appointment,) in candidates}
+        )
     return {
+        "practitioners": practitioners,
         "data_dir": data_dir,
         "run": run,
         "rerun": rerun,
@@ -180,3 +240,65 @@ def test_no_api_key_in_the_databases_or_the_output(outcome):
             blobs.append(path.read_bytes().decode("latin-1"))
     for key in keys:
         assert not any(key in blob for blob in blobs), "an API key leaked"
+
+
+def birdeye_can_take(email: str | None) -> bool:
+    """Birdeye's check of an email (reference §2.4: well formed, 1087; at most 40 characters, 1088)."""
+    return (
+        email is not None
+        and len(email) <= 40
+        and re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email) is not None
+    )
+
+
+def test_each_request_names_its_cliniko_practitioner_as_employee_when_it_has_an_email(outcome):
+    practitioners = outcome["practitioners"]
+    delivered = [r for r in outcome["first_received"] if r.delivered]
+    with_employee = 0
+    for record in delivered:
+        practitioner = practitioners[record.appointment_id]
+        if birdeye_can_take(practitioner["email"]):
+            expected = [
+                {
+                    "emailId": practitioner["email"],
+                    "firstName": practitioner["first_name"],
+                    "lastName": practitioner["last_name"],
+                }
+            ]
+            assert record.employees == expected, record.appointment_id
+            with_employee += 1
+        else:
+            assert "employees" not in record.body, record.appointment_id
+    # The demo's practitioners include ones with an email, without one, with one over 40 characters and
+    # inactive ones: each kind reached Birdeye (or was left out) on these two days.
+    kinds = {
+        (birdeye_can_take(p["email"]), p["email"] is None, p["active"])
+        for p in (practitioners[r.appointment_id] for r in delivered)
+    }
+    assert {(True, False, True), (False, True, True), (False, False, True), (True, False, False)} <= kinds
+    assert 0 < with_employee < len(delivered)
+
+
+def test_analysts_see_each_visits_practitioner_and_the_summary_counts_them(outcome):
+    practitioners = outcome["practitioners"]
+    reasons = analytics(
+        outcome, "select appointment_id, practitioner_id, practitioner_name from restriction_reasons"
+    )
+    assert reasons
+    for appointment, practitioner_id, name in reasons:
+        expected = practitioners[appointment]
+        assert practitioner_id == expected["id"]
+        assert name == f"{expected['first_name']} {expected['last_name']}"
+    requests = analytics(
+        outcome,
+        "select business_number, appointment_id, practitioner_name, employee_sent from review_requests",
+    )
+    per_mapping = Counter()
+    for business_number, appointment, name, employee_sent in requests:
+        expected = practitioners[appointment]
+        assert name == f"{expected['first_name']} {expected['last_name']}"
+        assert employee_sent == birdeye_can_take(expected["email"])
+        per_mapping[business_number] += employee_sent
+    lines = [line.split() for line in outcome["run"].stdout.splitlines() if "employees:" in line]
+    assert len(lines) == len(MAPPINGS)
+    assert sorted(int(words[1]) for words in lines) == sorted(per_mapping[number] for number in MAPPINGS)

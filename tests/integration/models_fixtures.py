@@ -124,6 +124,7 @@ class Warehouse:
         cliniko_business_id: str = "b1",
         partition_date: date = PARTITION_DATE,
         appointment_type_id: str | None = None,
+        practitioner_id: str | None = None,
         did_not_arrive: bool = False,
         cancelled: bool = False,
         archived: bool = False,
@@ -133,8 +134,8 @@ class Warehouse:
         self.con.execute(
             "insert into raw.cliniko_appointments (business_number, partition_date, appointment_id, "
             "cliniko_business_id, patient_id, appointment_type_id, starts_at, ends_at, did_not_arrive, "
-            "cancelled_at, archived_at, deleted_at, loaded_at) "
-            "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "cancelled_at, archived_at, deleted_at, loaded_at, practitioner_id) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 business_number,
                 partition_date,
@@ -148,6 +149,38 @@ class Warehouse:
                 LOADED_AT if cancelled else None,
                 LOADED_AT if archived else None,
                 LOADED_AT if deleted else None,
+                LOADED_AT,
+                practitioner_id,
+            ],
+        )
+
+    def practitioner(
+        self,
+        business_number: str,
+        practitioner_id: str,
+        *,
+        partition_date: date = PARTITION_DATE,
+        first_name: str | None = "Hannah",
+        last_name: str | None = "Ng",
+        email: str | None = "hannah.ng@clinic.example.com",
+        active: bool = True,
+        missing: bool = False,
+    ) -> None:
+        """A practitioner the partition's appointments reference, with its Cliniko user's email, as the
+        ingestion stores it (`missing`: Cliniko returned it from neither list)."""
+        self.con.execute(
+            "insert into raw.cliniko_practitioners (business_number, partition_date, practitioner_id, "
+            "is_missing, is_active, first_name, last_name, email, loaded_at) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                business_number,
+                partition_date,
+                practitioner_id,
+                missing,
+                None if missing else active,
+                None if missing else first_name,
+                None if missing else last_name,
+                None if missing else email,
                 LOADED_AT,
             ],
         )
