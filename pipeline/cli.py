@@ -231,9 +231,10 @@ def sandbox(
     from datetime import UTC, datetime
     from pathlib import Path
 
+    from pipeline.masking import mask
     from pipeline.sandbox.birdeye_emulator import DEFAULT_API_KEY, BirdeyeEmulatorConfig, create_birdeye_app
     from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig, FaultConfig
-    from pipeline.sandbox.generator import generate_preset, mask_key
+    from pipeline.sandbox.generator import generate_preset
     from pipeline.sandbox.server import serve_sandbox, write_sandbox_manifest
 
     now = datetime.now(UTC)
@@ -283,7 +284,7 @@ def sandbox(
             seed=seed,
         )
     )
-    accepted = ", ".join(mask_key(key) for key in (birdeye_keys or (DEFAULT_API_KEY,)))
+    accepted = ", ".join(mask(key) for key in (birdeye_keys or (DEFAULT_API_KEY,)))
     click.echo(f"Birdeye emulator: {birdeye_url}  (export BIRDEYE_BASE_URL={birdeye_url}); keys {accepted}")
     apps = [(cliniko, cliniko_port), (birdeye, birdeye_port)]
 

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from pipeline.birdeye.outcomes import Accepted, Outcome, Rejected, Retryable, Unauthorized, Unknown
+from pipeline.masking import mask
 from pipeline.tls import tls_context
 
 CHECKIN_PATH = "/v1/customer/checkin"
@@ -125,13 +126,6 @@ class CheckIn:
         if self.sms_enabled not in (0, 1):
             return rejected("1170")
         return None
-
-
-def mask(secret: str | None) -> str:
-    """Last four characters only, the one form in which a key may appear anywhere."""
-    if not secret:
-        return "<none>"
-    return "…" + secret[-4:]
 
 
 def _error_fields(response: httpx.Response) -> tuple[str | None, str]:

@@ -37,7 +37,6 @@ from pipeline.cliniko.errors import (
     ClinikoRateLimited,
     ClinikoUnavailable,
     InvalidUserAgent,
-    mask_key,
 )
 from pipeline.cliniko.pagination import (
     PER_PAGE,
@@ -64,6 +63,7 @@ from pipeline.cliniko.records import (
     rows_of_columns,
 )
 from pipeline.cliniko.shards import base_url_for
+from pipeline.masking import mask
 from pipeline.ratelimit import shared_rate_limiter
 from pipeline.settings import Settings, load_settings
 from pipeline.tls import tls_context
@@ -143,7 +143,7 @@ class ClinikoClient:
         max_consecutive_429: int = 10,
     ) -> None:
         settings = settings or load_settings()
-        self._masked_key = mask_key(api_key)
+        self._masked_key = mask(api_key)
         self.shard, default_url = base_url_for(api_key, settings.cliniko_base_url)
         self.base_url = (base_url or default_url).rstrip("/")
         self._base_url_set = bool(base_url or settings.cliniko_base_url)  # else the real shard host

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-from pipeline.cliniko.errors import InvalidApiKey, mask_key
+from pipeline.cliniko.errors import InvalidApiKey
+from pipeline.masking import mask
 
 KNOWN_SHARDS: tuple[str, ...] = ("au1", "au2", "au3", "au4", "ca1", "uk1", "uk2", "eu1")
 DEFAULT_SHARD = "au1"
@@ -31,7 +32,7 @@ def shard_of(api_key: str) -> str:
         return DEFAULT_SHARD
     shard = suffix.lower()
     if shard not in KNOWN_SHARDS:
-        raise InvalidApiKey(mask_key(key), suffix, KNOWN_SHARDS)
+        raise InvalidApiKey(mask(key), suffix, KNOWN_SHARDS)
     return shard
 
 

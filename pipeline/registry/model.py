@@ -108,11 +108,6 @@ def is_secret_key(key: str) -> bool:
     return key.endswith(".api.key")
 
 
-def mask(value: str) -> str:
-    """`****` plus the last 4 characters; values too short to spare 4 characters show nothing."""
-    return "****" + value[-4:] if len(value) >= 12 else "****"
-
-
 def parse_business_number(value: object, field: str) -> str:
     """A business number is a positive integer; JSON may carry it as a number or a digit string.
 

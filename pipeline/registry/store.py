@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pipeline.masking import mask
 from pipeline.registry.audit import CLI, Actor, MaskedSecret, changed_fields, to_json
 from pipeline.registry.model import (
     CLINIKO_API_KEY,
@@ -45,7 +46,6 @@ from pipeline.registry.model import (
     default_next_run_time,
     format_run_time,
     is_secret_key,
-    mask,
     normalize_property,
 )
 from pipeline.registry.secrets import Secret, SecretBox, SecretKeyError, load_fernet

@@ -326,15 +326,6 @@ class Account:
     appointments: AppointmentTable
     now: datetime
 
-    @property
-    def masked_key(self) -> str:
-        return mask_key(self.api_key)
-
-
-def mask_key(api_key: str) -> str:
-    """Secrets are shown by their last four characters only."""
-    return "…" + api_key[-4:] if api_key else ""
-
 
 @dataclass(frozen=True)
 class SizePreset:

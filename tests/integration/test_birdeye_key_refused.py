@@ -73,7 +73,7 @@ def test_a_refused_key_fails_the_run_keeps_the_requests_and_a_fixed_key_sends_th
     with dg.DagsterInstance.get() as instance:
         [refused] = run_partitions([day], instance, show_progress=False)
     assert not refused.success
-    assert "refused the API key …9999" in refused.error and WRONG_KEY not in refused.error
+    assert "refused the API key ****9999" in refused.error and WRONG_KEY not in refused.error
     eligible = analytics("select count(*) from restriction_reasons where is_eligible")[0][0]
     assert eligible > 0
     assert analytics("select status, count(*) from review_requests group by all") == [("pending", eligible)]
