@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
+from pipeline.cliniko.errors import InvalidApiKey
+from pipeline.cliniko.shards import DEFAULT_SHARD, KNOWN_SHARDS, shard_of
+
 # The seed's catalogue, field for field (manual: "Fetch information for all the triggers available").
 CLINIKO_SOURCE_ID = 118
 CLINIKO_TRIGGER_ID = 129
@@ -62,9 +65,6 @@ MAPPING_KEYS = (
 )
 KNOWN_KEYS = MAPPING_KEYS
 MAPPING_ONLY_KEYS = frozenset({LOCATION_NAME})
-
-CLINIKO_SHARDS = ("au1", "au2", "au3", "au4", "ca1", "uk1", "uk2", "eu1")
-DEFAULT_SHARD = "au1"
 
 FREQUENCY_UNITS = ("days", "hours")
 MAX_FREQUENCY = {"days": 365, "hours": 24 * 365}
@@ -133,11 +133,6 @@ def parse_business_number(value: object, field: str) -> str:
     return text
 
 
-def cliniko_shard(api_key: str) -> str:
-    """The shard is the key's suffix after its last `-`; a key without one lives on `au1`."""
-    return api_key.rsplit("-", 1)[1] if "-" in api_key else DEFAULT_SHARD
-
-
 def _integer(value: str, field: str, low: int, high: int) -> str:
     text = value.strip()
     if not re.fullmatch(r"[+-]?[0-9]+", text):
@@ -151,15 +146,16 @@ def _integer(value: str, field: str, low: int, high: int) -> str:
 def _api_key(key: str, value: str, field: str) -> str:
     if not value or value != value.strip() or any(ch.isspace() for ch in value):
         raise RegistryError(field, f"{key} must be a non-empty value without spaces")
-    if key == CLINIKO_API_KEY and "-" in value:
-        suffix = cliniko_shard(value)
-        if suffix not in CLINIKO_SHARDS:
-            shown = f" {suffix!r}" if len(suffix) <= 4 else ""
+    if key == CLINIKO_API_KEY:
+        try:
+            shard_of(value)  # the client's own rule, so a key the registry takes is one the client can use
+        except InvalidApiKey as error:
             raise RegistryError(
                 field,
-                f"{key} ends in an unknown shard suffix{shown}; the part after the last '-' must be one of "
-                f"{', '.join(CLINIKO_SHARDS)}, or absent for {DEFAULT_SHARD}",
-            )
+                f"{key} ends in an unknown shard suffix {error.suffix!r}; a suffix after the last '-' that "
+                "looks like a shard (two letters, one or two digits) must be one of "
+                f"{', '.join(KNOWN_SHARDS)}; a key without one lives on {DEFAULT_SHARD}",
+            ) from None
     return value
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from pipeline.cliniko import InvalidApiKey, shard_of
 from pipeline.registry import MappingConfig, Registry, Secret
 from pipeline.registry.api import bind_refusal
 from pipeline.registry.model import (
     RegistryError,
-    cliniko_shard,
     default_next_run_time,
     normalize_property,
     parse_business_number,
@@ -48,12 +48,29 @@ def test_malformed_business_numbers_are_refused(value: object) -> None:
     assert error.value.field == "businessNumber"
 
 
-def test_shard_is_the_suffix_after_the_last_dash() -> None:
-    assert cliniko_shard("abc-def-uk2") == "uk2"
-    assert cliniko_shard("abcdef") == "au1"
-    assert normalize_property("cliniko.api.key", "abcdef", level="group", field="p") == "abcdef"
-    with pytest.raises(RegistryError, match="unknown shard suffix; the part after"):
-        normalize_property("cliniko.api.key", "abc-notashardatall", level="group", field="p")
+@pytest.mark.parametrize(
+    ("key", "shard"),
+    [
+        ("abc-def-uk2", "uk2"),  # the suffix after the last '-'
+        ("abcdef", "au1"),  # an old key without a suffix lives on au1
+        ("abc-notashardatall", "au1"),  # a suffix that does not look like a shard is part of an old key
+        ("abc-legacy-k3y", "au1"),
+        ("abc-AU2", "au2"),  # shard suffixes are case-insensitive
+        ("abc-eu1", "eu1"),
+    ],
+)
+def test_the_registry_takes_the_keys_the_client_can_use(key: str, shard: str) -> None:
+    assert shard_of(key) == shard
+    assert normalize_property("cliniko.api.key", key, level="group", field="p") == key
+
+
+@pytest.mark.parametrize("key", ["abc-zz9", "abc-au9", "abc-us1", "abc-def-UK3"])
+def test_a_suffix_that_looks_like_a_shard_must_name_one(key: str) -> None:
+    suffix = key.rsplit("-", 1)[1]
+    with pytest.raises(InvalidApiKey):
+        shard_of(key)
+    with pytest.raises(RegistryError, match=f"unknown shard suffix '{suffix}'; a suffix after the last '-'"):
+        normalize_property("cliniko.api.key", key, level="group", field="p")
 
 
 @pytest.mark.parametrize(
