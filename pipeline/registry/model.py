@@ -9,8 +9,10 @@ messages never quote a secret value.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import TypeVar
 
 from pipeline.cliniko.errors import InvalidApiKey
 from pipeline.cliniko.shards import DEFAULT_SHARD, KNOWN_SHARDS, shard_of
@@ -169,6 +171,19 @@ def excluded_type_names(value: str) -> tuple[str, ...]:
     in the order given. A blank value is no name: a mapping sets it to exclude nothing where its group
     excludes some. Matching them against Cliniko is the SQL models' (`int_excluded_appointment_types`)."""
     return location_names(value) if value.strip() else ()
+
+
+GROUP_LEVEL, MAPPING_LEVEL = "group", "mapping"
+V = TypeVar("V")
+
+
+def effective_properties(group: Mapping[str, V], own: Mapping[str, V]) -> dict[str, tuple[str, V]]:
+    """The properties in force for a mapping: its own over its group's (SPEC §2), as key -> (level, value),
+    level `group` or `mapping`, in the order of `KNOWN_KEYS`. The one rule of inheritance: the pipeline's
+    `MappingConfig` and the admin API's `effectiveProperties` both read it."""
+    merged = {key: (GROUP_LEVEL, value) for key, value in group.items() if key not in own}
+    merged.update((key, (MAPPING_LEVEL, value)) for key, value in own.items())
+    return {key: merged[key] for key in sorted(merged, key=KNOWN_KEYS.index)}
 
 
 def normalize_property(key: str, value: str, *, level: str, field: str) -> str:

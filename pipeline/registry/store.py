@@ -44,6 +44,7 @@ from pipeline.registry.model import (
     Frequency,
     RegistryError,
     default_next_run_time,
+    effective_properties,
     format_run_time,
     is_secret_key,
     normalize_property,
@@ -913,15 +914,10 @@ class RegistryStore:
                 "SELECT * FROM mapping_property WHERE business_number = ?", (business_number,)
             ).fetchall()
         )
-        inherited = _ordered(
-            con.execute("SELECT * FROM group_property WHERE group_id = ?", (row["group_id"],)).fetchall()
+        inherited = con.execute("SELECT * FROM group_property WHERE group_id = ?", (row["group_id"],))
+        effective = effective_properties(
+            {prop["property_key"]: prop for prop in inherited}, {prop["property_key"]: prop for prop in own}
         )
-        own_keys = {prop["property_key"] for prop in own}
-        effective = [
-            {**_property_view(prop), "level": "group"}
-            for prop in inherited
-            if prop["property_key"] not in own_keys
-        ] + [{**_property_view(prop), "level": "mapping"} for prop in own]
         return {
             "businessNumber": row["business_number"],
             "integrationGroupId": row["group_id"],
@@ -933,7 +929,9 @@ class RegistryStore:
             "frequency": {"value": row["frequency_value"], "unit": row["frequency_unit"]},
             "nextRunTime": row["next_run_time"],
             "integrationProperties": [_property_view(prop) for prop in own],
-            "effectiveProperties": sorted(effective, key=lambda p: KNOWN_KEYS.index(p["propertyKey"])),
+            "effectiveProperties": [
+                {**_property_view(prop), "level": level} for level, prop in effective.values()
+            ],
             "createdAt": row["created_at"],
             "updatedAt": row["updated_at"],
         }

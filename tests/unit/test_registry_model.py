@@ -16,6 +16,7 @@ from pipeline.registry.api import bind_refusal
 from pipeline.registry.model import (
     RegistryError,
     default_next_run_time,
+    effective_properties,
     normalize_property,
     parse_business_number,
     parse_run_time,
@@ -71,6 +72,18 @@ def test_a_suffix_that_looks_like_a_shard_must_name_one(key: str) -> None:
         shard_of(key)
     with pytest.raises(RegistryError, match=f"unknown shard suffix '{suffix}'; a suffix after the last '-'"):
         normalize_property("cliniko.api.key", key, level="group", field="p")
+
+
+def test_a_mappings_own_properties_win_over_its_groups_in_the_known_order() -> None:
+    group = {"customer.cooloff.days": "30", "cliniko.api.key": "group-key", "customer.fetch.delay": "1"}
+    own = {"cliniko.location.name": "A, B", "customer.fetch.delay": "2"}
+    assert list(effective_properties(group, own).items()) == [
+        ("cliniko.api.key", ("group", "group-key")),
+        ("customer.fetch.delay", ("mapping", "2")),
+        ("cliniko.location.name", ("mapping", "A, B")),
+        ("customer.cooloff.days", ("group", "30")),
+    ]
+    assert effective_properties({}, {}) == {}
 
 
 @pytest.mark.parametrize(
