@@ -76,7 +76,8 @@ def main() -> list[Figure]:
     from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses, cliniko_patients
     from pipeline.assets.resources import PipelineResource
     from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
-    from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
+    from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
+    from pipeline.registry.store import RegistryStore
     from pipeline.settings import load_settings
 
     emulator = ClinikoEmulator(ClinikoEmulatorConfig(accounts=[account], rate_limit=10**9))

@@ -31,7 +31,8 @@ from pipeline.assets.ingest import (
 )
 from pipeline.assets.resources import PipelineResource
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
-from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
+from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
+from pipeline.registry.store import RegistryStore
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig
 from pipeline.sandbox.generator import Account
 from pipeline.sandbox.server import running_cliniko

@@ -186,16 +186,19 @@ def effective_properties(group: Mapping[str, V], own: Mapping[str, V]) -> dict[s
     return {key: merged[key] for key in sorted(merged, key=KNOWN_KEYS.index)}
 
 
+def check_known(key: str, field: str) -> None:
+    """Refuse a property key that is not one of `KNOWN_KEYS`; `field` names the input."""
+    if key not in KNOWN_KEYS:
+        raise RegistryError(field, f"unknown property key {key!r}; known keys: {', '.join(KNOWN_KEYS)}")
+
+
 def normalize_property(key: str, value: str, *, level: str, field: str) -> str:
     """Check one property against the SPEC §2 rules and return the value to store.
 
     `level` is "group" or "mapping"; `field` is the request path of the property, used in errors.
     """
     allowed = GROUP_KEYS if level == "group" else MAPPING_KEYS
-    if key not in KNOWN_KEYS:
-        raise RegistryError(
-            f"{field}.propertyKey", f"unknown property key {key!r}; known keys: {', '.join(KNOWN_KEYS)}"
-        )
+    check_known(key, f"{field}.propertyKey")
     if key not in allowed:
         raise RegistryError(
             f"{field}.propertyKey",

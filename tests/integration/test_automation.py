@@ -23,8 +23,9 @@ from pipeline.calendar import store as calendar_store
 from pipeline.leases import Lease, holder_alive
 from pipeline.postgres import run
 from pipeline.registry import Registry
+from pipeline.registry.inputs import MappingInput, MappingPatch, PropertyInput, TriggerInput
 from pipeline.registry.model import Frequency
-from pipeline.registry.store import MappingInput, MappingPatch, PropertyInput, RegistryStore, TriggerInput
+from pipeline.registry.store import RegistryStore
 from pipeline.settings import load_settings
 from pipeline.warehouse import connect
 from pipeline.warehouse.connection import locked

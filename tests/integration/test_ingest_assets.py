@@ -23,7 +23,7 @@ from ingest_support import INGEST_ASSETS, cliniko_sandbox, event_log_text
 from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses
 from pipeline.assets.models import appointment_eligibility
 from pipeline.ratelimit import SharedRateLimiter
-from pipeline.registry.store import MappingPatch, PropertyInput
+from pipeline.registry.inputs import MappingPatch, PropertyInput
 from pipeline.sandbox.cliniko_emulator import FaultConfig
 from pipeline.sandbox.generator import NULL, Account, generate_account
 from pipeline.settings import load_settings

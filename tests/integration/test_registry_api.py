@@ -113,7 +113,7 @@ def seeded_server(
         assert all(reply.status_code < 300 for reply in replies.values()), {
             name: reply.text for name, reply in replies.items()
         }
-        with app.state.registry._transaction(write=True) as con:  # a catalogue of another integration
+        with app.state.registry.database.transaction(write=True) as con:  # a catalogue of another integration
             con.execute(
                 "INSERT INTO integration_source "
                 "VALUES (200, 'OTHER', 'Healthcare', 'Birdeye API', 'Standard', 0)"

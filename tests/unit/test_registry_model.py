@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet
 from pipeline.cliniko import InvalidApiKey, shard_of
 from pipeline.registry import MappingConfig, Registry, Secret
 from pipeline.registry.api import bind_refusal
+from pipeline.registry.inputs import MappingInput, MappingPatch, PropertyInput, TriggerInput
 from pipeline.registry.model import (
     RegistryError,
     default_next_run_time,
@@ -21,16 +22,9 @@ from pipeline.registry.model import (
     parse_business_number,
     parse_run_time,
 )
+from pipeline.registry.schema import SCHEMA_VERSION, migrate
 from pipeline.registry.secrets import SecretBox, SecretKeyError, load_fernet
-from pipeline.registry.store import (
-    SCHEMA_VERSION,
-    MappingInput,
-    MappingPatch,
-    PropertyInput,
-    RegistryStore,
-    TriggerInput,
-    migrate,
-)
+from pipeline.registry.store import RegistryStore
 from pipeline.settings import load_settings
 
 
