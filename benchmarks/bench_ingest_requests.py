@@ -32,7 +32,7 @@ import dagster as dg
 import duckdb
 
 from benchmarks.support import Figure, report
-from pipeline.automation.runner import QUIET
+from pipeline.runner import QUIET
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig
 from pipeline.sandbox.generator import NULL, generate_account
 from pipeline.sandbox.server import running_cliniko

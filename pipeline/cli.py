@@ -41,7 +41,8 @@ def run(start, end, mappings: tuple[str, ...], workers: int) -> None:
     import dagster as dg
 
     from pipeline.automation.instance import ensure_dagster_home
-    from pipeline.automation.runner import (
+    from pipeline.registry import Registry
+    from pipeline.runner import (
         busy_partitions,
         dates_between,
         render_summary,
@@ -49,7 +50,6 @@ def run(start, end, mappings: tuple[str, ...], workers: int) -> None:
         select_partitions,
         summarize,
     )
-    from pipeline.registry import Registry
     from pipeline.settings import load_settings
 
     settings = load_settings()

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
-from pipeline.automation import warm
+from pipeline import warm
 from pipeline.automation.instance import DAGSTER_YAML, POSTGRES_STORAGE_YAML, POSTGRES_URL_VARIABLE
 from pipeline.automation.launcher import PID_TAG
 from pipeline.automation.partitions import IN_FLIGHT, MAPPING_DIMENSION

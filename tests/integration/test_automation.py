@@ -16,7 +16,6 @@ from lease_support import abandon_lease
 
 from pipeline.automation import sensors
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
-from pipeline.automation.runner import busy_partitions
 from pipeline.automation.sensors import DUE_TAG, calendar_sensor, mapping_partitions_sensor
 from pipeline.calendar import alerts
 from pipeline.calendar import store as calendar_store
@@ -26,6 +25,7 @@ from pipeline.registry import Registry
 from pipeline.registry.inputs import MappingInput, MappingPatch, PropertyInput, TriggerInput
 from pipeline.registry.model import Frequency
 from pipeline.registry.store import RegistryStore
+from pipeline.runner import busy_partitions
 from pipeline.settings import load_settings
 from pipeline.warehouse import connect
 from pipeline.warehouse.connection import locked
