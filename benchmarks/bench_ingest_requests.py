@@ -74,8 +74,8 @@ def main() -> list[Figure]:
     os.environ.pop("REGISTRY_SECRET_KEY", None)
     # Imported after DATA_DIR is set: these read settings from the environment.
     from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses, cliniko_patients
-    from pipeline.assets.resources import PipelineResource
     from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
+    from pipeline.automation.resources import PipelineResource
     from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
     from pipeline.registry.store import RegistryStore
     from pipeline.settings import load_settings

@@ -323,7 +323,7 @@ def requeue(
     An `uncertain` request may already have reached Birdeye: requeueing it can ask the patient twice.
     The next run of each listed partition posts the requeued rows.
     """
-    from pipeline.assets.resources import split_legacy_warehouse
+    from pipeline.automation.resources import split_legacy_warehouse
     from pipeline.registry import Registry
     from pipeline.settings import load_settings
     from pipeline.sink import requeue as requeue_rows
