@@ -54,6 +54,14 @@ GROUP_EXISTS = "group_exists"
 MAPPING_EXISTS = "mapping_exists"
 
 
+def _where(*conditions: tuple[str, object]) -> tuple[str, list[object]]:
+    """A `WHERE` clause of the conditions whose value is not None (all rows if none), and its parameters; a
+    bool binds as 0 or 1, as the flags are stored."""
+    chosen = [(clause, int(value) if isinstance(value, bool) else value) for clause, value in conditions]
+    chosen = [(clause, value) for clause, value in chosen if value is not None]
+    return "WHERE " + " AND ".join(["1 = 1", *(clause for clause, _ in chosen)]), [v for _, v in chosen]
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -182,16 +190,10 @@ class RegistryStore:
     def _plain_properties(self, rows: Sequence[sqlite3.Row]) -> dict[str, str] | None:
         """Stored properties as plaintext, for comparing a replayed request; None if a key cannot be read."""
         try:
-            return {
-                row["property_key"]: (
-                    self._box.decrypt(row["property_value"]).reveal()
-                    if row["encrypted"]
-                    else row["property_value"]
-                )
-                for row in rows
-            }
+            resolved = self._resolved(rows)
         except SecretKeyError:
             return None
+        return {key: v.reveal() if isinstance(v, Secret) else v for key, v in resolved.items()}
 
     # -- groups ----------------------------------------------------------------------------------------------
 
@@ -508,16 +510,9 @@ class RegistryStore:
         self, *, business_number: str | None = None, group_id: int | None = None, active: bool | None = None
     ) -> list[dict]:
         """Mapping views filtered by any of business number, group and active flag."""
-        clauses, params = [], []
-        for column, value in (
-            ("business_number", business_number),
-            ("group_id", group_id),
-            ("active", active),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(int(value) if isinstance(value, bool) else value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where(
+            ("business_number = ?", business_number), ("group_id = ?", group_id), ("active = ?", active)
+        )
         with self.database.transaction(write=False) as con:
             numbers = [
                 r[0]
@@ -638,23 +633,18 @@ class RegistryStore:
         """Rows of the audit trail, newest first (by id, the commit order), filtered by business number (a
         mapping's, or a group's parent), group, time (`changed_at` at or after `since`) and `before_id`
         (rows older than that one: the next page); at most `limit`."""
-        clauses, params = ["1 = 1"], []
-        for clause, value in (
+        where, params = _where(
             ("business_number = ?", business_number),
             ("group_id = ?", group_id),
             ("changed_at >= ?", None if since is None else _stamp(since)),
             ("change_id < ?", before_id),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
+        )
         bound = "" if limit is None else f" LIMIT {int(limit)}"
         with self.database.transaction(write=False) as con:
             return [
                 dict(row)
                 for row in con.execute(
-                    f"SELECT * FROM registry_audit WHERE {' AND '.join(clauses)} "
-                    f"ORDER BY change_id DESC{bound}",
+                    f"SELECT * FROM registry_audit {where} ORDER BY change_id DESC{bound}",
                     params,
                 )
             ]
@@ -668,18 +658,14 @@ class RegistryStore:
 
         For the pipeline's read API: plaintext exists only in the returned `Secret`s, in this process.
         """
-        clauses = ["1 = 1"]
-        params: list[object] = []
-        if active_only:
-            clauses.append("m.active = 1")
-        if business_number is not None:
-            clauses.append("m.business_number = ?")
-            params.append(business_number)
+        where, params = _where(
+            ("m.active = ?", True if active_only else None), ("m.business_number = ?", business_number)
+        )
         with self.database.transaction(write=False) as con:
             rows = con.execute(
                 f"""SELECT m.*, g.parent_business_number FROM integration_mapping m
                     JOIN integration_group g USING (group_id)
-                    WHERE {" AND ".join(clauses)} ORDER BY m.business_number""",
+                    {where} ORDER BY m.business_number""",
                 params,
             ).fetchall()
             return [
@@ -699,6 +685,7 @@ class RegistryStore:
             ]
 
     def _resolved(self, rows: Iterable[sqlite3.Row]) -> dict[str, str | Secret]:
+        """Properties by key, a secret decrypted into a `Secret` (`SecretKeyError` if the key cannot)."""
         return {
             row["property_key"]: self._box.decrypt(row["property_value"])
             if row["encrypted"]
