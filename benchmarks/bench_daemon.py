@@ -53,7 +53,8 @@ from benchmarks.support import (
 )
 from pipeline.automation.instance import DAGSTER_YAML, POSTGRES_STORAGE_YAML, POSTGRES_URL_VARIABLE
 from pipeline.automation.partitions import MAPPING_DIMENSION, mapping_day
-from pipeline.registry.store import MappingPatch, RegistryStore
+from pipeline.registry.inputs import MappingPatch
+from pipeline.registry.store import RegistryStore
 from pipeline.settings import load_settings
 
 IN_FLIGHT = [

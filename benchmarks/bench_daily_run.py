@@ -49,7 +49,7 @@ from pipeline.automation.partitions import (
     MappingDay,
     mapping_day_partitions,
 )
-from pipeline.automation.runner import QUIET
+from pipeline.runner import QUIET
 
 CLINIKO_RATE = 200 / 60.0  # requests per second per key
 EMPTY_DAY_OFFSET = 60  # days before today: before the sandbox's generated history, so no appointments

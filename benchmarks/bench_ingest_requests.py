@@ -34,7 +34,7 @@ import dagster as dg
 import duckdb
 
 from benchmarks.support import Figure, report
-from pipeline.automation.runner import QUIET
+from pipeline.runner import QUIET
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig
 from pipeline.sandbox.generator import NULL, generate_account
 from pipeline.sandbox.server import running_cliniko
@@ -76,9 +76,10 @@ def main() -> list[Figure]:
     os.environ.pop("REGISTRY_SECRET_KEY", None)
     # Imported after DATA_DIR is set: these read settings from the environment.
     from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses, cliniko_patients
-    from pipeline.assets.resources import PipelineResource
     from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
-    from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
+    from pipeline.automation.resources import PipelineResource
+    from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
+    from pipeline.registry.store import RegistryStore
     from pipeline.settings import load_settings
 
     emulator = ClinikoEmulator(ClinikoEmulatorConfig(accounts=[account], rate_limit=10**9))

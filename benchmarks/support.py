@@ -182,7 +182,8 @@ def create_mappings(
     """
     from dataclasses import replace
 
-    from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
+    from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
+    from pipeline.registry.store import RegistryStore
     from pipeline.settings import load_settings
 
     store = RegistryStore.open(replace(load_settings(), data_dir=data_dir))

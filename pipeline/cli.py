@@ -41,7 +41,8 @@ def run(start, end, mappings: tuple[str, ...], workers: int) -> None:
     import dagster as dg
 
     from pipeline.automation.instance import ensure_dagster_home
-    from pipeline.automation.runner import (
+    from pipeline.registry import Registry
+    from pipeline.runner import (
         busy_partitions,
         dates_between,
         render_summary,
@@ -49,7 +50,6 @@ def run(start, end, mappings: tuple[str, ...], workers: int) -> None:
         select_partitions,
         summarize,
     )
-    from pipeline.registry import Registry
     from pipeline.settings import load_settings
 
     settings = load_settings()
@@ -231,9 +231,10 @@ def sandbox(
     from datetime import UTC, datetime
     from pathlib import Path
 
+    from pipeline.masking import mask
     from pipeline.sandbox.birdeye_emulator import DEFAULT_API_KEY, BirdeyeEmulatorConfig, create_birdeye_app
     from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig, FaultConfig
-    from pipeline.sandbox.generator import generate_preset, mask_key
+    from pipeline.sandbox.generator import generate_preset
     from pipeline.sandbox.server import serve_sandbox, write_sandbox_manifest
 
     now = datetime.now(UTC)
@@ -283,7 +284,7 @@ def sandbox(
             seed=seed,
         )
     )
-    accepted = ", ".join(mask_key(key) for key in (birdeye_keys or (DEFAULT_API_KEY,)))
+    accepted = ", ".join(mask(key) for key in (birdeye_keys or (DEFAULT_API_KEY,)))
     click.echo(f"Birdeye emulator: {birdeye_url}  (export BIRDEYE_BASE_URL={birdeye_url}); keys {accepted}")
     apps = [(cliniko, cliniko_port), (birdeye, birdeye_port)]
 
@@ -322,7 +323,7 @@ def requeue(
     An `uncertain` request may already have reached Birdeye: requeueing it can ask the patient twice.
     The next run of each listed partition posts the requeued rows.
     """
-    from pipeline.assets.resources import split_legacy_warehouse
+    from pipeline.automation.resources import split_legacy_warehouse
     from pipeline.registry import Registry
     from pipeline.settings import load_settings
     from pipeline.sink import requeue as requeue_rows

@@ -9,8 +9,8 @@ from pipeline.assets.ingest import (
     cliniko_patients,
 )
 from pipeline.assets.models import appointment_eligibility
-from pipeline.assets.resources import PipelineResource
 from pipeline.assets.sink import analytics_database, calendar_alerts, review_requests
+from pipeline.automation.resources import PipelineResource
 from pipeline.automation.sensors import calendar_sensor, mapping_partitions_sensor, review_requests_job
 
 defs = dg.Definitions(

@@ -255,8 +255,8 @@ def run_demo(settings: Settings | None = None, *, days: int = 7) -> int:
 def _run_last_days(days: int) -> int:
     import dagster as dg
 
-    from pipeline.automation.runner import render_summary, run_partitions, select_partitions, summarize
     from pipeline.registry import Registry
+    from pipeline.runner import render_summary, run_partitions, select_partitions, summarize
 
     settings = load_settings()
     today = date.today()

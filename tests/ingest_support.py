@@ -29,9 +29,10 @@ from pipeline.assets.ingest import (
     cliniko_businesses,
     cliniko_patients,
 )
-from pipeline.assets.resources import PipelineResource
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
-from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
+from pipeline.automation.resources import PipelineResource
+from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
+from pipeline.registry.store import RegistryStore
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig
 from pipeline.sandbox.generator import Account
 from pipeline.sandbox.server import running_cliniko

@@ -15,9 +15,10 @@ from pipeline.assets.practitioners import (
     requests_since,
     store_practitioners,
 )
-from pipeline.assets.resources import PipelineResource, column_schema, partition_check
 from pipeline.assets.runs import record_failed_run
+from pipeline.assets.specs import column_schema, partition_check
 from pipeline.automation.partitions import MappingDay, mapping_day_partitions
+from pipeline.automation.resources import PipelineResource
 from pipeline.calendar.rules import local_day_window, target_day
 from pipeline.cliniko import ClinikoClient, ClinikoError
 from pipeline.cliniko.pages import type_pages

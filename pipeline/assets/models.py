@@ -12,9 +12,10 @@ from pipeline.assets.ingest import (
     cliniko_appointment_types,
     cliniko_patients,
 )
-from pipeline.assets.resources import PipelineResource, column_schema, partition_check
 from pipeline.assets.runs import record_failed_run, started_at
+from pipeline.assets.specs import column_schema, partition_check
 from pipeline.automation.partitions import mapping_day_partitions
+from pipeline.automation.resources import PipelineResource
 from pipeline.calendar import rules, store
 from pipeline.calendar.alerts import raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from pipeline.assets.resources import PipelineResource, refresh_analysts_db
 from pipeline.automation.partitions import mapping_day
+from pipeline.automation.resources import PipelineResource, refresh_analysts_db
 from pipeline.calendar import store
 from pipeline.warehouse import connect
 from pipeline.warehouse.analysts_db import NothingToRefresh

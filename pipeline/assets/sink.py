@@ -5,9 +5,10 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from pipeline.assets.models import appointment_eligibility
-from pipeline.assets.resources import PipelineResource, column_schema, partition_check, refresh_analysts_db
 from pipeline.assets.runs import record_failed_run
+from pipeline.assets.specs import column_schema, partition_check
 from pipeline.automation.partitions import mapping_day_partitions
+from pipeline.automation.resources import PipelineResource, refresh_analysts_db
 from pipeline.automation.sensors import CALENDAR_ALERTS_CHECK, calendar_alerts_result
 from pipeline.calendar import store
 from pipeline.calendar.alerts import open_alerts, raise_alerts, resolve_alerts

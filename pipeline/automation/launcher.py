@@ -117,7 +117,7 @@ class ForkServerRunLauncher(DefaultRunLauncher):
             # exits at once; its runs go on (they hold nothing of it, see `_execute`).
             multiprocessing.forkserver._forkserver._stop()
         type(self)._stamp = stamp
-        multiprocessing.forkserver.set_forkserver_preload(["pipeline.automation.warm"])
+        multiprocessing.forkserver.set_forkserver_preload(["pipeline.warm"])
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)

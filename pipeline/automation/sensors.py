@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import duckdb
 
-from pipeline.assets.resources import refresh_analysts_db, split_legacy_warehouse
 from pipeline.automation.partitions import (
     MAPPING_DIMENSION,
     PARTITIONS_START_DATE,
@@ -43,12 +42,13 @@ from pipeline.automation.partitions import (
     mapping_partitions,
     runs_in_flight,
 )
+from pipeline.automation.resources import PipelineResource, refresh_analysts_db, split_legacy_warehouse
 from pipeline.calendar import coverage, planner, rules, store
 from pipeline.calendar.alerts import notify, open_alerts, raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
 from pipeline.leases import sweep
 from pipeline.registry import MappingConfig, Registry
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import Settings
 from pipeline.warehouse import WarehouseBusy
 from pipeline.warehouse.analysts_db import NothingToRefresh
 from pipeline.warehouse.connection import attached
@@ -80,14 +80,12 @@ review_requests_job = dg.define_asset_job(
 )
 
 
-def _registry() -> Registry:
-    return Registry.open(load_settings())
-
-
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
-def mapping_partitions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def mapping_partitions_sensor(
+    context: dg.SensorEvaluationContext, pipeline: PipelineResource
+) -> dg.SensorResult:
     """Keeps the `mapping` partitions equal to the registry's mappings (inactive ones stay, unscheduled)."""
-    wanted = {m.business_number for m in _registry().mappings(active_only=False)}
+    wanted = {m.business_number for m in pipeline.registry().mappings(active_only=False)}
     existing = set(context.instance.get_dynamic_partitions(MAPPING_DIMENSION))
     added, removed = sorted(wanted - existing), sorted(existing - wanted)
     requests = []
@@ -393,7 +391,7 @@ def calendar_alerts_evaluation(alerts_at: Path | str) -> dg.AssetCheckEvaluation
 @dg.sensor(
     job=review_requests_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING
 )
-def calendar_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def calendar_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
     """The scheduler (SPEC §8): runs each active mapping's partitions by its `nextRunTime` and `frequency`.
 
     At a due time: every partition not yet closed whose close time has passed, inside the catch-up horizon
@@ -401,10 +399,10 @@ def calendar_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     Between due times: failed partitions again, with backoff. Raises alerts for partitions failing 3 times in
     a row, mappings that closed nothing for two due times, and mappings it cannot schedule.
     """
-    settings = load_settings()
+    settings = pipeline.settings
     try:
         requests, notes, alerts_changed = schedule_tick(
-            context.instance, settings, Registry.open(settings), datetime.now(UTC)
+            context.instance, settings, pipeline.registry(), datetime.now(UTC)
         )
     except WarehouseBusy as busy:
         return dg.SensorResult(skip_reason=f"the warehouse was busy, trying again next tick: {busy}")

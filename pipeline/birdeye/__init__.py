@@ -1,6 +1,6 @@
 """Birdeye check-in client. No Dagster, no DuckDB: the sink (`pipeline.sink`) decides what to post."""
 
-from pipeline.birdeye.client import BirdeyeClient, CheckIn, Employee, birdeye_phone, mask
+from pipeline.birdeye.client import BirdeyeClient, CheckIn, Employee, birdeye_phone
 from pipeline.birdeye.outcomes import Accepted, Outcome, Rejected, Retryable, Unauthorized, Unknown
 
 __all__ = [
@@ -14,5 +14,4 @@ __all__ = [
     "Unauthorized",
     "Unknown",
     "birdeye_phone",
-    "mask",
 ]

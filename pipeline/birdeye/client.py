@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from pipeline.birdeye.outcomes import Accepted, Outcome, Rejected, Retryable, Unauthorized, Unknown
+from pipeline.masking import mask
 from pipeline.tls import tls_context
 
 CHECKIN_PATH = "/v1/customer/checkin"
@@ -146,13 +147,6 @@ class CheckIn:
         return None
 
 
-def mask(secret: str | None) -> str:
-    """Last four characters only, the one form in which a key may appear anywhere."""
-    if not secret:
-        return "<none>"
-    return "…" + secret[-4:]
-
-
 def _error_fields(response: httpx.Response) -> tuple[str | None, str]:
     """(code, message) from either envelope, `{code, message}` or legacy `{errorCode, errorMessage}`."""
     try:
@@ -187,16 +181,14 @@ class BirdeyeClient:
         self,
         api_key: str,
         *,
-        base_url: str | None = None,
+        base_url: str,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         max_connections: int = 10,
     ) -> None:
         if not api_key:
             raise ValueError("a Birdeye API key is required (set `birdeye.api.key` on the group or mapping)")
-        if base_url is None:
-            from pipeline.settings import load_settings
-
-            base_url = load_settings().birdeye_base_url
+        if not base_url:  # the caller's settings say where Birdeye is; the client never reads the environment
+            raise ValueError("a Birdeye base URL is required (pass settings.birdeye_base_url)")
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         # Expire idle connections before the server does (uvicorn: 5 s), so a reused socket is never one the

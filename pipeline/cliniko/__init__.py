@@ -17,7 +17,6 @@ from pipeline.cliniko.errors import (
     ClinikoUnavailable,
     InvalidApiKey,
     InvalidUserAgent,
-    mask_key,
 )
 from pipeline.cliniko.records import (
     APPOINTMENT_COLUMNS,
@@ -49,7 +48,6 @@ __all__ = [
     "base_url_for",
     "format_datetime",
     "link_id",
-    "mask_key",
     "shard_of",
     "validate",
     "validate_user_agent",

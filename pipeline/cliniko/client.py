@@ -37,7 +37,6 @@ from pipeline.cliniko.errors import (
     ClinikoRateLimited,
     ClinikoUnavailable,
     InvalidUserAgent,
-    mask_key,
 )
 from pipeline.cliniko.pagination import (
     PER_PAGE,
@@ -68,8 +67,9 @@ from pipeline.cliniko.records import (
     user_columns,
 )
 from pipeline.cliniko.shards import base_url_for
+from pipeline.masking import mask
 from pipeline.ratelimit import shared_rate_limiter
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import Settings
 from pipeline.tls import tls_context
 
 # 100 ids of 19 digits, comma-joined and percent-encoded, make a ~2.3 KB URL: far below common 8 KB limits.
@@ -126,6 +126,7 @@ class ClinikoClient:
     ...     patients = cliniko.patients([a["patient_id"] for a in appts])
     ...     cliniko.stats.as_dict()
 
+    `settings` are the caller's (the client never reads the environment): base URL, user agent, rate limit.
     `rate_limit_per_minute` is the key's budget per `window_seconds` (the name follows Cliniko's 200/min; a
     test or benchmark shrinks the window). Both default to the settings (`CLINIKO_RATE_LIMIT_PER_MINUTE`,
     `CLINIKO_RATE_LIMIT_WINDOW_SECONDS`). `0` turns the shared limiter off, for raw-speed measurements only.
@@ -135,7 +136,7 @@ class ClinikoClient:
         self,
         api_key: str,
         *,
-        settings: Settings | None = None,
+        settings: Settings,
         base_url: str | None = None,
         user_agent: str | None = None,
         rate_limit_per_minute: int | None = None,
@@ -146,8 +147,7 @@ class ClinikoClient:
         backoff_max: float = 30.0,
         max_consecutive_429: int = 10,
     ) -> None:
-        settings = settings or load_settings()
-        self._masked_key = mask_key(api_key)
+        self._masked_key = mask(api_key)
         self.shard, default_url = base_url_for(api_key, settings.cliniko_base_url)
         self.base_url = (base_url or default_url).rstrip("/")
         self._base_url_set = bool(base_url or settings.cliniko_base_url)  # else the real shard host

@@ -2,21 +2,10 @@
 
 Each message says what went wrong *and* what the operator should do, because these messages end up in a failed
 Dagster run and are read by someone who did not write this code. No message ever contains an API key: at most
-its last four characters (`mask_key`).
+its mask (`pipeline.masking.mask`), which the callers pass in.
 """
 
 from __future__ import annotations
-
-
-def mask_key(api_key: str) -> str:
-    """The only form of an API key that may appear in logs, errors and reprs: its last four secret
-    characters, plus the shard suffix, which is not secret (`…Wxyz-au2`)."""
-    secret, dash, suffix = api_key.rpartition("-")
-    if not (dash and len(suffix) <= 4 and suffix[:2].isalpha() and suffix[2:].isdigit()):
-        secret, suffix = api_key, ""
-    if len(secret) <= 8:
-        return "…" + (f"-{suffix}" if suffix else "")
-    return f"…{secret[-4:]}" + (f"-{suffix}" if suffix else "")
 
 
 class ClinikoError(Exception):

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import re
 
-from pipeline.cliniko.errors import InvalidApiKey, mask_key
+from pipeline.cliniko.errors import InvalidApiKey
+from pipeline.masking import mask
 
 KNOWN_SHARDS: tuple[str, ...] = ("au1", "au2", "au3", "au4", "ca1", "uk1", "uk2", "eu1")
 DEFAULT_SHARD = "au1"
 # Cliniko's own advice for recognising a shard suffix; anything else after a '-' is part of a legacy key.
-_SHARD_LIKE = re.compile(r"^[a-z]{2}\d{1,2}$", re.IGNORECASE)
+SHARD_PATTERN = re.compile(r"^[a-z]{2}\d{1,2}$", re.IGNORECASE)
 
 
 def shard_of(api_key: str) -> str:
-    """The shard named by the key's suffix; `au1` for keys without one.
+    """The shard named by the key's suffix; `au1` for keys without one. The one parser of a key's shard:
+    the registry checks keys with it (`registry.model.normalize_property`) and the dashboard with its pattern.
+
+    A suffix that does not look like a shard (`abc-legacy`) is part of an old key, which lives on `au1`; a
+    suffix that does is compared case-insensitively (`-AU2` is `au2`).
 
     A suffix that looks like a shard (two letters, one or two digits) but is not a known shard is refused
     rather than guessed, so a typo fails here with a clear message instead of as a 401 or a DNS error later.
@@ -27,11 +32,11 @@ def shard_of(api_key: str) -> str:
     if "-" not in key:
         return DEFAULT_SHARD
     suffix = key.rsplit("-", 1)[1]
-    if not _SHARD_LIKE.match(suffix):
+    if not SHARD_PATTERN.match(suffix):
         return DEFAULT_SHARD
     shard = suffix.lower()
     if shard not in KNOWN_SHARDS:
-        raise InvalidApiKey(mask_key(key), suffix, KNOWN_SHARDS)
+        raise InvalidApiKey(mask(key), suffix, KNOWN_SHARDS)
     return shard
 
 

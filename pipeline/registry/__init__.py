@@ -25,6 +25,7 @@ from pipeline.registry.model import (
     LOCATION_NAME,
     MAPPING_ONLY_KEYS,
     RegistryError,
+    effective_properties,
     excluded_type_names,
     location_names,
     parse_run_time,
@@ -65,7 +66,7 @@ class MappingConfig:
 
 
 def _config(row: dict, group: dict[str, str | Secret], own: dict[str, str | Secret]) -> MappingConfig:
-    resolved = {**group, **own}
+    resolved = {key: value for key, (_, value) in effective_properties(group, own).items()}
     return MappingConfig(
         business_number=row["business_number"],
         group_id=row["group_id"],

@@ -40,21 +40,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.registry.audit import LOCAL_USER, Actor, entry_view
 from pipeline.registry.dashboard import is_public, mount_dashboard
+from pipeline.registry.inputs import MappingInput, MappingPatch, PropertyInput, TriggerInput
 from pipeline.registry.model import (
     RegistryError,
     parse_business_number,
     parse_frequency,
     parse_run_time,
 )
+from pipeline.registry.schema import SCHEMA_VERSION
 from pipeline.registry.secrets import SecretKeyError
-from pipeline.registry.store import (
-    SCHEMA_VERSION,
-    MappingInput,
-    MappingPatch,
-    PropertyInput,
-    RegistryStore,
-    TriggerInput,
-)
+from pipeline.registry.store import RegistryStore
 from pipeline.settings import AdminToken, Settings, load_settings
 
 log = logging.getLogger(__name__)

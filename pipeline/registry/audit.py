@@ -11,9 +11,9 @@ dashboard, a script). A request that changes nothing (the manual's idempotent re
 no row. Not recorded: the scheduler moving `nextRunTime` after each due time (`advance_next_run_time`), which
 is the calendar keeping its own clock, not a change to the set-up.
 
-Secret values (`*.api.key`) are stored and shown only masked (`model.mask`: the last 4 characters). A key
-replaced by another with the same last 4 characters still counts as a change: secrets are compared by value
-(`MaskedSecret`), never by what is shown.
+Secret values (`*.api.key`) are stored and shown only masked (`pipeline.masking.mask`: the last 4
+characters). A key replaced by another with the same last 4 characters still counts as a change: secrets are
+compared by value (`MaskedSecret`), never by what is shown.
 """
 
 from __future__ import annotations

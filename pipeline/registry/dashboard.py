@@ -25,16 +25,15 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from pipeline.calendar.planner import Schedule, catch_up
+from pipeline.cliniko.shards import DEFAULT_SHARD, KNOWN_SHARDS, SHARD_PATTERN
 from pipeline.registry.model import (
     BIRDEYE_API_KEY,
     CATCHUP_DAYS,
     CLINIKO_API_KEY,
-    CLINIKO_SHARDS,
     COOLOFF_DAYS,
     DEFAULT_CATCHUP_DAYS,
     DEFAULT_FREQUENCY,
     DEFAULT_RUN_TIME_UTC,
-    DEFAULT_SHARD,
     EXCLUDED_TYPES,
     FETCH_DELAY,
     GROUP_KEYS,
@@ -92,7 +91,8 @@ def rules() -> dict[str, Any]:
         "groupKeys": list(GROUP_KEYS),
         "mappingKeys": list(MAPPING_KEYS),
         "integerRanges": {key: list(bounds) for key, bounds in INTEGER_RANGES.items()},
-        "clinikoShards": list(CLINIKO_SHARDS),
+        "clinikoShards": list(KNOWN_SHARDS),
+        "shardPattern": SHARD_PATTERN.pattern,
         "defaultShard": DEFAULT_SHARD,
         "maxBusinessNumberDigits": MAX_BUSINESS_NUMBER_DIGITS,
         "maxFrequency": dict(MAX_FREQUENCY),

@@ -9,8 +9,13 @@ messages never quote a secret value.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import TypeVar
+
+from pipeline.cliniko.errors import InvalidApiKey
+from pipeline.cliniko.shards import DEFAULT_SHARD, KNOWN_SHARDS, shard_of
 
 # The seed's catalogue, field for field (manual: "Fetch information for all the triggers available").
 CLINIKO_SOURCE_ID = 118
@@ -63,9 +68,6 @@ MAPPING_KEYS = (
 KNOWN_KEYS = MAPPING_KEYS
 MAPPING_ONLY_KEYS = frozenset({LOCATION_NAME})
 
-CLINIKO_SHARDS = ("au1", "au2", "au3", "au4", "ca1", "uk1", "uk2", "eu1")
-DEFAULT_SHARD = "au1"
-
 FREQUENCY_UNITS = ("days", "hours")
 MAX_FREQUENCY = {"days": 365, "hours": 24 * 365}
 DEFAULT_FREQUENCY = (1, "days")
@@ -108,11 +110,6 @@ def is_secret_key(key: str) -> bool:
     return key.endswith(".api.key")
 
 
-def mask(value: str) -> str:
-    """`****` plus the last 4 characters; values too short to spare 4 characters show nothing."""
-    return "****" + value[-4:] if len(value) >= 12 else "****"
-
-
 def parse_business_number(value: object, field: str) -> str:
     """A business number is a positive integer; JSON may carry it as a number or a digit string.
 
@@ -138,11 +135,6 @@ def parse_business_number(value: object, field: str) -> str:
     return text
 
 
-def cliniko_shard(api_key: str) -> str:
-    """The shard is the key's suffix after its last `-`; a key without one lives on `au1`."""
-    return api_key.rsplit("-", 1)[1] if "-" in api_key else DEFAULT_SHARD
-
-
 def _integer(value: str, field: str, low: int, high: int) -> str:
     text = value.strip()
     if not re.fullmatch(r"[+-]?[0-9]+", text):
@@ -156,15 +148,16 @@ def _integer(value: str, field: str, low: int, high: int) -> str:
 def _api_key(key: str, value: str, field: str) -> str:
     if not value or value != value.strip() or any(ch.isspace() for ch in value):
         raise RegistryError(field, f"{key} must be a non-empty value without spaces")
-    if key == CLINIKO_API_KEY and "-" in value:
-        suffix = cliniko_shard(value)
-        if suffix not in CLINIKO_SHARDS:
-            shown = f" {suffix!r}" if len(suffix) <= 4 else ""
+    if key == CLINIKO_API_KEY:
+        try:
+            shard_of(value)  # the client's own rule, so a key the registry takes is one the client can use
+        except InvalidApiKey as error:
             raise RegistryError(
                 field,
-                f"{key} ends in an unknown shard suffix{shown}; the part after the last '-' must be one of "
-                f"{', '.join(CLINIKO_SHARDS)}, or absent for {DEFAULT_SHARD}",
-            )
+                f"{key} ends in an unknown shard suffix {error.suffix!r}; a suffix after the last '-' that "
+                "looks like a shard (two letters, one or two digits) must be one of "
+                f"{', '.join(KNOWN_SHARDS)}; a key without one lives on {DEFAULT_SHARD}",
+            ) from None
     return value
 
 
@@ -180,16 +173,32 @@ def excluded_type_names(value: str) -> tuple[str, ...]:
     return location_names(value) if value.strip() else ()
 
 
+GROUP_LEVEL, MAPPING_LEVEL = "group", "mapping"
+V = TypeVar("V")
+
+
+def effective_properties(group: Mapping[str, V], own: Mapping[str, V]) -> dict[str, tuple[str, V]]:
+    """The properties in force for a mapping: its own over its group's (SPEC §2), as key -> (level, value),
+    level `group` or `mapping`, in the order of `KNOWN_KEYS`. The one rule of inheritance: the pipeline's
+    `MappingConfig` and the admin API's `effectiveProperties` both read it."""
+    merged = {key: (GROUP_LEVEL, value) for key, value in group.items() if key not in own}
+    merged.update((key, (MAPPING_LEVEL, value)) for key, value in own.items())
+    return {key: merged[key] for key in sorted(merged, key=KNOWN_KEYS.index)}
+
+
+def check_known(key: str, field: str) -> None:
+    """Refuse a property key that is not one of `KNOWN_KEYS`; `field` names the input."""
+    if key not in KNOWN_KEYS:
+        raise RegistryError(field, f"unknown property key {key!r}; known keys: {', '.join(KNOWN_KEYS)}")
+
+
 def normalize_property(key: str, value: str, *, level: str, field: str) -> str:
     """Check one property against the SPEC §2 rules and return the value to store.
 
     `level` is "group" or "mapping"; `field` is the request path of the property, used in errors.
     """
     allowed = GROUP_KEYS if level == "group" else MAPPING_KEYS
-    if key not in KNOWN_KEYS:
-        raise RegistryError(
-            f"{field}.propertyKey", f"unknown property key {key!r}; known keys: {', '.join(KNOWN_KEYS)}"
-        )
+    check_known(key, f"{field}.propertyKey")
     if key not in allowed:
         raise RegistryError(
             f"{field}.propertyKey",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from pipeline.registry.model import mask
+from pipeline.masking import mask
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,21 +1,12 @@
-"""The registry in SQLite (or PostgreSQL, with `DATABASE_URL`): schema and migrations, and one transaction per
-operation.
+"""The registry's operations: every public method of `RegistryStore` is one transaction.
 
-Several processes (the admin API, Dagster's sensor and runs) open the file at once, so every connection
-runs in WAL mode with a busy timeout, every write takes the write lock up front (`BEGIN IMMEDIATE`, so two
-writers never deadlock upgrading a read lock), and every operation validates and writes inside that one
-transaction: a request that fails leaves nothing behind. A change's row in the audit trail
-(`registry_audit`, see `pipeline.registry.audit`) is written in that same transaction. Connections are opened
-per operation, which keeps the store safe to use from FastAPI's thread pool.
+Every operation validates and writes inside that one transaction (`RegistryDatabase.transaction`, which
+takes the write lock up front): a request that fails leaves nothing behind. A change's row in the audit trail
+(`registry_audit`, see `pipeline.registry.audit`) is written in that same transaction.
 
-With `DATABASE_URL` the same tables live in PostgreSQL (`sql/postgres/0002_registry.sql`, migrated by
-`pipeline.postgres`), where every host sees them; the same queries run there (`_PostgresConnection` takes
-SQLite's `?` parameters), and a write transaction takes the registry's advisory lock first, as `BEGIN
-IMMEDIATE` takes SQLite's write lock.
-
-Group ids are server-assigned from a sequence that starts at 22253, the group id of the support manual:
-the manual's follow-up commands (trigger replace, mappings) name that id verbatim, so they work unchanged
-against the first group of a fresh registry.
+The rest of the registry is split by job: the tables and migrations (`schema`), opening and locking them
+(`database`), what a caller asks to write (`inputs`), the rows as the admin API shows them (`views`), the
+rules that need no database (`model`), and the pipeline's read API (`pipeline.registry.Registry`).
 """
 
 from __future__ import annotations
@@ -23,283 +14,52 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
+from pipeline.masking import mask
 from pipeline.registry.audit import CLI, Actor, MaskedSecret, changed_fields, to_json
+from pipeline.registry.database import RegistryDatabase
+from pipeline.registry.inputs import MappingInput, MappingPatch, PropertyInput, TriggerInput
 from pipeline.registry.model import (
     CLINIKO_API_KEY,
     DEFAULT_FREQUENCY,
-    KNOWN_KEYS,
     LOCATION_NAME,
     MAX_CATCHUP_DAYS,
-    SOURCES,
-    TRIGGERS,
     Frequency,
     RegistryError,
+    check_known,
     default_next_run_time,
     format_run_time,
     is_secret_key,
-    mask,
     normalize_property,
 )
 from pipeline.registry.secrets import Secret, SecretBox, SecretKeyError, load_fernet
+from pipeline.registry.views import (
+    group_view,
+    mapping_row,
+    mapping_view,
+    ordered,
+    property_view,
+    source_view,
+    trigger_view,
+)
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_SECONDS = 30.0
 # Codes of the refusals the dashboard words for people (`RegistryError.code`); stable, part of the API.
 GROUP_EXISTS = "group_exists"
 MAPPING_EXISTS = "mapping_exists"
-FIRST_GROUP_ID = 22253
-_REGISTRY_LOCK_ID = 0x72656769  # pg_advisory_xact_lock id of registry writes ("regi")
-
-_SCHEMA_V1 = (
-    """CREATE TABLE integration_source (
-        source_id INTEGER PRIMARY KEY,
-        integration_source TEXT NOT NULL,
-        source_category TEXT NOT NULL,
-        integration_type TEXT NOT NULL,
-        integration_plan TEXT NOT NULL,
-        oauth_enabled INTEGER NOT NULL
-    )""",
-    """CREATE TABLE integration_trigger (
-        trigger_id INTEGER PRIMARY KEY,
-        source_id INTEGER NOT NULL REFERENCES integration_source (source_id),
-        trigger_service TEXT NOT NULL,
-        display_name TEXT NOT NULL,
-        description TEXT NOT NULL,
-        active INTEGER NOT NULL,
-        trigger_type_id INTEGER NOT NULL,
-        trigger_type_name TEXT NOT NULL,
-        action_group_id INTEGER NOT NULL,
-        trigger_name TEXT NOT NULL,
-        case_type_id INTEGER NOT NULL
-    )""",
-    """CREATE TABLE integration_group (
-        group_id INTEGER PRIMARY KEY AUTOINCREMENT,
-        parent_business_number TEXT NOT NULL,
-        source_id INTEGER NOT NULL REFERENCES integration_source (source_id),
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        UNIQUE (parent_business_number, source_id)
-    )""",
-    f"INSERT INTO sqlite_sequence (name, seq) VALUES ('integration_group', {FIRST_GROUP_ID - 1})",
-    """CREATE TABLE group_property (
-        group_id INTEGER NOT NULL REFERENCES integration_group (group_id) ON DELETE CASCADE,
-        property_key TEXT NOT NULL,
-        property_value TEXT NOT NULL,
-        is_secure INTEGER NOT NULL,
-        encrypted INTEGER NOT NULL,
-        masked_value TEXT,
-        PRIMARY KEY (group_id, property_key)
-    )""",
-    """CREATE TABLE group_trigger (
-        group_id INTEGER NOT NULL REFERENCES integration_group (group_id) ON DELETE CASCADE,
-        trigger_id INTEGER NOT NULL REFERENCES integration_trigger (trigger_id),
-        trigger_type_id INTEGER NOT NULL,
-        action_ids TEXT NOT NULL,
-        position INTEGER NOT NULL,
-        PRIMARY KEY (group_id, trigger_id)
-    )""",
-    """CREATE TABLE integration_mapping (
-        business_number TEXT PRIMARY KEY,
-        group_id INTEGER NOT NULL REFERENCES integration_group (group_id),
-        active INTEGER NOT NULL,
-        test INTEGER NOT NULL,
-        beta INTEGER NOT NULL,
-        frequency_value INTEGER NOT NULL CHECK (frequency_value > 0),
-        frequency_unit TEXT NOT NULL CHECK (frequency_unit IN ('days', 'hours')),
-        next_run_time TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX integration_mapping_group ON integration_mapping (group_id)",
-    """CREATE TABLE mapping_property (
-        business_number TEXT NOT NULL REFERENCES integration_mapping (business_number) ON DELETE CASCADE,
-        property_key TEXT NOT NULL,
-        property_value TEXT NOT NULL,
-        is_secure INTEGER NOT NULL,
-        encrypted INTEGER NOT NULL,
-        masked_value TEXT,
-        PRIMARY KEY (business_number, property_key)
-    )""",
-)
-
-# The first due time a mapping was created with (or moved back to): the scheduler is responsible for its
-# partitions from the day before it on (SPEC §8, `coverage`). Existing mappings start at their next run time.
-_SCHEMA_V2 = (
-    "ALTER TABLE integration_mapping ADD COLUMN first_run_time TEXT",
-    "UPDATE integration_mapping SET first_run_time = next_run_time",
-)
-
-# The audit trail (`pipeline.registry.audit`): one row per change, written in the change's transaction. The
-# ids grow in commit order (writers hold the write lock), so they order the trail across processes.
-_SCHEMA_V3 = (
-    """CREATE TABLE registry_audit (
-        change_id INTEGER PRIMARY KEY AUTOINCREMENT,
-        changed_at TEXT NOT NULL,
-        changed_by TEXT NOT NULL,
-        method TEXT,
-        route TEXT,
-        action TEXT NOT NULL CHECK (action IN ('create', 'update')),
-        entity_kind TEXT NOT NULL CHECK (entity_kind IN ('group', 'mapping')),
-        entity_id TEXT NOT NULL,
-        business_number TEXT,
-        group_id INTEGER,
-        before_state TEXT,
-        after_state TEXT NOT NULL,
-        changes TEXT NOT NULL
-    )""",
-    "CREATE INDEX registry_audit_business ON registry_audit (business_number, change_id)",
-    "CREATE INDEX registry_audit_group ON registry_audit (group_id, change_id)",
-)
-
-# Migration N (1-based) brings a file from user_version N-1 to N. Append; never edit a released one.
-# PostgreSQL has the same tables through its own files (sql/postgres/0002_registry.sql and 0006_...).
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-_TABLES = (
-    "integration_source",
-    "integration_trigger",
-    "integration_group",
-    "group_property",
-    "group_trigger",
-    "integration_mapping",
-    "mapping_property",
-    "registry_audit",
-)
 
 
-def migrate(con: sqlite3.Connection) -> int:
-    """Bring the file to `SCHEMA_VERSION` inside the caller's write transaction; returns the version.
-
-    `PRAGMA user_version` is part of the transaction, so a migration lands whole or not at all, and the
-    second of two processes opening a fresh file finds the work done.
-    """
-    current = con.execute("PRAGMA user_version").fetchone()[0]
-    if current > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"the registry file has schema version {current}, newer than this code's {SCHEMA_VERSION}; "
-            "upgrade cliniko-reviews"
-        )
-    for version in range(current + 1, SCHEMA_VERSION + 1):
-        for statement in MIGRATIONS[version - 1]:
-            con.execute(statement)
-        con.execute(f"PRAGMA user_version = {version}")
-    return SCHEMA_VERSION
-
-
-def _enable_wal(con: sqlite3.Connection) -> None:
-    """Switch the file to WAL (persistent); retried by hand because SQLite answers a concurrent switch with
-    "database is locked" at once instead of calling the busy handler."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-    delay = 0.005
-    while True:
-        try:
-            mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-            continue
-        if mode.lower() != "wal":
-            raise RuntimeError(f"the registry file could not be put in WAL mode (journal mode {mode})")
-        return
-
-
-def _sync_catalogue(con: sqlite3.Connection) -> None:
-    """The catalogue is code: upsert it on every open so a release that changes it needs no migration."""
-    for source in SOURCES:
-        con.execute(
-            """INSERT INTO integration_source VALUES (?, ?, ?, ?, ?, ?)
-               ON CONFLICT (source_id) DO UPDATE SET integration_source = excluded.integration_source,
-                 source_category = excluded.source_category, integration_type = excluded.integration_type,
-                 integration_plan = excluded.integration_plan, oauth_enabled = excluded.oauth_enabled""",
-            (
-                source["id"],
-                source["integrationSource"],
-                source["sourceCategory"],
-                source["integrationType"],
-                source["integrationPlan"],
-                int(source["oauthEnabled"]),
-            ),
-        )
-    for trigger in TRIGGERS:
-        (source_id,) = trigger["sourceIdsList"]
-        con.execute(
-            """INSERT INTO integration_trigger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (trigger_id) DO UPDATE SET source_id = excluded.source_id,
-                 trigger_service = excluded.trigger_service, display_name = excluded.display_name,
-                 description = excluded.description, active = excluded.active,
-                 trigger_type_id = excluded.trigger_type_id, trigger_type_name = excluded.trigger_type_name,
-                 action_group_id = excluded.action_group_id, trigger_name = excluded.trigger_name,
-                 case_type_id = excluded.case_type_id""",
-            (
-                trigger["id"],
-                source_id,
-                trigger["triggerService"],
-                trigger["displayName"],
-                trigger["description"],
-                int(trigger["active"]),
-                trigger["integrationTriggerType"]["id"],
-                trigger["integrationTriggerType"]["name"],
-                trigger["actionGroupId"],
-                trigger["triggerName"],
-                trigger["caseTypeId"],
-            ),
-        )
-
-
-@dataclass(frozen=True)
-class PropertyInput:
-    """One requested property; `field` is its path in the request body, for error messages."""
-
-    key: str
-    value: str
-    is_secure: bool
-    field: str
-
-
-@dataclass(frozen=True)
-class TriggerInput:
-    trigger_id: int
-    trigger_type_id: int
-    action_ids: tuple[int, ...] | None
-    field: str
-
-
-@dataclass(frozen=True)
-class MappingInput:
-    business_number: str
-    group_id: int
-    properties: Sequence[PropertyInput]
-    active: bool = True
-    test: bool = False
-    beta: bool = False
-    frequency: Frequency | None = None
-    next_run_time: datetime | None = None
-
-
-@dataclass(frozen=True)
-class MappingPatch:
-    """PATCH semantics: None leaves a field as it is."""
-
-    properties: Sequence[PropertyInput] | None = None
-    remove_keys: Sequence[str] | None = None
-    active: bool | None = None
-    test: bool | None = None
-    beta: bool | None = None
-    frequency: Frequency | None = None
-    next_run_time: datetime | None = None
+def _where(*conditions: tuple[str, object]) -> tuple[str, list[object]]:
+    """A `WHERE` clause of the conditions whose value is not None (all rows if none), and its parameters; a
+    bool binds as 0 or 1, as the flags are stored."""
+    chosen = [(clause, int(value) if isinstance(value, bool) else value) for clause, value in conditions]
+    chosen = [(clause, value) for clause, value in chosen if value is not None]
+    return "WHERE " + " AND ".join(["1 = 1", *(clause for clause, _ in chosen)]), [v for _, v in chosen]
 
 
 def _now() -> datetime:
@@ -311,89 +71,18 @@ def _stamp(moment: datetime) -> str:
 
 
 class RegistryStore:
-    """Groups, triggers and mappings in one SQLite file; every public method is one transaction."""
+    """Groups, triggers and mappings in one SQLite file (or PostgreSQL); every public method is one
+    transaction."""
 
     def __init__(self, path: Path, box: SecretBox, database_url: str | None = None) -> None:
-        self.path = Path(path)
-        self.database_url = database_url
         self._box = box
-        self._initialise()
+        self.database = RegistryDatabase(path, database_url)
+        self.path = self.database.path
+        self.database_url = database_url
 
     @classmethod
     def open(cls, settings: Settings) -> RegistryStore:
         return cls(settings.registry_path, SecretBox(load_fernet(settings)), settings.database_url)
-
-    # -- connections -----------------------------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        if self.database_url is not None:
-            return _PostgresConnection(self.database_url)  # type: ignore[return-value]
-        con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        con.execute("PRAGMA foreign_keys = ON")
-        con.execute("PRAGMA synchronous = NORMAL")
-        return con
-
-    def _initialise(self) -> None:
-        if self.database_url is not None:  # the tables are migrated by `pipeline.postgres.connect`
-            with self._transaction(write=True) as con:
-                _sync_catalogue(con)
-                empty = con.execute("SELECT count(*) FROM integration_group").fetchone()[0] == 0
-            if empty:
-                self._refuse_a_forgotten_file()
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._connect()
-        try:
-            _enable_wal(con)
-            con.execute("BEGIN IMMEDIATE")
-            migrate(con)
-            _sync_catalogue(con)
-            con.execute("COMMIT")
-        finally:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            con.close()
-
-    def _refuse_a_forgotten_file(self) -> None:
-        """With `DATABASE_URL` set and its registry empty, a registry file with groups beside it is one the
-        deployment ran on before: refuse, or every clinic set up in it would silently stop running."""
-        if not self.path.exists():
-            return
-        con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-        try:
-            groups = con.execute("SELECT count(*) FROM integration_group").fetchone()[0]
-        except sqlite3.DatabaseError:
-            groups = 0
-        finally:
-            con.close()
-        if groups:
-            raise RuntimeError(
-                f"DATABASE_URL is set and its registry is empty, but {self.path} holds {groups} integration "
-                "group(s) that would no longer run. Set them up again through the admin API against the "
-                "new registry (the manual's commands replay unchanged), then move that file away; or unset "
-                "DATABASE_URL."
-            )
-
-    @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
-        con = self._connect()
-        try:
-            if self.database_url is None:
-                con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            elif write:  # writers queue on one lock, as on SQLite's, and give up after as long
-                con.execute("BEGIN")
-                con.execute(f"SET LOCAL lock_timeout = '{int(BUSY_TIMEOUT_SECONDS * 1000)}ms'")
-                con.execute("SELECT pg_advisory_xact_lock(?)", (_REGISTRY_LOCK_ID,))
-            else:  # one snapshot for every statement of a read, as SQLite's read transaction
-                con.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            yield con
-            con.execute("COMMIT")
-        finally:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            con.close()
 
     # -- catalogue -------------------------------------------------------------------------------------------
 
@@ -405,11 +94,11 @@ class RegistryStore:
                 for r in con.execute("SELECT * FROM integration_source ORDER BY source_id")
             )
             raise RegistryError(field, f"unknown integration source {source_id}; known sources: {known}")
-        return _source_view(row)
+        return source_view(row)
 
     def triggers(self, source_id: int) -> list[dict]:
         """The seed's trigger list of one source (404 for an unknown source)."""
-        with self._transaction(write=False) as con:
+        with self.database.transaction(write=False) as con:
             try:
                 self._source(con, source_id, "sourceId")
             except RegistryError as error:
@@ -417,7 +106,7 @@ class RegistryStore:
             rows = con.execute(
                 "SELECT * FROM integration_trigger WHERE source_id = ? ORDER BY trigger_id", (source_id,)
             ).fetchall()
-            return [_trigger_view(row) for row in rows]
+            return [trigger_view(row) for row in rows]
 
     def _resolve_triggers(
         self, con: sqlite3.Connection, source_id: int, triggers: Sequence[TriggerInput]
@@ -501,16 +190,10 @@ class RegistryStore:
     def _plain_properties(self, rows: Sequence[sqlite3.Row]) -> dict[str, str] | None:
         """Stored properties as plaintext, for comparing a replayed request; None if a key cannot be read."""
         try:
-            return {
-                row["property_key"]: (
-                    self._box.decrypt(row["property_value"]).reveal()
-                    if row["encrypted"]
-                    else row["property_value"]
-                )
-                for row in rows
-            }
+            resolved = self._resolved(rows)
         except SecretKeyError:
             return None
+        return {key: v.reveal() if isinstance(v, Secret) else v for key, v in resolved.items()}
 
     # -- groups ----------------------------------------------------------------------------------------------
 
@@ -527,7 +210,7 @@ class RegistryStore:
         Replaying the identical request returns the existing group (PUT is idempotent: the manual's SMB and
         enterprise commands are the same body); a different request for an existing group is a conflict.
         """
-        with self._transaction(write=True) as con:
+        with self.database.transaction(write=True) as con:
             self._source(con, source_id, "integrationSourceId")
             props = self._normalize_properties(properties, "group")
             if CLINIKO_API_KEY not in props:
@@ -544,7 +227,7 @@ class RegistryStore:
             if existing is not None:
                 group_id = existing["group_id"]
                 if self._group_matches(con, group_id, props, resolved):
-                    return self._group_view(con, group_id), False
+                    return group_view(con, group_id), False
                 raise RegistryError(
                     "parentBusinessNumber",
                     f"business {parent_business_number} already has integration group {group_id} for source "
@@ -564,7 +247,7 @@ class RegistryStore:
             self._write_triggers(con, group_id, resolved, replace=True)
             self._record(con, actor, now, "group", group_id, None, self._group_state(con, group_id))
             log.info("integration group %s created for parent business %s", group_id, parent_business_number)
-            return self._group_view(con, group_id), True
+            return group_view(con, group_id), True
 
     def _group_matches(self, con: sqlite3.Connection, group_id: int, props: dict, resolved: list) -> bool:
         stored = self._plain_properties(
@@ -607,7 +290,7 @@ class RegistryStore:
         actor: Actor = CLI,
     ) -> dict:
         """Add (or, with `replace_triggers`, replace) a group's triggers; upsert or remove its properties."""
-        with self._transaction(write=True) as con:
+        with self.database.transaction(write=True) as con:
             row = con.execute("SELECT * FROM integration_group WHERE group_id = ?", (group_id,)).fetchone()
             if row is None:
                 raise RegistryError("groupId", f"no integration group {group_id}", 404)
@@ -632,7 +315,7 @@ class RegistryStore:
                     raise RegistryError(
                         field, f"{CLINIKO_API_KEY} is required on the group; replace it instead"
                     )
-                _check_known(key, field)
+                check_known(key, field)
                 con.execute(
                     "DELETE FROM group_property WHERE group_id = ? AND property_key = ?", (group_id, key)
                 )
@@ -641,20 +324,20 @@ class RegistryStore:
                 "UPDATE integration_group SET updated_at = ? WHERE group_id = ?", (_stamp(now), group_id)
             )
             self._record(con, actor, now, "group", group_id, before, self._group_state(con, group_id))
-            return self._group_view(con, group_id)
+            return group_view(con, group_id)
 
     def group(self, group_id: int) -> dict:
-        with self._transaction(write=False) as con:
+        with self.database.transaction(write=False) as con:
             if (
                 con.execute("SELECT 1 FROM integration_group WHERE group_id = ?", (group_id,)).fetchone()
                 is None
             ):
                 raise RegistryError("groupId", f"no integration group {group_id}", 404)
-            return self._group_view(con, group_id)
+            return group_view(con, group_id)
 
     def group_for_business(self, business_number: str) -> dict:
         """The group whose parent is this business, else the group that maps this business as a location."""
-        with self._transaction(write=False) as con:
+        with self.database.transaction(write=False) as con:
             row = con.execute(
                 "SELECT group_id FROM integration_group WHERE parent_business_number = ? ORDER BY group_id",
                 (business_number,),
@@ -667,49 +350,18 @@ class RegistryStore:
                 raise RegistryError(
                     "businessNumber", f"no integration group for business {business_number}", 404
                 )
-            return self._group_view(con, row["group_id"])
+            return group_view(con, row["group_id"])
 
     def groups(self) -> list[dict]:
-        with self._transaction(write=False) as con:
+        with self.database.transaction(write=False) as con:
             ids = [r[0] for r in con.execute("SELECT group_id FROM integration_group ORDER BY group_id")]
-            return [self._group_view(con, group_id) for group_id in ids]
-
-    def _group_view(self, con: sqlite3.Connection, group_id: int) -> dict:
-        group = con.execute("SELECT * FROM integration_group WHERE group_id = ?", (group_id,)).fetchone()
-        source = con.execute(
-            "SELECT * FROM integration_source WHERE source_id = ?", (group["source_id"],)
-        ).fetchone()
-        triggers = con.execute(
-            "SELECT * FROM group_trigger WHERE group_id = ? ORDER BY position", (group_id,)
-        ).fetchall()
-        props = con.execute("SELECT * FROM group_property WHERE group_id = ?", (group_id,)).fetchall()
-        mapped = con.execute(
-            "SELECT business_number FROM integration_mapping WHERE group_id = ? ORDER BY business_number",
-            (group_id,),
-        ).fetchall()
-        return {
-            "groupId": group_id,
-            "integrationSourceType": _source_view(source),
-            "integrationGroupTriggers": [
-                {
-                    "triggerId": row["trigger_id"],
-                    "triggerTypeId": row["trigger_type_id"],
-                    "actionIds": json.loads(row["action_ids"]),
-                }
-                for row in triggers
-            ],
-            "parentBusinessNumber": group["parent_business_number"],
-            "integrationGroupProperties": [_property_view(row) for row in _ordered(props)],
-            "mappedBusinessNumbers": [row[0] for row in mapped],
-            "createdAt": group["created_at"],
-            "updatedAt": group["updated_at"],
-        }
+            return [group_view(con, group_id) for group_id in ids]
 
     # -- mappings --------------------------------------------------------------------------------------------
 
     def create_mapping(self, request: MappingInput, actor: Actor = CLI) -> tuple[dict, bool]:
         """Map a Birdeye location to a group; returns (mapping, created). Identical replays are no-ops."""
-        with self._transaction(write=True) as con:
+        with self.database.transaction(write=True) as con:
             group = con.execute(
                 "SELECT group_id FROM integration_group WHERE group_id = ?", (request.group_id,)
             ).fetchone()
@@ -730,7 +382,7 @@ class RegistryStore:
             ).fetchone()
             if existing is not None:
                 if self._mapping_matches(con, existing, request, props):
-                    return self._mapping_view(con, request.business_number), False
+                    return mapping_view(con, request.business_number), False
                 raise RegistryError(
                     "businessNumber",
                     f"business {request.business_number} is already mapped in integration group "
@@ -768,7 +420,7 @@ class RegistryStore:
             after = self._mapping_state(con, request.business_number)
             self._record(con, actor, now, "mapping", request.business_number, None, after)
             log.info("business %s mapped to integration group %s", request.business_number, request.group_id)
-            return self._mapping_view(con, request.business_number), True
+            return mapping_view(con, request.business_number), True
 
     def _mapping_matches(
         self, con: sqlite3.Connection, row: sqlite3.Row, request: MappingInput, props: dict
@@ -795,10 +447,10 @@ class RegistryStore:
 
     def update_mapping(self, business_number: str, patch: MappingPatch, actor: Actor = CLI) -> dict:
         """Change a mapping's properties, flags, frequency or next run time; absent fields stay."""
-        with self._transaction(write=True) as con:
-            row = self._mapping_row(con, business_number)
+        with self.database.transaction(write=True) as con:
+            row = mapping_row(con, business_number)
             if patch == MappingPatch():
-                return self._mapping_view(con, business_number)
+                return mapping_view(con, business_number)
             now = _now()
             before = self._mapping_state(con, business_number)
             if patch.properties is not None:
@@ -806,7 +458,7 @@ class RegistryStore:
                 self._write_properties(con, "mapping_property", "business_number", business_number, props)
             for index, key in enumerate(patch.remove_keys or ()):
                 field = f"removePropertyKeys[{index}]"
-                _check_known(key, field)
+                check_known(key, field)
                 if key == LOCATION_NAME:
                     raise RegistryError(
                         field, f"{LOCATION_NAME} is required on a mapping; replace it instead"
@@ -844,31 +496,24 @@ class RegistryStore:
             )
             after = self._mapping_state(con, business_number)
             self._record(con, actor, now, "mapping", business_number, before, after)
-            return self._mapping_view(con, business_number)
+            return mapping_view(con, business_number)
 
     def deactivate_mapping(self, business_number: str, actor: Actor = CLI) -> dict:
         return self.update_mapping(business_number, MappingPatch(active=False), actor)
 
     def mapping(self, business_number: str) -> dict:
-        with self._transaction(write=False) as con:
-            self._mapping_row(con, business_number)
-            return self._mapping_view(con, business_number)
+        with self.database.transaction(write=False) as con:
+            mapping_row(con, business_number)
+            return mapping_view(con, business_number)
 
     def mappings(
         self, *, business_number: str | None = None, group_id: int | None = None, active: bool | None = None
     ) -> list[dict]:
         """Mapping views filtered by any of business number, group and active flag."""
-        clauses, params = [], []
-        for column, value in (
-            ("business_number", business_number),
-            ("group_id", group_id),
-            ("active", active),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(int(value) if isinstance(value, bool) else value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._transaction(write=False) as con:
+        where, params = _where(
+            ("business_number = ?", business_number), ("group_id = ?", group_id), ("active = ?", active)
+        )
+        with self.database.transaction(write=False) as con:
             numbers = [
                 r[0]
                 for r in con.execute(
@@ -877,7 +522,7 @@ class RegistryStore:
                     params,
                 )
             ]
-            return [self._mapping_view(con, number) for number in numbers]
+            return [mapping_view(con, number) for number in numbers]
 
     def advance_next_run_time(self, business_number: str, expected: datetime, new: datetime) -> bool:
         """Compare-and-set of a mapping's next run time: True only if it still was `expected`.
@@ -886,7 +531,7 @@ class RegistryStore:
         a person last changed the set-up, which the calendar compares with the last fetch of businesses),
         and the audit trail records nothing: a row per mapping per due time would bury the people's changes.
         """
-        with self._transaction(write=True) as con:
+        with self.database.transaction(write=True) as con:
             cursor = con.execute(
                 """UPDATE integration_mapping SET next_run_time = ?
                    WHERE business_number = ? AND next_run_time = ?""",
@@ -894,70 +539,26 @@ class RegistryStore:
             )
             return cursor.rowcount == 1
 
-    @staticmethod
-    def _mapping_row(con: sqlite3.Connection, business_number: str) -> sqlite3.Row:
-        row = con.execute(
-            "SELECT * FROM integration_mapping WHERE business_number = ?", (business_number,)
-        ).fetchone()
-        if row is None:
-            raise RegistryError("businessNumber", f"no mapping for business {business_number}", 404)
-        return row
-
-    def _mapping_view(self, con: sqlite3.Connection, business_number: str) -> dict:
-        row = self._mapping_row(con, business_number)
-        group = con.execute(
-            "SELECT * FROM integration_group WHERE group_id = ?", (row["group_id"],)
-        ).fetchone()
-        own = _ordered(
-            con.execute(
-                "SELECT * FROM mapping_property WHERE business_number = ?", (business_number,)
-            ).fetchall()
-        )
-        inherited = _ordered(
-            con.execute("SELECT * FROM group_property WHERE group_id = ?", (row["group_id"],)).fetchall()
-        )
-        own_keys = {prop["property_key"] for prop in own}
-        effective = [
-            {**_property_view(prop), "level": "group"}
-            for prop in inherited
-            if prop["property_key"] not in own_keys
-        ] + [{**_property_view(prop), "level": "mapping"} for prop in own]
-        return {
-            "businessNumber": row["business_number"],
-            "integrationGroupId": row["group_id"],
-            "parentBusinessNumber": group["parent_business_number"],
-            "integrationSourceId": group["source_id"],
-            "active": bool(row["active"]),
-            "test": bool(row["test"]),
-            "beta": bool(row["beta"]),
-            "frequency": {"value": row["frequency_value"], "unit": row["frequency_unit"]},
-            "nextRunTime": row["next_run_time"],
-            "integrationProperties": [_property_view(prop) for prop in own],
-            "effectiveProperties": sorted(effective, key=lambda p: KNOWN_KEYS.index(p["propertyKey"])),
-            "createdAt": row["created_at"],
-            "updatedAt": row["updated_at"],
-        }
-
     # -- audit trail (pipeline.registry.audit) ---------------------------------------------------------------
 
     def _state_properties(self, rows: Sequence[sqlite3.Row]) -> dict[str, str | MaskedSecret]:
         """Properties as an entity's audit state holds them: values by key, a secret shown as every response
         shows it and compared by its value (its ciphertext if the registry's key cannot read it)."""
         state: dict[str, str | MaskedSecret] = {}
-        for row in _ordered(rows):
+        for row in ordered(rows):
             value = row["property_value"]
             if row["encrypted"]:
                 try:
                     secret = self._box.decrypt(value)
                 except SecretKeyError:  # a key being replaced because it cannot be read must stay replaceable
                     secret = Secret(value)
-                state[row["property_key"]] = MaskedSecret(_property_view(row)["propertyValue"], secret)
+                state[row["property_key"]] = MaskedSecret(property_view(row)["propertyValue"], secret)
             else:
                 state[row["property_key"]] = value
         return state
 
     def _group_state(self, con: sqlite3.Connection, group_id: int) -> dict:
-        view = self._group_view(con, group_id)
+        view = group_view(con, group_id)
         props = con.execute("SELECT * FROM group_property WHERE group_id = ?", (group_id,)).fetchall()
         return {
             "parentBusinessNumber": view["parentBusinessNumber"],
@@ -967,7 +568,7 @@ class RegistryStore:
         }
 
     def _mapping_state(self, con: sqlite3.Connection, business_number: str) -> dict:
-        view = self._mapping_view(con, business_number)
+        view = mapping_view(con, business_number)
         props = con.execute(
             "SELECT * FROM mapping_property WHERE business_number = ?", (business_number,)
         ).fetchall()
@@ -1032,23 +633,18 @@ class RegistryStore:
         """Rows of the audit trail, newest first (by id, the commit order), filtered by business number (a
         mapping's, or a group's parent), group, time (`changed_at` at or after `since`) and `before_id`
         (rows older than that one: the next page); at most `limit`."""
-        clauses, params = ["1 = 1"], []
-        for clause, value in (
+        where, params = _where(
             ("business_number = ?", business_number),
             ("group_id = ?", group_id),
             ("changed_at >= ?", None if since is None else _stamp(since)),
             ("change_id < ?", before_id),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
+        )
         bound = "" if limit is None else f" LIMIT {int(limit)}"
-        with self._transaction(write=False) as con:
+        with self.database.transaction(write=False) as con:
             return [
                 dict(row)
                 for row in con.execute(
-                    f"SELECT * FROM registry_audit WHERE {' AND '.join(clauses)} "
-                    f"ORDER BY change_id DESC{bound}",
+                    f"SELECT * FROM registry_audit {where} ORDER BY change_id DESC{bound}",
                     params,
                 )
             ]
@@ -1062,18 +658,14 @@ class RegistryStore:
 
         For the pipeline's read API: plaintext exists only in the returned `Secret`s, in this process.
         """
-        clauses = ["1 = 1"]
-        params: list[object] = []
-        if active_only:
-            clauses.append("m.active = 1")
-        if business_number is not None:
-            clauses.append("m.business_number = ?")
-            params.append(business_number)
-        with self._transaction(write=False) as con:
+        where, params = _where(
+            ("m.active = ?", True if active_only else None), ("m.business_number = ?", business_number)
+        )
+        with self.database.transaction(write=False) as con:
             rows = con.execute(
                 f"""SELECT m.*, g.parent_business_number FROM integration_mapping m
                     JOIN integration_group g USING (group_id)
-                    WHERE {" AND ".join(clauses)} ORDER BY m.business_number""",
+                    {where} ORDER BY m.business_number""",
                 params,
             ).fetchall()
             return [
@@ -1093,6 +685,7 @@ class RegistryStore:
             ]
 
     def _resolved(self, rows: Iterable[sqlite3.Row]) -> dict[str, str | Secret]:
+        """Properties by key, a secret decrypted into a `Secret` (`SecretKeyError` if the key cannot)."""
         return {
             row["property_key"]: self._box.decrypt(row["property_value"])
             if row["encrypted"]
@@ -1104,97 +697,4 @@ class RegistryStore:
 
     def snapshot(self) -> dict[str, list[tuple]]:
         """Every row of every table, ordered: two snapshots are equal iff the registry did not change."""
-        with self._transaction(write=False) as con:
-            dump: dict[str, list[tuple]] = {
-                table: sorted(tuple(row) for row in con.execute(f"SELECT * FROM {table}"))
-                for table in _TABLES
-            }
-            if self.database_url is None:
-                dump["sqlite_sequence"] = sorted(
-                    tuple(row) for row in con.execute("SELECT * FROM sqlite_sequence")
-                )
-                dump["user_version"] = [(con.execute("PRAGMA user_version").fetchone()[0],)]
-            else:
-                sequence = "SELECT last_value, is_called FROM integration_group_group_id_seq"
-                dump["group_id_sequence"] = [tuple(con.execute(sequence).fetchone())]
-                dump["schema_migrations"] = [
-                    tuple(row) for row in con.execute("SELECT version FROM schema_migrations ORDER BY 1")
-                ]
-            return dump
-
-
-def _check_known(key: str, field: str) -> None:
-    if key not in KNOWN_KEYS:
-        raise RegistryError(field, f"unknown property key {key!r}; known keys: {', '.join(KNOWN_KEYS)}")
-
-
-def _ordered(rows: Sequence[sqlite3.Row]) -> list[sqlite3.Row]:
-    return sorted(rows, key=lambda row: KNOWN_KEYS.index(row["property_key"]))
-
-
-def _property_view(row: sqlite3.Row) -> dict:
-    secret = bool(row["encrypted"])
-    return {
-        "propertyKey": row["property_key"],
-        "propertyValue": row["masked_value"] if secret else row["property_value"],
-        "isSecure": bool(row["is_secure"]) or secret,
-    }
-
-
-def _source_view(row: sqlite3.Row) -> dict:
-    return {
-        "id": row["source_id"],
-        "integrationSource": row["integration_source"],
-        "sourceCategory": row["source_category"],
-        "integrationType": row["integration_type"],
-        "integrationPlan": row["integration_plan"],
-        "oauthEnabled": bool(row["oauth_enabled"]),
-    }
-
-
-def _trigger_view(row: sqlite3.Row) -> dict:
-    return {
-        "id": row["trigger_id"],
-        "triggerService": row["trigger_service"],
-        "displayName": row["display_name"],
-        "description": row["description"],
-        "active": bool(row["active"]),
-        "integrationTriggerType": {"id": row["trigger_type_id"], "name": row["trigger_type_name"]},
-        "actionGroupId": row["action_group_id"],
-        "sourceIdsList": [row["source_id"]],
-        "triggerName": row["trigger_name"],
-        "caseTypeId": row["case_type_id"],
-    }
-
-
-class _PostgresConnection:
-    """The part of `sqlite3.Connection` the store uses, over a psycopg2 connection: `execute` with SQLite's
-    `?` parameters (the store's SQL has no other `?` nor `%`), rows readable by name and by index,
-    `BEGIN`/`COMMIT`/`ROLLBACK` as statements, `in_transaction`."""
-
-    def __init__(self, url: str) -> None:
-        from pipeline.postgres import take
-
-        self._url = url
-        self._con = take(url)
-        self._con.autocommit = True  # transactions are the store's own BEGIN ... COMMIT
-
-    @property
-    def in_transaction(self) -> bool:
-        import psycopg2.extensions
-
-        if self._con.closed:  # the server went away: nothing to roll back
-            return False
-        return self._con.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        import psycopg2.extras
-
-        cursor = self._con.cursor(cursor_factory=psycopg2.extras.DictCursor)
-        cursor.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(params))
-        return cursor
-
-    def close(self) -> None:
-        from pipeline.postgres import give_back
-
-        give_back(self._url, self._con)  # kept for the next operation of this process
+        return self.database.snapshot()

@@ -60,6 +60,7 @@ from urllib.parse import parse_qsl, unquote_plus
 import numpy as np
 import orjson
 
+from pipeline.masking import mask
 from pipeline.sandbox.generator import NULL, Account
 
 MAX_PER_PAGE = 100
@@ -654,14 +655,6 @@ _ERROR_PAGES = {
 }
 
 
-def mask_credential(username: str) -> str:
-    """What the log shows of a key: its last four characters before the (non-secret) shard suffix."""
-    base, sep, suffix = username.rpartition("-")
-    if sep and _SHARD_SUFFIX.match(suffix):
-        return f"…{base[-4:]}-{suffix}"
-    return f"…{username[-4:]}"
-
-
 class ClinikoEmulator:
     """The ASGI app. `request_log` lists one dict per request (time, method, path, query, key, status, fault,
     duration_ms); `requests_between(t0, t1)` and `clear_log()` help tests and benchmarks read it."""
@@ -794,7 +787,7 @@ class ClinikoEmulator:
         if config.require_accept_json and not re.search(r"application/json|\*/\*", headers.get("accept", "")):
             return None, _message(406, "Send Accept: application/json."), False
         username = _basic_username(headers.get("authorization", ""))
-        shown = mask_credential(username) if username else None
+        shown = mask(username) if username else None
         base = self._authenticate(username)
         if base is None:
             return (

@@ -336,15 +336,6 @@ class Account:
     now: datetime
     users: list[dict] = field(default_factory=list)
 
-    @property
-    def masked_key(self) -> str:
-        return mask_key(self.api_key)
-
-
-def mask_key(api_key: str) -> str:
-    """Secrets are shown by their last four characters only."""
-    return "…" + api_key[-4:] if api_key else ""
-
 
 @dataclass(frozen=True)
 class SizePreset:

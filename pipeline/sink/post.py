@@ -43,9 +43,9 @@ from pipeline.birdeye import (
     Retryable,
     Unauthorized,
     Unknown,
-    mask,
 )
 from pipeline.leases import Lease, holder_alive
+from pipeline.masking import mask
 from pipeline.ratelimit import shared_rate_limiter
 from pipeline.sink import ledger
 from pipeline.warehouse import connect

@@ -48,8 +48,9 @@ from webhook_receiver import webhook_receiver
 from pipeline.automation.instance import DAGSTER_YAML
 from pipeline.automation.partitions import IN_FLIGHT
 from pipeline.automation.sensors import REASON_TAG
+from pipeline.registry.inputs import MappingInput, MappingPatch, PropertyInput, TriggerInput
 from pipeline.registry.model import Frequency
-from pipeline.registry.store import MappingInput, MappingPatch, PropertyInput, RegistryStore, TriggerInput
+from pipeline.registry.store import RegistryStore
 from pipeline.sandbox.birdeye_emulator import BirdeyeEmulatorConfig, running_birdeye
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig
 from pipeline.sandbox.generator import NULL, generate_account

@@ -21,11 +21,12 @@ import pytest
 import yaml
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
-from pipeline.automation import warm
+from pipeline import warm
 from pipeline.automation.instance import DAGSTER_YAML, POSTGRES_STORAGE_YAML, POSTGRES_URL_VARIABLE
 from pipeline.automation.launcher import PID_TAG
 from pipeline.automation.partitions import IN_FLIGHT, MAPPING_DIMENSION
-from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
+from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
+from pipeline.registry.store import RegistryStore
 from pipeline.sandbox.birdeye_emulator import BirdeyeEmulatorConfig, running_birdeye
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulatorConfig, FaultConfig
 from pipeline.sandbox.generator import generate_account

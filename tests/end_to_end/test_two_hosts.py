@@ -34,7 +34,8 @@ from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from pipeline.automation.instance import DAGSTER_YAML, POSTGRES_STORAGE_YAML, POSTGRES_URL_VARIABLE
 from pipeline.automation.partitions import IN_FLIGHT
 from pipeline.automation.sensors import REASON_TAG
-from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
+from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
+from pipeline.registry.store import RegistryStore
 from pipeline.sandbox.birdeye_emulator import BirdeyeEmulatorConfig, running_birdeye
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig
 from pipeline.sandbox.generator import NULL, generate_account

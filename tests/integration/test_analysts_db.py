@@ -386,8 +386,9 @@ def test_registry_changes_shows_the_registrys_audit_trail_with_keys_masked(tmp_p
     from cryptography.fernet import Fernet
 
     from pipeline.registry.audit import Actor
+    from pipeline.registry.inputs import MappingInput, MappingPatch, PropertyInput, TriggerInput
     from pipeline.registry.secrets import SecretBox
-    from pipeline.registry.store import MappingInput, MappingPatch, PropertyInput, RegistryStore, TriggerInput
+    from pipeline.registry.store import RegistryStore
 
     key = "MS0xMjM0NTY3ODkwYWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo-uk2"
     store = RegistryStore(tmp_path / "registry.sqlite3", SecretBox(Fernet(Fernet.generate_key())))

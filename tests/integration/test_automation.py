@@ -16,15 +16,17 @@ from lease_support import abandon_lease
 
 from pipeline.automation import sensors
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
-from pipeline.automation.runner import busy_partitions
+from pipeline.automation.resources import PipelineResource
 from pipeline.automation.sensors import DUE_TAG, calendar_sensor, mapping_partitions_sensor
 from pipeline.calendar import alerts
 from pipeline.calendar import store as calendar_store
 from pipeline.leases import Lease, holder_alive
 from pipeline.postgres import run
 from pipeline.registry import Registry
+from pipeline.registry.inputs import MappingInput, MappingPatch, PropertyInput, TriggerInput
 from pipeline.registry.model import Frequency
-from pipeline.registry.store import MappingInput, MappingPatch, PropertyInput, RegistryStore, TriggerInput
+from pipeline.registry.store import RegistryStore
+from pipeline.runner import busy_partitions
 from pipeline.settings import load_settings
 from pipeline.warehouse import connect
 from pipeline.warehouse.connection import locked
@@ -109,8 +111,13 @@ def instance(shared_state):
         yield instance
 
 
+def sensor_context(instance: dg.DagsterInstance, **resource: str) -> dg.SensorEvaluationContext:
+    """A tick's context with the resource `Definitions` gives the sensors (`data_dir` as given, if any)."""
+    return dg.build_sensor_context(instance=instance, resources={"pipeline": PipelineResource(**resource)})
+
+
 def tick(instance: dg.DagsterInstance) -> dg.SensorResult:
-    return calendar_sensor(dg.build_sensor_context(instance=instance))
+    return calendar_sensor(sensor_context(instance))
 
 
 def requested(result: dg.SensorResult) -> list[tuple[str, str]]:
@@ -155,11 +162,26 @@ def open_alerts() -> dict[str, str]:
     return {row["alert_key"]: row["message"] for row in alerts.open_alerts(load_settings().alerts)}
 
 
+def test_the_sensors_read_the_registry_of_the_resource_the_assets_get(
+    shared_state, store, instance, tmp_path, monkeypatch
+):
+    """`PipelineResource(data_dir=...)` points the sensors where it points the assets, whatever DATA_DIR
+    says."""
+    if shared_state:
+        pytest.skip("with DATABASE_URL the registry is in PostgreSQL, whatever the data_dir")
+    add_mapping(store, "201", next_run=NOW)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "elsewhere"))  # a registry without mapping 201
+    result = mapping_partitions_sensor(sensor_context(instance, data_dir=str(tmp_path)))
+    [add] = result.dynamic_partitions_requests
+    assert list(add.partition_keys) == ["201"]
+    assert mapping_partitions_sensor(sensor_context(instance)).dynamic_partitions_requests == []
+
+
 def test_partitions_sensor_follows_the_registry_inactive_included(store, instance):
     add_mapping(store, "201", next_run=NOW)
     add_mapping(store, "202", next_run=NOW, active=False)
     instance.add_dynamic_partitions(MAPPING_DIMENSION, ["999"])
-    result = mapping_partitions_sensor(dg.build_sensor_context(instance=instance))
+    result = mapping_partitions_sensor(sensor_context(instance))
     adds = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
     deletes = [
         r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)

@@ -10,8 +10,9 @@ from webhook_receiver import webhook_receiver
 
 from pipeline.automation.instance import ensure_dagster_home
 from pipeline.automation.partitions import MappingDay
-from pipeline.automation.runner import run_partitions
-from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
+from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
+from pipeline.registry.store import RegistryStore
+from pipeline.runner import run_partitions
 from pipeline.sandbox.birdeye_emulator import BirdeyeEmulatorConfig, running_birdeye
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulatorConfig
 from pipeline.sandbox.generator import generate_account
@@ -73,7 +74,7 @@ def test_a_refused_key_fails_the_run_keeps_the_requests_and_a_fixed_key_sends_th
     with dg.DagsterInstance.get() as instance:
         [refused] = run_partitions([day], instance, show_progress=False)
     assert not refused.success
-    assert "refused the API key …9999" in refused.error and WRONG_KEY not in refused.error
+    assert "refused the API key ****9999" in refused.error and WRONG_KEY not in refused.error
     eligible = analytics("select count(*) from restriction_reasons where is_eligible")[0][0]
     assert eligible > 0
     assert analytics("select status, count(*) from review_requests group by all") == [("pending", eligible)]

@@ -8,8 +8,9 @@ import pytest
 
 from pipeline.automation.instance import ensure_dagster_home
 from pipeline.automation.partitions import MappingDay
-from pipeline.automation.runner import run_partitions_in_workers, summarize
-from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
+from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
+from pipeline.registry.store import RegistryStore
+from pipeline.runner import run_partitions_in_workers, summarize
 from pipeline.sandbox.birdeye_emulator import DEFAULT_API_KEY, BirdeyeEmulatorConfig, create_birdeye_app
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulatorConfig
 from pipeline.sandbox.generator import generate_accounts

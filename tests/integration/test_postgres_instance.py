@@ -14,7 +14,8 @@ import pytest
 
 from pipeline.automation.instance import DAGSTER_YAML, ensure_dagster_home
 from pipeline.automation.partitions import MappingDay
-from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
+from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
+from pipeline.registry.store import RegistryStore
 from pipeline.sandbox.birdeye_emulator import DEFAULT_API_KEY, BirdeyeEmulatorConfig, running_birdeye
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulatorConfig
 from pipeline.sandbox.generator import generate_accounts

@@ -39,6 +39,7 @@ from pipeline.settings import load_settings
 MANUAL_KEY = json.loads(STEP["smb_group"].body)["integrationGroupProperties"][0]["propertyValue"]
 BIRDEYE_KEY = "be-live-7f3c9a2e41d84b6f9c0a5e7d3b1f2a9e"
 OVERRIDE_KEY = "MS0xMjM0NTY3ODkwYWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo-uk2"
+UNKNOWN_SHARD_KEY = OVERRIDE_KEY.replace("-uk2", "-uk9")
 
 
 @contextmanager
@@ -112,7 +113,7 @@ def seeded_server(
         assert all(reply.status_code < 300 for reply in replies.values()), {
             name: reply.text for name, reply in replies.items()
         }
-        with app.state.registry._transaction(write=True) as con:  # a catalogue of another integration
+        with app.state.registry.database.transaction(write=True) as con:  # a catalogue of another integration
             con.execute(
                 "INSERT INTO integration_source "
                 "VALUES (200, 'OTHER', 'Healthcare', 'Birdeye API', 'Standard', 0)"
@@ -889,7 +890,8 @@ def test_api_keys_never_appear_in_clear(
                 json={"integrationProperties": [prop("birdeye.api.key", BIRDEYE_KEY)]},
             ),
             http.put(
-                GROUP_PATH, json=group_with(integrationGroupProperties=group_props(key=OVERRIDE_KEY + "x"))
+                GROUP_PATH,
+                json=group_with(integrationGroupProperties=group_props(key=OVERRIDE_KEY[:-1] + "9")),
             ),
             http.get("/admin/groups"),
             http.get("/admin/mappings"),

@@ -21,6 +21,7 @@ from test_registry_api import serving
 
 from pipeline.registry.api import create_app
 from pipeline.registry.audit import Actor
+from pipeline.registry.inputs import MappingInput, MappingPatch, PropertyInput, TriggerInput
 from pipeline.registry.manual import (
     ENTERPRISE_LOCATION_NUMBER,
     MANUAL_GROUP_ID,
@@ -29,7 +30,7 @@ from pipeline.registry.manual import (
     replay_manual,
 )
 from pipeline.registry.secrets import SecretBox
-from pipeline.registry.store import MappingInput, MappingPatch, PropertyInput, RegistryStore, TriggerInput
+from pipeline.registry.store import RegistryStore
 from pipeline.settings import load_settings
 
 MANUAL_KEY = json.loads(STEP["smb_group"].body)["integrationGroupProperties"][0]["propertyValue"]
@@ -95,7 +96,8 @@ def fields(row: dict) -> dict[str, tuple]:
 def test_each_kind_of_change_writes_exactly_one_row_with_secrets_masked(
     app: FastAPI, client: httpx.Client
 ) -> None:
-    with app.state.registry._transaction(write=True) as con:  # a second trigger of Cliniko, to add and drop
+    # a second trigger of Cliniko, to add and drop
+    with app.state.registry.database.transaction(write=True) as con:
         con.execute(
             "INSERT INTO integration_trigger VALUES (130, 118, 'clinikoOtherTriggerServiceImpl', 'Other', "
             "'Another trigger', 1, 1, 'JOB', 1, 'Other', 1)"

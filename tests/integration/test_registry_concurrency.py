@@ -11,8 +11,9 @@ import pytest
 from cryptography.fernet import Fernet
 
 from pipeline.registry import Registry
+from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
 from pipeline.registry.secrets import SecretBox
-from pipeline.registry.store import MappingInput, PropertyInput, RegistryStore, TriggerInput
+from pipeline.registry.store import RegistryStore
 from pipeline.settings import load_settings
 
 PER_PROCESS = 25

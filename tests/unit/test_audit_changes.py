@@ -2,8 +2,8 @@
 
 import json
 
+from pipeline.masking import mask
 from pipeline.registry.audit import MaskedSecret, changed_fields, to_json
-from pipeline.registry.model import mask
 from pipeline.registry.secrets import Secret
 
 OLD_KEY = "MS0xMTExMTExMTExMTExMTExMTEtc21iLWtleS1-au3"

@@ -51,7 +51,7 @@ def test_a_malformed_partitions_start_says_how_to_write_it(value):
 
 def test_the_run_command_refuses_a_day_before_the_partitions_and_says_what_to_set():
     from pipeline.automation.partitions import PARTITIONS_START_DATE
-    from pipeline.automation.runner import select_partitions
+    from pipeline.runner import select_partitions
 
     day = PARTITIONS_START_DATE - timedelta(days=1)
     with pytest.raises(ValueError, match=f"set PARTITIONS_START={day} \\(or earlier\\)"):

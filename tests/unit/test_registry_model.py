@@ -10,27 +10,21 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from pipeline.cliniko import InvalidApiKey, shard_of
 from pipeline.registry import MappingConfig, Registry, Secret
 from pipeline.registry.api import bind_refusal
+from pipeline.registry.inputs import MappingInput, MappingPatch, PropertyInput, TriggerInput
 from pipeline.registry.model import (
     RegistryError,
-    cliniko_shard,
     default_next_run_time,
-    mask,
+    effective_properties,
     normalize_property,
     parse_business_number,
     parse_run_time,
 )
+from pipeline.registry.schema import SCHEMA_VERSION, migrate
 from pipeline.registry.secrets import SecretBox, SecretKeyError, load_fernet
-from pipeline.registry.store import (
-    SCHEMA_VERSION,
-    MappingInput,
-    MappingPatch,
-    PropertyInput,
-    RegistryStore,
-    TriggerInput,
-    migrate,
-)
+from pipeline.registry.store import RegistryStore
 from pipeline.settings import load_settings
 
 
@@ -49,12 +43,41 @@ def test_malformed_business_numbers_are_refused(value: object) -> None:
     assert error.value.field == "businessNumber"
 
 
-def test_shard_is_the_suffix_after_the_last_dash() -> None:
-    assert cliniko_shard("abc-def-uk2") == "uk2"
-    assert cliniko_shard("abcdef") == "au1"
-    assert normalize_property("cliniko.api.key", "abcdef", level="group", field="p") == "abcdef"
-    with pytest.raises(RegistryError, match="unknown shard suffix; the part after"):
-        normalize_property("cliniko.api.key", "abc-notashardatall", level="group", field="p")
+@pytest.mark.parametrize(
+    ("key", "shard"),
+    [
+        ("abc-def-uk2", "uk2"),  # the suffix after the last '-'
+        ("abcdef", "au1"),  # an old key without a suffix lives on au1
+        ("abc-notashardatall", "au1"),  # a suffix that does not look like a shard is part of an old key
+        ("abc-legacy-k3y", "au1"),
+        ("abc-AU2", "au2"),  # shard suffixes are case-insensitive
+        ("abc-eu1", "eu1"),
+    ],
+)
+def test_the_registry_takes_the_keys_the_client_can_use(key: str, shard: str) -> None:
+    assert shard_of(key) == shard
+    assert normalize_property("cliniko.api.key", key, level="group", field="p") == key
+
+
+@pytest.mark.parametrize("key", ["abc-zz9", "abc-au9", "abc-us1", "abc-def-UK3"])
+def test_a_suffix_that_looks_like_a_shard_must_name_one(key: str) -> None:
+    suffix = key.rsplit("-", 1)[1]
+    with pytest.raises(InvalidApiKey):
+        shard_of(key)
+    with pytest.raises(RegistryError, match=f"unknown shard suffix '{suffix}'; a suffix after the last '-'"):
+        normalize_property("cliniko.api.key", key, level="group", field="p")
+
+
+def test_a_mappings_own_properties_win_over_its_groups_in_the_known_order() -> None:
+    group = {"customer.cooloff.days": "30", "cliniko.api.key": "group-key", "customer.fetch.delay": "1"}
+    own = {"cliniko.location.name": "A, B", "customer.fetch.delay": "2"}
+    assert list(effective_properties(group, own).items()) == [
+        ("cliniko.api.key", ("group", "group-key")),
+        ("customer.fetch.delay", ("mapping", "2")),
+        ("cliniko.location.name", ("mapping", "A, B")),
+        ("customer.cooloff.days", ("group", "30")),
+    ]
+    assert effective_properties({}, {}) == {}
 
 
 @pytest.mark.parametrize(
@@ -92,9 +115,7 @@ def test_only_loopback_binds_go_without_a_token(host: str, token: str | None, al
     assert (bind_refusal(host, token is not None) is None) is allowed
 
 
-def test_masks_show_at_most_the_last_four_characters() -> None:
-    assert mask("MS05ODkwMTU1NzY1-au3") == "****-au3"
-    assert mask("short-key") == "****"
+def test_a_secret_shows_only_its_mask() -> None:
     secret = Secret("be-live-7f3c9a2e41d84b6f")
     assert str(secret) == "****4b6f" and "7f3c9a2e" not in repr(secret) and "7f3c" not in f"{secret}"
     assert secret.reveal() == "be-live-7f3c9a2e41d84b6f"

@@ -3,7 +3,7 @@
 from datetime import date, timedelta
 
 from pipeline.automation.partitions import MappingDay
-from pipeline.automation.runner import shard_by_group
+from pipeline.runner import shard_by_group
 
 DAYS = [date(2026, 11, 1) + timedelta(days=k) for k in range(3)]
 

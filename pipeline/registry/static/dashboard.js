@@ -218,13 +218,15 @@ function checkApiKey(key, value, id, check) {
     check.fail(id, "must be a non-empty value without spaces");
     return;
   }
+  // The rule of pipeline/cliniko/shards.py (`shard_of`): a suffix that looks like a shard must name one.
   if (key === state.rules.keys.clinikoApiKey && value.includes("-")) {
     const suffix = value.slice(value.lastIndexOf("-") + 1);
-    if (!state.rules.clinikoShards.includes(suffix)) {
+    const shardLike = new RegExp(state.rules.shardPattern, "i").test(suffix);
+    if (shardLike && !state.rules.clinikoShards.includes(suffix.toLowerCase())) {
       check.fail(
         id,
-        `ends in an unknown shard suffix; the part after the last '-' must be one of ` +
-          `${state.rules.clinikoShards.join(", ")}, or absent for ${state.rules.defaultShard}`,
+        `ends in an unknown shard suffix; a suffix after the last '-' that looks like a shard must be one ` +
+          `of ${state.rules.clinikoShards.join(", ")}; a key without one lives on ${state.rules.defaultShard}`,
       );
     }
   }

@@ -1,8 +1,14 @@
-"""The one resource the assets share: where the product's files live. Secrets come from the registry."""
+"""The one resource the assets and the sensors share: the settings, the registry they point at, and the
+partition being built. Secrets come from the registry.
+
+Assets and sensors take it as a parameter (`pipeline: PipelineResource`), so a `data_dir` given to it in
+`Definitions` points both at the same registry and warehouse; neither reads the environment on its own.
+Also here: what the sink's last asset, the failure hook and the sensor share (`refresh_analysts_db`,
+`split_legacy_warehouse`).
+"""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -10,9 +16,8 @@ from functools import cached_property
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 
-from pipeline.automation.partitions import MappingDay, mapping_day, mapping_day_partitions
+from pipeline.automation.partitions import MappingDay, mapping_day
 from pipeline.leases import hold
 from pipeline.registry import MappingConfig, Registry
 from pipeline.settings import Settings, load_settings
@@ -123,35 +128,4 @@ def refresh_analysts_db(
         now,
         changed=None if group_id is None else [settings.warehouse_path(group_id)],
         registry_changes=registry.changes(),
-    )
-
-
-def partition_check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
-    """A check of one mapping-day: its result belongs to the partition it ran for, so one failed partition
-    turns only its own checks red in the UI, and the lineage counts partitions that passed. Partitioned
-    checks are a preview of Dagster 1.13 (it warns at every load): the one place that says so."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        return dg.AssetCheckSpec(
-            name, asset=asset, description=description, partitions_def=mapping_day_partitions
-        )
-
-
-def column_schema(table: str, *files: str) -> dg.TableSchema:
-    """The UI's column schema of `table`, read from its own definition so the two never disagree: the
-    `create` and `alter` statements of `files` (in order), run on an empty in-memory DuckDB."""
-    from pipeline.warehouse.sql_files import read_sql
-
-    con = duckdb.connect()
-    try:
-        for path in files:
-            for statement in con.extract_statements(read_sql(path)):
-                code = [line for line in statement.query.splitlines() if not line.strip().startswith("--")]
-                if " ".join(code).strip().lower().startswith(("create", "alter")):
-                    con.execute(statement.query)
-        rows = con.execute(f"describe {table}").fetchall()
-    finally:
-        con.close()
-    return dg.TableSchema(
-        columns=[dg.TableColumn(name, data_type.lower(), constraints=None) for name, data_type, *_ in rows]
     )
