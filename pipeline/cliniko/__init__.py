@@ -22,7 +22,9 @@ from pipeline.cliniko.errors import (
 from pipeline.cliniko.records import (
     APPOINTMENT_COLUMNS,
     APPOINTMENT_TYPE_COLUMNS,
+    ATTENDEE_COLUMNS,
     BUSINESS_COLUMNS,
+    GROUP_APPOINTMENT_COLUMNS,
     PATIENT_COLUMNS,
     link_id,
 )
@@ -31,7 +33,9 @@ from pipeline.cliniko.shards import KNOWN_SHARDS, base_url_for, shard_of
 __all__ = [
     "APPOINTMENT_COLUMNS",
     "APPOINTMENT_TYPE_COLUMNS",
+    "ATTENDEE_COLUMNS",
     "BUSINESS_COLUMNS",
+    "GROUP_APPOINTMENT_COLUMNS",
     "KNOWN_SHARDS",
     "PATIENT_COLUMNS",
     "RESOURCES",

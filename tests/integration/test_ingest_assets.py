@@ -348,7 +348,7 @@ def test_malformed_page_is_retried_and_malformed_records_are_quarantined(
         quarantine = sandbox.rows("raw.cliniko_quarantine", BASELINE_MAPPING, DAY)
         held = {
             r: {q["record_id"] for q in quarantine if q["resource"] == r}
-            for r in ("appointments", "patients")
+            for r in ("appointments", "group_appointments", "attendees", "patients")
         }
         assert held["appointments"] and held["patients"], quarantine
         assert all(q["reason"] and q["record"] for q in quarantine)
@@ -359,27 +359,31 @@ def test_malformed_page_is_retried_and_malformed_records_are_quarantined(
         assert appointments | held["appointments"] == ids(
             baseline.tables["raw.cliniko_appointments"], "appointment_id"
         )
-        # Every patient the stored appointments reference is stored (maybe as missing) or held.
-        referenced = ids(sandbox.rows("raw.cliniko_appointments", BASELINE_MAPPING, DAY), "patient_id") - {
-            None
-        }
+        # Every patient the stored visits reference is stored (maybe as missing) or held.
+        referenced = (
+            ids(sandbox.rows("raw.cliniko_appointments", BASELINE_MAPPING, DAY), "patient_id")
+            | ids(sandbox.rows("raw.cliniko_attendees", BASELINE_MAPPING, DAY), "patient_id")
+        ) - {None}
         patients = ids(sandbox.rows("raw.cliniko_patients", BASELINE_MAPPING, DAY), "patient_id")
         assert not patients & held["patients"]
         assert patients | held["patients"] == referenced
 
         checks = {c.asset_key.to_user_string(): c for c in result.get_asset_check_evaluations()}
-        for asset, resource in (("cliniko_appointments", "appointments"), ("cliniko_patients", "patients")):
+        visits = ("appointments", "group_appointments", "attendees")
+        for asset, resources in (("cliniko_appointments", visits), ("cliniko_patients", ("patients",))):
             check = checks[asset]
             assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-            assert check.metadata["quarantined_rows"].value == len(held[resource])
-            assert meta[asset]["quarantined"] == len(held[resource])
+            assert check.metadata["quarantined_rows"].value == sum(len(held[r]) for r in resources)
+            assert meta[asset]["quarantined"] == sum(len(held[r]) for r in resources)
         assert checks["cliniko_businesses"].passed
 
 
 def test_patient_cliniko_no_longer_returns_is_stored_as_missing(account, baseline):
     """The baseline day references a deleted patient (the generator's `deleted_patients`)."""
     deleted = {p["id"] for p in account.deleted_patients}
-    referenced = ids(baseline.tables["raw.cliniko_appointments"], "patient_id")
+    referenced = ids(baseline.tables["raw.cliniko_appointments"], "patient_id") | ids(
+        baseline.tables["raw.cliniko_attendees"], "patient_id"
+    )
     assert referenced & deleted, "the baseline day must reference a deleted patient"
     patients = baseline.tables["raw.cliniko_patients"]
 
