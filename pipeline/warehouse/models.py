@@ -31,6 +31,8 @@ DEFINITION_FILES = (
     "staging/stg_cliniko__businesses.sql",
     "staging/stg_cliniko__appointment_types.sql",
     "staging/stg_cliniko__appointments.sql",
+    "staging/stg_cliniko__group_appointments.sql",
+    "staging/stg_cliniko__attendees.sql",
     "staging/stg_cliniko__patients.sql",
 )
 # Builds one partition, in dependency order: decisions, their claims in the ledger, the run's record.

@@ -1,4 +1,5 @@
 -- Analysts' view (SPEC §6): one row per candidate with its outcome. No email or phone.
+-- appointment_kind: 'individual', or 'group' for a class attendee's visit (appointment_id `attendee-<id>`).
 create schema if not exists analytics;
 create or replace view analytics.restriction_reasons as
 with source as (
@@ -11,6 +12,7 @@ renamed as (
         partition_date,
         target_date,
         appointment_id,
+        appointment_kind,
         patient_id,
         cliniko_business_id,
         location_name,

@@ -11,6 +11,9 @@ renamed as (
         partition_date,
         target_date,
         appointment_id,
+        -- The ledger keys a class attendee's visit `attendee-<id>` (staging.stg_cliniko__attendees makes it).
+        case when starts_with(appointment_id, 'attendee-') then 'group' else 'individual' end
+            as appointment_kind,
         patient_id,
         channels,
         status,

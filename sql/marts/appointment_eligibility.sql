@@ -1,5 +1,6 @@
--- One row per candidate with exactly one outcome: eligible, or the first restriction code that applies
--- (seeds/restriction_codes.sql lists them in precedence order). Holds every partition; building a partition
+-- One row per candidate (a visit: an individual appointment or a class attendee) with exactly one outcome:
+-- eligible, or the first restriction code that applies (seeds/restriction_codes.sql lists them in precedence
+-- order). Holds every partition; building a partition
 -- replaces only its own (business_number, partition_date) rows. The sink reads the eligible rows.
 --
 -- duplicate_patient is decided before cooled_off, as in SPEC §4. This keeps a partition's outcome stable when it is
@@ -31,8 +32,11 @@ create table if not exists marts.appointment_eligibility (
     sms_phone           varchar,
     email               varchar,
     patient_name        varchar,
-    is_test             boolean not null
+    is_test             boolean not null,
+    appointment_kind    varchar default 'individual'  -- 'individual' | 'group' (a class attendee's visit)
 );
+-- Warehouses made before classes: every row they hold is an individual appointment.
+alter table marts.appointment_eligibility add column if not exists appointment_kind varchar default 'individual';
 
 delete from marts.appointment_eligibility
 where business_number = $business_number
@@ -179,7 +183,8 @@ final as (
         cooled.sms_phone,
         cooled.email,
         cooled.patient_name,
-        cast($test as boolean) as is_test
+        cast($test as boolean) as is_test,
+        cooled.appointment_kind
     from cooled
     left join seeds.restriction_codes
         on cooled.restriction_code = restriction_codes.restriction_code
