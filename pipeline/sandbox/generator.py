@@ -503,6 +503,7 @@ def generate_account(
     name: str | None = None,
     hot_day: date | None = None,
     hot_day_appointments: int = 0,
+    hot_day_classes: int = 0,
 ) -> Account:
     """Build one account deterministically: the same arguments always give identical data.
 
@@ -511,14 +512,17 @@ def generate_account(
     to one per four appointments (at least 5), so most patients come back. Every 7th business is archived.
     `hot_day_appointments` of the `appointments` start on local day `hot_day` at the first business, for
     benchmarks that need one heavy mapping-day inside a long history; the rest is unchanged.
+    `hot_day_classes` more classes take place that day at the first business (their attendees fill more
+    than a page); the other classes keep their values but for their ids.
     """
     if end <= start:
         raise ValueError(f"end ({end}) must be after start ({start})")
     if businesses < 1 or appointments < 1:
         raise ValueError("an account needs at least one business and one appointment")
-    if hot_day_appointments and (hot_day is None or not start <= hot_day < end):
+    if (hot_day_appointments or hot_day_classes) and (hot_day is None or not start <= hot_day < end):
         raise ValueError(
-            f"hot_day ({hot_day}) must be a day in [{start}, {end}) when hot_day_appointments is set"
+            f"hot_day ({hot_day}) must be a day in [{start}, {end}) when hot_day_appointments or "
+            "hot_day_classes is set"
         )
     if not 0 <= hot_day_appointments <= appointments:
         raise ValueError(f"hot_day_appointments must be between 0 and appointments ({appointments})")
@@ -682,6 +686,7 @@ def generate_account(
         patient_ids,
         _same_day_patients(b_idx, day, p_idx, days),
         n,
+        [(hot_day - start).days] * hot_day_classes if hot_day is not None else [],
     )
     return Account(
         name=name or f"Sandbox account {account_index + 1}",
@@ -718,11 +723,13 @@ def _classes(
     patient_ids: np.ndarray,
     same_day: dict[int, int],
     appointments: int,
+    hot_days: list[int],
 ) -> tuple[list[dict], list[dict]]:
     """Group appointments and their attendees, from their own random stream (so no other value changes).
 
     Every day has a class at the first business and one at the second, plus one more class per
-    `_EXTRA_CLASSES_PER_APPOINTMENTS` individual appointments anywhere. A class has 5 to `max_attendees` of
+    `_EXTRA_CLASSES_PER_APPOINTMENTS` individual appointments anywhere, and one at the first business on each
+    day of `hot_days`. A class has 5 to `max_attendees` of
     its type (12 or 20) attendees, distinct patients; half the classes count a patient who also has an
     individual appointment at that business that day. Of the classes 5 % are archived and 3 % deleted (with
     their attendees); of the attendees 8 % cancelled, 3 % archived, and of those of a class that is over, 10 %
@@ -732,6 +739,7 @@ def _classes(
     slots = [(d, b) for d in range(days) for b in range(min(2, len(biz)))]
     extra = min(appointments // _EXTRA_CLASSES_PER_APPOINTMENTS, days * len(biz))
     slots += [(rng.randrange(days), rng.randrange(len(biz))) for _ in range(extra)]
+    slots += [(d, 0) for d in hot_days]
     offsets = _utc_offsets(biz, start, days)
     midnight_utc = _epoch(datetime.combine(start, time(), tzinfo=UTC))
     classes: list[dict] = []

@@ -193,6 +193,88 @@ def test_unknown_location_name_fails_listing_the_existing_names_and_fetches_noth
 # -- appointment types -------------------------------------------------------------------------------------
 
 
+# -- classes, and what a mapping-day costs in requests -------------------------------------------------------
+
+
+def pages(rows: int) -> int:
+    """Requests for one filtered query of `rows` rows: a page per 100, and one (empty) page when none."""
+    return max(1, -(-rows // 100))
+
+
+def test_a_mapping_day_with_classes_costs_one_page_per_100_rows_of_each_resource(tmp_path, monkeypatch):
+    """The minimum, derived from the generator's data: a query per resource (per time zone for the
+    windowed ones), a page per 100 rows, attendees asked for by the classes' ids, 100 classes a query, so
+    never a request per class, and the patients of appointments and attendees in one walk, 100 ids a query."""
+    day = date(2026, 1, 8)
+    account = generate_account(
+        12,
+        appointments=900,
+        start=date(2026, 1, 1),
+        end=date(2026, 1, 15),
+        hot_day=day,
+        hot_day_appointments=150,
+        hot_day_classes=12,
+    )
+    (business,) = business_ids(account, "Sydney CBD Physio")
+    zone = ZoneInfo("Australia/Sydney")
+    since = datetime.combine(day, clock.min, tzinfo=zone).timestamp()
+    until = datetime.combine(day + timedelta(days=1), clock.min, tzinfo=zone).timestamp()
+
+    def in_day(text: str) -> bool:
+        return since <= datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() < until
+
+    appointments = expected_appointment_ids(account, {business: "Australia/Sydney"}, day)
+    classes = {
+        c["id"]
+        for c in account.group_appointments
+        if c["business_id"] == business and in_day(c["ends_at"]) and c["deleted_at"] is None
+    }
+    attendees = [a for a in account.attendees if a["booking_id"] in classes]
+    table = account.appointments
+    patients = {str(p) for i, p in zip(table.id, table.patient_id, strict=True) if str(i) in appointments}
+    patients |= {a["patient_id"] for a in attendees}
+    assert len(appointments) > 100 and len(attendees) > 100 and len(classes) > 12  # paging is exercised
+
+    with cliniko_sandbox(tmp_path, monkeypatch, account, rate_limit=10_000) as sandbox:
+        sandbox.map("8100", "Sydney CBD Physio")
+        result = sandbox.materialize(dg.DagsterInstance.ephemeral(), "8100", day)
+        made = Counter(e["path"].rsplit("/", 1)[-1] for e in sandbox.emulator.request_log)
+        stored = {
+            table: sandbox.rows(f"raw.cliniko_{table}", "8100", day)
+            for table in ("appointments", "group_appointments", "attendees", "patients")
+        }
+
+    assert dict(made) == {
+        "businesses": 1,
+        "appointment_types": 1,
+        "individual_appointments": pages(len(appointments)),
+        "group_appointments": pages(len(classes)),
+        "attendees": pages(len(attendees)),
+        "patients": pages(len(patients)),
+    }
+    assert made["attendees"] < len(classes)
+    assert ids(stored["appointments"], "appointment_id") == appointments
+    assert ids(stored["group_appointments"], "group_appointment_id") == classes
+    assert ids(stored["attendees"], "attendee_id") == {a["id"] for a in attendees}
+    assert ids(stored["patients"], "patient_id") == patients
+    archived_classes = {c["id"] for c in account.group_appointments if c["archived_at"]}
+    assert {a["booking_id"] for a in attendees} & archived_classes, "an archived class's attendees count too"
+    assert {(a["cancelled_at"] is not None, a["archived_at"] is not None) for a in attendees} >= {
+        (True, False),
+        (False, True),
+        (False, False),
+    }
+    meta = metadata(result)["cliniko_appointments"]
+    assert (meta["rows"], meta["group_appointments"], meta["attendees"]) == (
+        len(appointments),
+        len(classes),
+        len(attendees),
+    )
+    assert (
+        meta["requests"] == made["individual_appointments"] + made["group_appointments"] + made["attendees"]
+    )
+
+
 def test_appointment_types_are_stored_archived_included_with_one_request(
     account, tmp_path, monkeypatch, dagster_instance
 ):
