@@ -183,8 +183,8 @@ def test_analysts_db_has_the_spec_columns_and_no_contact_details(tmp_path: Path)
         assert con.execute("select status from review_requests").fetchall() == [("sent",)]
     assert columns["restriction_reasons"] == [
         "business_number", "group_id", "partition_date", "target_date", "appointment_id", "appointment_kind",
-        "patient_id", "cliniko_business_id", "location_name", "appointment_ends_at", "is_eligible", "restriction_code",
-        "restriction_reason", "is_test",
+        "patient_id", "cliniko_business_id", "location_name", "appointment_ends_at", "is_eligible",
+        "restriction_code", "restriction_reason", "is_test",
     ]  # fmt: skip
     assert columns["review_requests"] == [
         "business_number", "group_id", "partition_date", "target_date", "appointment_id", "appointment_kind",
