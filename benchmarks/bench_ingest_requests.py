@@ -2,11 +2,12 @@
 against paging through the account's whole history?
 
 Not a test. Generates an account with two years of appointments in which one business has a day of
-`--hot` appointments, serves it with the emulator, materializes that mapping-day through the real Dagster
-assets (businesses -> appointments -> patients) and reads the emulator's request log. Prints:
+`--hot` appointments and `--hot-classes` more classes, serves it with the emulator, materializes that
+mapping-day through the real Dagster assets (businesses -> appointments, classes and attendees -> patients)
+and reads the emulator's request log. Prints:
 
 - requests made, per resource;
-- the minimum possible: the sum over the three resources of ceil(rows / 100), 100 being Cliniko's page cap;
+- the minimum possible: the sum over the resources of ceil(rows / 100), 100 being Cliniko's page cap;
 - paging the whole history instead: ceil(all listable appointments / 100), plus the same patient and
   business pages, which is what a client without server-side filters would pay;
 - the ratios, and what each count costs in time at Cliniko's 200 requests/minute.
@@ -51,6 +52,7 @@ def main() -> list[Figure]:
     parser.add_argument("--history", type=int, default=150_000, help="appointments in the whole account")
     parser.add_argument("--hot", type=int, default=5_000, help="appointments on the benchmarked day")
     parser.add_argument("--days", type=int, default=730, help="days of history")
+    parser.add_argument("--hot-classes", type=int, default=20, help="more classes on the benchmarked day")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
 
@@ -65,6 +67,7 @@ def main() -> list[Figure]:
         end=end,
         hot_day=hot_day,
         hot_day_appointments=args.hot,
+        hot_day_classes=args.hot_classes,
     )
     generated = time.perf_counter() - started
     business = account.businesses[0]["business_name"].strip()
@@ -116,6 +119,8 @@ def main() -> list[Figure]:
     try:
         (businesses,) = con.execute("select count(*) from raw.cliniko_businesses").fetchone()
         (appointments,) = con.execute("select count(*) from raw.cliniko_appointments").fetchone()
+        (classes,) = con.execute("select count(*) from raw.cliniko_group_appointments").fetchone()
+        (attendees,) = con.execute("select count(*) from raw.cliniko_attendees").fetchone()
         patients, missing = con.execute(
             "select count(*) filter (not is_missing), count(*) filter (is_missing) from raw.cliniko_patients"
         ).fetchone()
@@ -124,24 +129,45 @@ def main() -> list[Figure]:
     table = account.appointments
     listable = int((table.deleted_at == NULL).sum())
 
-    minimum = pages(businesses) + pages(appointments) + pages(patients)
-    history = pages(businesses) + pages(listable) + made["patients"]
+    # Attendees are asked for 100 classes a query: a query per started hundred of classes at the least.
+    visits = pages(appointments) + pages(classes) + max(pages(attendees), pages(classes))
+    minimum = pages(businesses) + visits + pages(patients)
+    history = pages(businesses) + pages(listable) + made["patients"]  # classes left out: flattering it
     total = sum(made.values())
     seconds = 60 / CLINIKO_LIMIT_PER_MINUTE
     print(f"account: {len(table):,} appointments over {args.days} days ({listable:,} listable)", end="")
     print(f", generated in {generated:.1f} s")
     print(f"mapping-day {hot_day} of '{business}': {appointments:,} appointments end that local day,", end="")
+    print(f" {classes} classes with {attendees} attendees,", end="")
     print(f" {patients:,} patients (+{missing} no longer returned)")
     print(f"ingest through the assets: {ingested:.1f} s wall (rate limiter off)")
     print()
-    print(f"{'':34}{'businesses':>11}{'appointments':>14}{'patients':>10}{'total':>8}{'at 200/min':>12}")
-    rows = (
-        ("requests made", made["businesses"], made["individual_appointments"], made["patients"]),
-        ("minimum: sum ceil(rows/100)", pages(businesses), pages(appointments), pages(patients)),
-        ("paging the whole history", pages(businesses), pages(listable), made["patients"]),
+    print(
+        f"{'':34}{'businesses':>11}{'appointments':>14}{'classes':>9}{'attendees':>11}{'patients':>10}"
+        f"{'total':>8}{'at 200/min':>12}"
     )
-    for label, b, a, p in rows:
-        print(f"{label:34}{b:>11}{a:>14,}{p:>10}{b + a + p:>8,}{(b + a + p) * seconds:>11.0f}s")
+    rows = (
+        (
+            "requests made",
+            made["businesses"],
+            made["individual_appointments"],
+            made["group_appointments"],
+            made["attendees"],
+            made["patients"],
+        ),
+        (
+            "minimum: sum ceil(rows/100)",
+            pages(businesses),
+            pages(appointments),
+            pages(classes),
+            max(pages(attendees), pages(classes)),
+            pages(patients),
+        ),
+        ("paging the whole history", pages(businesses), pages(listable), 0, 0, made["patients"]),
+    )
+    for label, b, a, c, t, p in rows:
+        n = b + a + c + t + p
+        print(f"{label:34}{b:>11}{a:>14,}{c:>9}{t:>11}{p:>10}{n:>8,}{n * seconds:>11.0f}s")
     print()
     print(f"made / minimum            = {total / minimum:.3f}")
     print(f"whole history / made      = {history / total:.1f}x more requests")
@@ -151,7 +177,8 @@ def main() -> list[Figure]:
         report(
             Figure("API efficiency: requests for one mapping-day", total, minimum, "requests",
                    "minimum: sum of ceil(rows / 100) per resource", "none stated (info)", None,
-                   f"{appointments:,} appointments and {patients:,} patients of one busy mapping-day")
+                   f"{appointments:,} appointments, {classes} classes ({attendees} attendees) and "
+                   f"{patients:,} patients of one busy mapping-day")
         ),
         report(
             Figure("API efficiency: against a full-history sync", total, history, "requests",
