@@ -2,8 +2,9 @@
 against paging through the account's whole history?
 
 Not a test. Generates an account with two years of appointments in which one business has a day of
-`--hot` appointments, serves it with the emulator, materializes that mapping-day through the real Dagster
-assets (businesses -> appointments -> patients) and reads the emulator's request log. Prints:
+`--hot` appointments and `--hot-classes` more classes, serves it with the emulator, materializes that
+mapping-day through the real Dagster assets (businesses -> appointments, classes and attendees -> patients)
+and reads the emulator's request log. Prints:
 
 - requests made, per resource;
 - the minimum possible: the sum over the resources of ceil(rows / 100), 100 being Cliniko's page cap; for
@@ -53,6 +54,7 @@ def main() -> list[Figure]:
     parser.add_argument("--history", type=int, default=150_000, help="appointments in the whole account")
     parser.add_argument("--hot", type=int, default=5_000, help="appointments on the benchmarked day")
     parser.add_argument("--days", type=int, default=730, help="days of history")
+    parser.add_argument("--hot-classes", type=int, default=20, help="more classes on the benchmarked day")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
 
@@ -67,6 +69,7 @@ def main() -> list[Figure]:
         end=end,
         hot_day=hot_day,
         hot_day_appointments=args.hot,
+        hot_day_classes=args.hot_classes,
     )
     generated = time.perf_counter() - started
     business = account.businesses[0]["business_name"].strip()
@@ -119,6 +122,8 @@ def main() -> list[Figure]:
     try:
         (businesses,) = con.execute("select count(*) from raw.cliniko_businesses").fetchone()
         (appointments,) = con.execute("select count(*) from raw.cliniko_appointments").fetchone()
+        (classes,) = con.execute("select count(*) from raw.cliniko_group_appointments").fetchone()
+        (attendees,) = con.execute("select count(*) from raw.cliniko_attendees").fetchone()
         patients, missing = con.execute(
             "select count(*) filter (not is_missing), count(*) filter (is_missing) from raw.cliniko_patients"
         ).fetchone()
@@ -133,31 +138,36 @@ def main() -> list[Figure]:
 
     practitioner_made = made["practitioners"] + made["inactive"] + made["users"]
     practitioner_minimum = pages(referenced) + pages(not_active) + pages(users)
-    minimum = pages(businesses) + pages(appointments) + pages(patients) + practitioner_minimum
+    # Attendees are asked for 100 classes a query: a query per started hundred of classes at the least.
+    visits = pages(appointments) + pages(classes) + max(pages(attendees), pages(classes))
+    minimum = pages(businesses) + visits + pages(patients) + practitioner_minimum
+    # Classes left out of the whole-history figure: flattering it.
     history = pages(businesses) + pages(listable) + made["patients"] + practitioner_made
     total = sum(made.values())
     seconds = 60 / CLINIKO_LIMIT_PER_MINUTE
     print(f"account: {len(table):,} appointments over {args.days} days ({listable:,} listable)", end="")
     print(f", generated in {generated:.1f} s")
     print(f"mapping-day {hot_day} of '{business}': {appointments:,} appointments end that local day,", end="")
+    print(f" {classes} classes with {attendees} attendees,", end="")
     print(f" {patients:,} patients (+{missing} no longer returned), {referenced} practitioners", end="")
     print(f" ({not_active} inactive or gone, {users} users)")
     print(f"ingest through the assets: {ingested:.1f} s wall (rate limiter off)")
     print()
     print(
-        f"{'':34}{'businesses':>11}{'appointments':>14}{'patients':>10}{'practitioners':>15}{'total':>8}"
-        f"{'at 200/min':>12}"
+        f"{'':34}{'businesses':>11}{'appointments':>14}{'classes':>9}{'attendees':>11}{'patients':>10}"
+        f"{'practitioners':>15}{'total':>8}{'at 200/min':>12}"
     )
     rows = (
-        ("requests made", made["businesses"], made["individual_appointments"], made["patients"],
+        ("requests made", made["businesses"], made["individual_appointments"], made["group_appointments"],
+         made["attendees"], made["patients"], practitioner_made),
+        ("minimum: sum ceil(rows/100)", pages(businesses), pages(appointments), pages(classes),
+         max(pages(attendees), pages(classes)), pages(patients), practitioner_minimum),
+        ("paging the whole history", pages(businesses), pages(listable), 0, 0, made["patients"],
          practitioner_made),
-        ("minimum: sum ceil(rows/100)", pages(businesses), pages(appointments), pages(patients),
-         practitioner_minimum),
-        ("paging the whole history", pages(businesses), pages(listable), made["patients"], practitioner_made),
     )  # fmt: skip
-    for label, b, a, p, pr in rows:
-        total_row = b + a + p + pr
-        print(f"{label:34}{b:>11}{a:>14,}{p:>10}{pr:>15}{total_row:>8,}{total_row * seconds:>11.0f}s")
+    for label, b, a, c, t, p, pr in rows:
+        n = b + a + c + t + p + pr
+        print(f"{label:34}{b:>11}{a:>14,}{c:>9}{t:>11}{p:>10}{pr:>15}{n:>8,}{n * seconds:>11.0f}s")
     print()
     print(f"made / minimum            = {total / minimum:.3f}")
     print(f"whole history / made      = {history / total:.1f}x more requests")
@@ -167,7 +177,8 @@ def main() -> list[Figure]:
         report(
             Figure("API efficiency: requests for one mapping-day", total, minimum, "requests",
                    "minimum: sum of ceil(rows / 100) per resource", "none stated (info)", None,
-                   f"{appointments:,} appointments and {patients:,} patients of one busy mapping-day")
+                   f"{appointments:,} appointments, {classes} classes ({attendees} attendees), "
+                   f"{patients:,} patients and {referenced} practitioners of one busy mapping-day")
         ),
         report(
             Figure("API efficiency: against a full-history sync", total, history, "requests",

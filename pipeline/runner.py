@@ -48,6 +48,9 @@ class MappingSummary:
     opens_at: dict[str, str] = field(default_factory=dict)  # a partial partition -> when it closes
     # Eligible visits whose request names their practitioner (Birdeye `employees`), by practitioner name.
     with_employee: dict[str, int] = field(default_factory=dict)
+    class_visits: int = 0  # candidates that are class attendees (appointment_kind 'group')
+    class_eligible: int = 0
+    class_requests: dict[str, int] = field(default_factory=dict)  # ledger status -> class visits
 
 
 def dates_between(start: date, end: date | None) -> list[date]:
@@ -185,7 +188,7 @@ def summarize(settings: Settings, outcomes: Sequence[RunOutcome]) -> list[Mappin
     if not summaries:
         return []
     keys = [(o.day.business_number, o.day.partition_date) for o in outcomes]
-    eligibility, requests, employees = [], [], []
+    eligibility, requests, employees, classes, class_requests = [], [], [], [], []
     con = duckdb.connect()
     try:
         con.execute("create temp table chosen (business_number varchar, partition_date date)")
@@ -213,14 +216,28 @@ def summarize(settings: Settings, outcomes: Sequence[RunOutcome]) -> list[Mappin
                         "group by e.business_number, e.restriction_code, c.precedence "
                         "order by c.precedence nulls first"
                     ).fetchall()
-                    practitioners_built = con.execute(  # a mart no build of this release has touched
+                    built = con.execute(  # a mart no build of this release has touched lacks its columns
                         "select count(*) from duckdb_columns() where database_name = $db "
                         "and schema_name = 'marts' and table_name = 'appointment_eligibility' "
-                        "and column_name = 'practitioner_email'",
+                        "and column_name in ('practitioner_email', 'appointment_kind')",
                         {"db": WAREHOUSE_ALIAS},
                     ).fetchone()[0]
-                    if practitioners_built:
+                    if built == 2:
                         employees += con.execute(EMPLOYEES_SENT).fetchall()
+                        classes += con.execute(
+                            "select business_number, count(*), count(*) filter (where is_eligible) "
+                            "from marts.appointment_eligibility "
+                            "join chosen using (business_number, partition_date) "
+                            "where appointment_kind = 'group' group by all"
+                        ).fetchall()
+                        class_requests += con.execute(
+                            "select l.business_number, l.status, count(*) "
+                            "from sink.review_request_ledger l "
+                            "join chosen using (business_number, partition_date) "
+                            "join marts.appointment_eligibility e "
+                            "using (business_number, partition_date, appointment_id) "
+                            "where e.appointment_kind = 'group' group by all"
+                        ).fetchall()
                 requests += con.execute(
                     "select l.business_number, l.status, count(*) "
                     "from sink.review_request_ledger l join chosen using (business_number, partition_date) "
@@ -239,6 +256,11 @@ def summarize(settings: Settings, outcomes: Sequence[RunOutcome]) -> list[Mappin
         summaries[business_number].requests[status] = count
     for business_number, name, count in employees:
         summaries[business_number].with_employee[name] = count
+    for business_number, visits, eligible in classes:
+        summaries[business_number].class_visits += visits
+        summaries[business_number].class_eligible += eligible
+    for business_number, status, count in class_requests:
+        summaries[business_number].class_requests[status] = count
     if settings.analytics_path.exists():
         analytics = duckdb.connect(str(settings.analytics_path), read_only=True)
         try:
@@ -276,6 +298,11 @@ def render_summary(summaries: Sequence[MappingSummary], outcomes: Sequence[RunOu
             most = sorted(s.with_employee.items(), key=lambda item: (-item[1], item[0]))[:3]
             who = f" ({', '.join(f'{name} {count}' for name, count in most)}, ...)" if most else ""
             lines.append(f"      employees:  {named} of {s.eligible} eligible name their practitioner{who}")
+        asked = [f"{k} {s.class_requests[k]}" for k in STATUSES if s.class_requests.get(k)]
+        lines.append(
+            f"      classes:    {s.class_visits} attendee visits, {s.class_eligible} eligible; "
+            f"requests: {', '.join(asked) or 'none'}"
+        )
         states = [f"{count} {state}" for state, count in sorted(s.coverage.items())]
         partial = "".join(f"; {day} closes {at}, a later run completes it" for day, at in s.opens_at.items())
         lines.append(f"      coverage:   {', '.join(states) or 'none'}{partial}")

@@ -43,6 +43,8 @@ RAW_TABLES = (
     "raw.cliniko_businesses",
     "raw.cliniko_appointment_types",
     "raw.cliniko_appointments",
+    "raw.cliniko_group_appointments",
+    "raw.cliniko_attendees",
     "raw.cliniko_patients",
     "raw.cliniko_practitioners",
     "raw.cliniko_quarantine",

@@ -19,7 +19,10 @@ from pipeline.cliniko import ClinikoClient, ClinikoForbidden
 from pipeline.warehouse.raw_store import store_records
 
 REFERENCED_IDS = """
-select distinct practitioner_id from raw.cliniko_appointments
+select practitioner_id from raw.cliniko_appointments
+where business_number = $bn and partition_date = $d and practitioner_id is not null
+union
+select practitioner_id from raw.cliniko_group_appointments
 where business_number = $bn and partition_date = $d and practitioner_id is not null
 order by practitioner_id
 """
@@ -28,8 +31,8 @@ order by practitioner_id
 def referenced_practitioner_ids(
     con: duckdb.DuckDBPyConnection, business_number: str, partition_date: date
 ) -> list[str]:
-    """The practitioners the partition's stored appointments reference (cancelled ones too: one request
-    per 100 ids costs the same, and the raw table then mirrors the appointments')."""
+    """The practitioners the partition's stored individual appointments and classes reference (cancelled ones
+    too: one request per 100 ids costs the same, and the raw table then mirrors the visits')."""
     rows = con.execute(REFERENCED_IDS, {"bn": business_number, "d": partition_date}).fetchall()
     return [row[0] for row in rows]
 

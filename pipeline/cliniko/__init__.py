@@ -21,7 +21,9 @@ from pipeline.cliniko.errors import (
 from pipeline.cliniko.records import (
     APPOINTMENT_COLUMNS,
     APPOINTMENT_TYPE_COLUMNS,
+    ATTENDEE_COLUMNS,
     BUSINESS_COLUMNS,
+    GROUP_APPOINTMENT_COLUMNS,
     PATIENT_COLUMNS,
     link_id,
 )
@@ -30,7 +32,9 @@ from pipeline.cliniko.shards import KNOWN_SHARDS, base_url_for, shard_of
 __all__ = [
     "APPOINTMENT_COLUMNS",
     "APPOINTMENT_TYPE_COLUMNS",
+    "ATTENDEE_COLUMNS",
     "BUSINESS_COLUMNS",
+    "GROUP_APPOINTMENT_COLUMNS",
     "KNOWN_SHARDS",
     "PATIENT_COLUMNS",
     "RESOURCES",

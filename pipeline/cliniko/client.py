@@ -74,6 +74,7 @@ from pipeline.tls import tls_context
 
 # 100 ids of 19 digits, comma-joined and percent-encoded, make a ~2.3 KB URL: far below common 8 KB limits.
 PATIENT_ID_CHUNK = 100
+BOOKING_ID_CHUNK = 100  # group appointment ids per `/attendees` query, for the same reason
 _USER_AGENT = re.compile(r"^[^()\s][^()]*\s\([^()\s@]+@[^()\s@]+\.[^()\s@]+\)$")
 _WAIT_429_BOUNDS = (1.0, 120.0)
 _WAIT_429_DEFAULT = 60.0
@@ -237,6 +238,24 @@ class ClinikoClient:
         ones it has (DuckDB releases the GIL)."""
         params = _appointment_query(business_ids, ends_from, ends_before)
         return iter(()) if params is None else self._raw_pages("/individual_appointments", [params])
+
+    def group_appointment_pages(
+        self, business_ids: Sequence[str], ends_from: datetime, ends_before: datetime
+    ) -> Iterator[bytes]:
+        """Group appointments (classes) of `business_ids` with `ends_from <= ends_at < ends_before`, archived
+        included, as raw page bodies for `type_pages`. Cliniko cannot filter classes on `cancelled_at` (a
+        class is archived or deleted, never cancelled; deleted ones are not listed)."""
+        query = _appointment_query(business_ids, ends_from, ends_before)
+        if query is None:
+            return iter(())
+        params = [p for p in query if p != ("q[]", "cancelled_at:*")]
+        return self._raw_pages("/group_appointments", [params])
+
+    def attendee_pages(self, group_appointment_ids: Sequence[str]) -> Iterator[bytes]:
+        """The attendees of these group appointments, cancelled and archived included, as raw page bodies
+        for `type_pages`: `/attendees` filtered by `booking_id` (a class's id is its booking id), 100 classes
+        per query, so a day's classes cost one page per 100 attendees and never a request per class."""
+        return self._raw_pages("/attendees", _attendee_queries(group_appointment_ids))
 
     def patients(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         """The patients with these ids, archived (and merged) included, fetched 100 ids per request.
@@ -542,6 +561,18 @@ def _id_queries(ids: Sequence[str]) -> Iterator[list[tuple[str, str]]]:
     wanted = [str(i) for i in dict.fromkeys(ids) if i]
     for chunk in _chunks(wanted, PATIENT_ID_CHUNK):
         yield [("q[]", f"id:={','.join(chunk)}"), ("sort", "id")]
+
+
+def _attendee_queries(booking_ids: Sequence[str]) -> Iterator[list[tuple[str, str]]]:
+    """One query per 100 distinct booking (group appointment) ids."""
+    wanted = [str(i) for i in dict.fromkeys(booking_ids) if i]
+    for chunk in _chunks(wanted, BOOKING_ID_CHUNK):
+        yield [
+            ("q[]", f"booking_id:={','.join(chunk)}"),
+            ("q[]", "archived_at:*"),
+            ("q[]", "cancelled_at:*"),
+            ("sort", "id"),
+        ]
 
 
 def _extend(into: Columns, more: Columns) -> None:

@@ -1,11 +1,12 @@
 """Raw Cliniko pages -> typed rows, parsed by DuckDB: the bulk path of the ingestion.
 
 The client hands over the page bodies untouched (`ClinikoClient.individual_appointment_pages`,
-`patient_pages`); `sql/parse/cliniko_<resource>.sql` reads the fields the raw tables keep, in one C++ pass per
-page, with no Python object per record. This is step 1 of `validation.validate` ("strict typing") done in SQL:
-a value of the wrong JSON type, or a timestamp that does not parse, is null in its column and named in the
-row's reasons. Step 2, the pandera schema, is the same for both paths. A test holds the two step-1s to the
-same outcome on well-formed and malformed records (`tests/unit/test_cliniko_pages.py`).
+`group_appointment_pages`, `attendee_pages`, `patient_pages`); `sql/parse/cliniko_<resource>.sql` reads the
+fields the raw tables keep, in one C++ pass per page, with no Python object per record. This is step 1 of
+`validation.validate` ("strict typing") done in SQL: a value of the wrong JSON type, or a timestamp that does
+not parse, is null in its column and named in the row's reasons. Step 2, the pandera schema, is the same for
+both paths. A test holds the two step-1s to the same outcome on well-formed and malformed records
+(`tests/unit/test_cliniko_pages.py`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,18 @@ import pyarrow as pa
 from pipeline.cliniko.errors import ClinikoError
 from pipeline.warehouse.sql_files import read_sql
 
-PAGE_RESOURCES = {"appointments": "individual_appointments", "patients": "patients"}
-_ID_COLUMN = {"appointments": "appointment_id", "patients": "patient_id"}
+PAGE_RESOURCES = {
+    "appointments": "individual_appointments",
+    "group_appointments": "group_appointments",
+    "attendees": "attendees",
+    "patients": "patients",
+}
+_ID_COLUMN = {
+    "appointments": "appointment_id",
+    "group_appointments": "group_appointment_id",
+    "attendees": "attendee_id",
+    "patients": "patient_id",
+}
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class TypedPages:
 
 
 def type_pages(resource: str, bodies: Iterable[bytes], batch_pages: int = 32) -> TypedPages:
-    """Parse and type the records of `bodies`, pages of `resource` (appointments or patients).
+    """Parse and type the records of `bodies`, pages of `resource` (a key of `PAGE_RESOURCES`).
 
     Pages are typed `batch_pages` at a time as they come: with the client's page iterator, DuckDB types one
     batch while the client fetches the next.

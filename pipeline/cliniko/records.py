@@ -44,6 +44,30 @@ APPOINTMENT_COLUMNS: tuple[str, ...] = (
     "created_at",
     "updated_at",
 )
+# Classes come only through the raw-page path (`pages.py`), so they have columns here but no row function.
+GROUP_APPOINTMENT_COLUMNS: tuple[str, ...] = (
+    "group_appointment_id",
+    "cliniko_business_id",
+    "practitioner_id",
+    "appointment_type_id",
+    "starts_at",
+    "ends_at",
+    "archived_at",
+    "deleted_at",
+    "created_at",
+    "updated_at",
+)
+ATTENDEE_COLUMNS: tuple[str, ...] = (
+    "attendee_id",
+    "booking_id",
+    "patient_id",
+    "arrived",
+    "cancelled_at",
+    "archived_at",
+    "deleted_at",
+    "created_at",
+    "updated_at",
+)
 APPOINTMENT_TYPE_COLUMNS: tuple[str, ...] = (
     "appointment_type_id",
     "appointment_type_name",

@@ -27,7 +27,9 @@ from pipeline.cliniko.pages import TypedPages
 from pipeline.cliniko.records import (
     APPOINTMENT_COLUMNS,
     APPOINTMENT_TYPE_COLUMNS,
+    ATTENDEE_COLUMNS,
     BUSINESS_COLUMNS,
+    GROUP_APPOINTMENT_COLUMNS,
     PATIENT_COLUMNS,
     PRACTITIONER_COLUMNS,
 )
@@ -99,6 +101,37 @@ _LAYOUT: dict[str, tuple[tuple[str, ...], str, dict[str, str]]] = {
             "updated_at": "ts",
         },
     ),
+    "group_appointments": (
+        GROUP_APPOINTMENT_COLUMNS,
+        "group_appointment_id",
+        {
+            "group_appointment_id": "id",
+            "cliniko_business_id": "id",
+            "practitioner_id": "id",
+            "appointment_type_id": "id",
+            "starts_at": "ts",
+            "ends_at": "ts",
+            "archived_at": "ts",
+            "deleted_at": "ts",
+            "created_at": "ts",
+            "updated_at": "ts",
+        },
+    ),
+    "attendees": (
+        ATTENDEE_COLUMNS,
+        "attendee_id",
+        {
+            "attendee_id": "id",
+            "booking_id": "id",
+            "patient_id": "id",
+            "arrived": "bool",
+            "cancelled_at": "ts",
+            "archived_at": "ts",
+            "deleted_at": "ts",
+            "created_at": "ts",
+            "updated_at": "ts",
+        },
+    ),
     "patients": (
         PATIENT_COLUMNS,
         "patient_id",
@@ -122,6 +155,9 @@ _LAYOUT: dict[str, tuple[tuple[str, ...], str, dict[str, str]]] = {
 RESOURCES: tuple[str, ...] = tuple(_LAYOUT)
 
 
+_REQUIRED = {"appointments": {"ends_at"}, "group_appointments": {"ends_at"}, "attendees": {"booking_id"}}
+
+
 def _column(kind: str, required: bool, primary: bool) -> pa.Column:
     if kind == "id":
         return pa.Column(
@@ -137,7 +173,8 @@ def _column(kind: str, required: bool, primary: bool) -> pa.Column:
 
 def _schema(resource: str) -> pa.DataFrameSchema:
     columns, id_column, kinds = _LAYOUT[resource]
-    required = {id_column} | ({"ends_at"} if resource == "appointments" else set())
+    # A visit needs its end (to find its day) and an attendee its class; without them a row is quarantined.
+    required = {id_column} | _REQUIRED.get(resource, set())
     return pa.DataFrameSchema(
         {c: _column(kinds[c], c in required, c == id_column) for c in columns},
         strict=True,
@@ -151,10 +188,10 @@ SCHEMAS: dict[str, pa.DataFrameSchema] = {resource: _schema(resource) for resour
 
 def validate(resource: str, records: Any) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """`(valid rows typed as raw.cliniko_<resource>, quarantine)` for `resource` in businesses,
-    appointment_types, appointments, patients, practitioners. `records` is a list of rows, a dict of columns
-    (one list per column, as `ClinikoClient.individual_appointment_columns` gives), or the `TypedPages` of the
-    assets' bulk path (typed by DuckDB already). Quarantine items are `{"record_id", "reason",
-    "record_json"}`; valid rows keep their order."""
+    appointment_types, appointments, group_appointments, attendees, patients, practitioners. `records` is a
+    list of rows, a dict of columns (one list per column, as `ClinikoClient.individual_appointment_columns`
+    gives), or the `TypedPages` of the assets' bulk path (typed by DuckDB already; the only form classes come
+    in). Quarantine items are `{"record_id", "reason", "record_json"}`; valid rows keep their order."""
     if resource not in _LAYOUT:
         raise ValueError(f"unknown resource {resource!r}; expected one of {', '.join(RESOURCES)}")
     columns, id_column, kinds = _LAYOUT[resource]

@@ -36,6 +36,13 @@ listed here and are part of the contract:
 - Filterable fields: the lists in §4.2, plus `archived_at` on patients and businesses (a working client uses
   it) and the portal's `archived_at`/`category`/`show_in_online_bookings` on appointment types (not `name`:
   a client cannot ask Cliniko for types by name, it lists them and matches names itself).
+- Classes: `/group_appointments` filters on the fields of §4.2 (no `cancelled_at`: a class is archived or
+  deleted, its attendees are cancelled) and hides archived classes unless `archived_at:*`; deleted classes are
+  never listed. `/attendees` filters on `booking_id`, `created_at`, `id`, `patient_id`, `updated_at` and, as
+  the working client sends them, `archived_at` and `cancelled_at`, and hides archived and cancelled attendees
+  unless those are asked for with `*`; attendees of a deleted class are never listed. An attendee links its
+  class as `booking` (`/bookings/{id}`, the ids of bookings and group appointments are one space). Nested
+  routes (`/group_appointments/{id}/attendees`) are not served: filter `/attendees` by `booking_id` instead.
 """
 
 from __future__ import annotations
@@ -546,6 +553,100 @@ def _appointments_table(account: Account) -> _Table:
     return table
 
 
+def _group_appointment_json(r: dict, base: str) -> dict:
+    url = f"{base}/group_appointments/{r['id']}"
+    return {
+        "id": r["id"],
+        "starts_at": r["starts_at"],
+        "ends_at": r["ends_at"],
+        "max_attendees": r["max_attendees"],
+        "notes": r["notes"],
+        "patient_ids": r["patient_ids"],
+        "archived_at": r["archived_at"],
+        "telehealth_url": None,
+        "repeat_rule": {},
+        "repeats": None,
+        "repeated_from": None,
+        "conflicts": _link(f"{url}/conflicts"),
+        "appointment_type": _link(f"{base}/appointment_types/{r['appointment_type_id']}"),
+        "business": _link(f"{base}/businesses/{r['business_id']}"),
+        "practitioner": _link(f"{base}/practitioners/{r['practitioner_id']}"),
+        "attendees": _link(f"{url}/attendees"),
+        "created_at": r["created_at"],
+        "updated_at": r["updated_at"],
+        "links": {"self": url},
+    }
+
+
+def _attendee_json(r: dict, base: str) -> dict:
+    url = f"{base}/attendees/{r['id']}"
+    return {
+        "id": r["id"],
+        "arrived": r["arrived"],
+        "cancelled_at": r["cancelled_at"],
+        "cancellation_reason": r["cancellation_reason"],
+        "cancellation_reason_description": r["cancellation_reason_description"],
+        "cancellation_note": r["cancellation_note"],
+        "cancellation_url": None,
+        "archived_at": r["archived_at"],
+        "email_reminder_sent": r["email_reminder_sent"],
+        "sms_reminder_sent": r["sms_reminder_sent"],
+        "invoice_status": None,
+        "treatment_note_status": None,
+        "telehealth_url": None,
+        "booking": _link(f"{base}/bookings/{r['booking_id']}"),
+        "patient": _link(f"{base}/patients/{r['patient_id']}"),
+        "patient_case": None,
+        "invoices": _link(f"{url}/invoices"),
+        "created_at": r["created_at"],
+        "updated_at": r["updated_at"],
+        "links": {"self": url},
+    }
+
+
+def _class_tables(account: Account) -> dict[str, _Table]:
+    """`/group_appointments` (indexed by business and end time, as appointments are) and `/attendees`; deleted
+    classes and their attendees are hidden always (their `deleted_at` is no searchable field there)."""
+    classes = _record_table(
+        account.group_appointments,
+        {
+            "id": "numeric",
+            "appointment_type_id": "numeric",
+            "archived_at": "datetime",
+            "business_id": "numeric",
+            "created_at": "datetime",
+            "ends_at": "datetime",
+            "practitioner_id": "numeric",
+            "repeated_from_id": "numeric",
+            "starts_at": "datetime",
+            "updated_at": "datetime",
+        },
+        _group_appointment_json,
+        ("archived_at",),
+    )
+    deleted = _ts_column([r["deleted_at"] for r in account.group_appointments]) != NULL
+    classes.hidden_always = deleted if deleted.any() else None
+    if len(classes):
+        classes.index_by_business()
+    attendees = _record_table(
+        account.attendees,
+        {
+            "id": "numeric",
+            "booking_id": "numeric",
+            "created_at": "datetime",
+            "patient_id": "numeric",
+            "updated_at": "datetime",
+            "archived_at": "datetime",
+            "cancelled_at": "datetime",
+        },
+        _attendee_json,
+        ("archived_at", "cancelled_at"),
+    )
+    deleted = _ts_column([r["deleted_at"] for r in account.attendees]) != NULL
+    attendees.hidden_always = deleted if deleted.any() else None
+    return {"group_appointments": classes, "attendees": attendees}
+
+
 def _account_tables(account: Account) -> dict[str, _Table]:
     businesses = _record_table(
         account.businesses,
@@ -594,6 +695,7 @@ def _account_tables(account: Account) -> dict[str, _Table]:
             _appointment_type_json,
             ("archived_at",),
         ),
+        **_class_tables(account),
     }
 
 
@@ -646,7 +748,16 @@ def _message(status: int, message: str) -> _Response:
     return _json(status, {"message": message})
 
 
-_ROUTES = ("businesses", "patients", "individual_appointments", "practitioners", "appointment_types", "users")
+_ROUTES = (
+    "businesses",
+    "patients",
+    "individual_appointments",
+    "group_appointments",
+    "attendees",
+    "practitioners",
+    "appointment_types",
+    "users",
+)
 _ERROR_PAGES = {
     500: b'{"message":"Internal Server Error"}',
     502: b"<html><body><h1>502 Bad Gateway</h1></body></html>",

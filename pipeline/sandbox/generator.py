@@ -9,7 +9,9 @@ url}}`.
 The data deliberately contains what breaks naive pipelines: non-ASCII names, every `reminder_type` (and
 null), phone numbers in many national formats and garbage, missing/malformed/over-long emails, archived,
 merged and deleted patients, cancelled/archived/deleted appointments, did-not-arrive, repeat patients on one
-day and across days, appointments spanning local midnight and appointments after `now`.
+day and across days, appointments spanning local midnight and appointments after `now`, and classes (group
+appointments) whose attendees arrived, did not, were never marked, cancelled or were archived, some of them
+patients with an individual appointment the same day.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ _ID_BASE = {
     "appointment_types": 1_300_000_000_000_000_000,
     "patients": 1_400_000_000_000_000_000,
     "individual_appointments": 1_500_000_000_000_000_000,
-    "users": 1_600_000_000_000_000_000,
+    "users": 1_800_000_000_000_000_000,
+    "group_appointments": 1_600_000_000_000_000_000,
+    "attendees": 1_700_000_000_000_000_000,
 }
 _ACCOUNT_ID_STRIDE = 10**16
 
@@ -193,6 +197,9 @@ _MORE_APPOINTMENT_TYPES = (
     ("Initial Assessment (old)", 45, 1, True),
 )
 _FREE_CONSULT_SHARE = 0.3  # of the short reviews
+# Class types, listed last for the same reason; classes use them and Pilates Class (max_attendees 12) above.
+_CLASS_TYPES = (("Hydrotherapy Group", 45, 20, False),)
+_EXTRA_CLASSES_PER_APPOINTMENTS = 60  # besides two classes a day: one per this many individual appointments
 
 
 def format_timestamp(epoch_seconds: int) -> str:
@@ -335,6 +342,8 @@ class Account:
     appointments: AppointmentTable
     now: datetime
     users: list[dict] = field(default_factory=list)
+    group_appointments: list[dict] = field(default_factory=list)
+    attendees: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -495,6 +504,7 @@ def generate_account(
     name: str | None = None,
     hot_day: date | None = None,
     hot_day_appointments: int = 0,
+    hot_day_classes: int = 0,
 ) -> Account:
     """Build one account deterministically: the same arguments always give identical data.
 
@@ -503,14 +513,17 @@ def generate_account(
     to one per four appointments (at least 5), so most patients come back. Every 7th business is archived.
     `hot_day_appointments` of the `appointments` start on local day `hot_day` at the first business, for
     benchmarks that need one heavy mapping-day inside a long history; the rest is unchanged.
+    `hot_day_classes` more classes take place that day at the first business (their attendees fill more
+    than a page); the other classes keep their values but for their ids.
     """
     if end <= start:
         raise ValueError(f"end ({end}) must be after start ({start})")
     if businesses < 1 or appointments < 1:
         raise ValueError("an account needs at least one business and one appointment")
-    if hot_day_appointments and (hot_day is None or not start <= hot_day < end):
+    if (hot_day_appointments or hot_day_classes) and (hot_day is None or not start <= hot_day < end):
         raise ValueError(
-            f"hot_day ({hot_day}) must be a day in [{start}, {end}) when hot_day_appointments is set"
+            f"hot_day ({hot_day}) must be a day in [{start}, {end}) when hot_day_appointments or "
+            "hot_day_classes is set"
         )
     if not 0 <= hot_day_appointments <= appointments:
         raise ValueError(f"hot_day_appointments must be between 0 and appointments ({appointments})")
@@ -543,6 +556,7 @@ def generate_account(
         for k, (type_name, minutes, max_attendees, archived) in enumerate(
             [(name, minutes, 1, False) for name, minutes in _APPOINTMENT_TYPES]
             + list(_MORE_APPOINTMENT_TYPES)
+            + list(_CLASS_TYPES)
         )
     ]
     type_ids = np.array([int(t["id"]) for t in types], dtype=np.int64)
@@ -647,6 +661,20 @@ def generate_account(
         sms_reminder_sent=reminded & (rng.random(n) < 0.6),
         patient_names=names,
     )
+    classes, attendees = _classes(
+        random.Random(f"{seed}/{account_index}/classes"),
+        stride,
+        biz,
+        start,
+        days,
+        now_s,
+        prac_ids,
+        [t for t in types if t["max_attendees"] > 1 and t["archived_at"] is None],
+        patient_ids,
+        _same_day_patients(b_idx, day, p_idx, days),
+        n,
+        [(hot_day - start).days] * hot_day_classes if hot_day is not None else [],
+    )
     return Account(
         name=name or f"Sandbox account {account_index + 1}",
         api_key=_api_key(random.Random(f"{seed}/{account_index}/key"), shard),
@@ -659,7 +687,134 @@ def generate_account(
         appointments=table,
         now=now,
         users=users,
+        group_appointments=classes,
+        attendees=attendees,
     )
+
+
+def _same_day_patients(b_idx: np.ndarray, day: np.ndarray, p_idx: np.ndarray, days: int) -> dict[int, int]:
+    """(business index * days + day) -> the patient index of one individual appointment there (the first)."""
+    keys = b_idx.astype(np.int64) * days + day
+    unique, first = np.unique(keys, return_index=True)
+    return dict(zip(unique.tolist(), p_idx[first].tolist(), strict=True))
+
+
+def _classes(
+    rng: random.Random,
+    stride: int,
+    biz: list[dict],
+    start: date,
+    days: int,
+    now_s: int,
+    prac_ids: np.ndarray,
+    class_types: list[dict],
+    patient_ids: np.ndarray,
+    same_day: dict[int, int],
+    appointments: int,
+    hot_days: list[int],
+) -> tuple[list[dict], list[dict]]:
+    """Group appointments and their attendees, from their own random stream (so no other value changes).
+
+    Every day has a class at the first business and one at the second, plus one more class per
+    `_EXTRA_CLASSES_PER_APPOINTMENTS` individual appointments anywhere, and one at the first business on each
+    day of `hot_days`. A class has 5 to `max_attendees` of
+    its type (12 or 20) attendees, distinct patients; half the classes count a patient who also has an
+    individual appointment at that business that day. Of the classes 5 % are archived and 3 % deleted (with
+    their attendees); of the attendees 8 % cancelled, 3 % archived, and of those of a class that is over, 10 %
+    did not arrive (`arrived` false) and 5 % were never marked (`arrived` null). Records use `<name>_id`
+    fields for related records, as the other generated records do.
+    """
+    slots = [(d, b) for d in range(days) for b in range(min(2, len(biz)))]
+    extra = min(appointments // _EXTRA_CLASSES_PER_APPOINTMENTS, days * len(biz))
+    slots += [(rng.randrange(days), rng.randrange(len(biz))) for _ in range(extra)]
+    slots += [(d, 0) for d in hot_days]
+    offsets = _utc_offsets(biz, start, days)
+    midnight_utc = _epoch(datetime.combine(start, time(), tzinfo=UTC))
+    classes: list[dict] = []
+    attendees: list[dict] = []
+    for d, b in slots:
+        kind = rng.choice(class_types)
+        starts = midnight_utc + d * 86400 + (6 * 60 + 60 * rng.randrange(14)) * 60 - int(offsets[b, d])
+        ends = starts + kind["duration_in_minutes"] * 60
+        created = min(starts - rng.randint(3600, 30 * 86400), now_s - rng.randint(60, 86400))
+        fate = rng.random()
+        archived = min(max(ends, created), now_s) if fate < 0.05 else None
+        deleted = min(max(ends, created), now_s) if 0.05 <= fate < 0.08 else None
+        over = ends <= now_s
+        count = min(rng.randint(5, kind["max_attendees"]), len(patient_ids))
+        chosen = rng.sample(range(len(patient_ids)), count)
+        regular = same_day.get(b * days + d)
+        if regular is not None and rng.random() < 0.5 and regular not in chosen:
+            chosen[0] = regular
+        class_id = len(classes)
+        joined: list[int] = []
+        for p in chosen:
+            signed_up = rng.randint(created, max(created, min(starts, now_s)))
+            roll = rng.random()
+            cancelled = rng.randint(signed_up, max(signed_up, min(starts, now_s))) if roll < 0.08 else None
+            archived_attendee = min(ends, now_s) if 0.08 <= roll < 0.11 else None
+            arrived: bool | None = None
+            if over and cancelled is None:
+                mark = rng.random()
+                arrived = False if mark < 0.10 else None if mark < 0.15 else True
+            changed = max(x for x in (signed_up, cancelled, archived_attendee, deleted) if x is not None)
+            if cancelled is None:
+                joined.append(p)
+            reason = rng.choice(list(CANCELLATION_REASONS)) if cancelled is not None else None
+            attendees.append(
+                {
+                    "id": None,
+                    "booking_id": class_id,
+                    "patient_id": str(int(patient_ids[p])),
+                    "arrived": arrived,
+                    "cancelled_at": None if cancelled is None else format_timestamp(cancelled),
+                    "cancellation_reason": reason,
+                    "cancellation_reason_description": CANCELLATION_REASONS.get(reason, "") if reason else "",
+                    "cancellation_note": rng.choice(_CANCELLATION_NOTES) if cancelled is not None else None,
+                    "archived_at": None if archived_attendee is None else format_timestamp(archived_attendee),
+                    "deleted_at": None if deleted is None else format_timestamp(deleted),
+                    "email_reminder_sent": cancelled is None and starts - 86400 <= now_s,
+                    "sms_reminder_sent": False,
+                    "created_at": format_timestamp(signed_up),
+                    "updated_at": format_timestamp(min(max(changed, signed_up), max(now_s, signed_up))),
+                    "_created": signed_up,
+                }
+            )
+        changed = max(x for x in (created, archived, deleted) if x is not None)
+        classes.append(
+            {
+                "id": None,
+                "business_id": biz[b]["id"],
+                "practitioner_id": str(int(prac_ids[rng.randrange(len(prac_ids))])),
+                "appointment_type_id": kind["id"],
+                "repeated_from_id": None,
+                "starts_at": format_timestamp(starts),
+                "ends_at": format_timestamp(ends),
+                "max_attendees": kind["max_attendees"],
+                "notes": None,
+                "patient_ids": [str(int(patient_ids[p])) for p in joined],
+                "archived_at": None if archived is None else format_timestamp(archived),
+                "deleted_at": None if deleted is None else format_timestamp(deleted),
+                "created_at": format_timestamp(created),
+                "updated_at": format_timestamp(min(changed, max(now_s, created))),
+                "_created": created,
+            }
+        )
+    _assign_ids(classes, _ID_BASE["group_appointments"] + stride, rng)
+    _assign_ids(attendees, _ID_BASE["attendees"] + stride, rng)
+    for attendee in attendees:
+        attendee["booking_id"] = classes[attendee["booking_id"]]["id"]
+    return sorted(classes, key=lambda r: int(r["id"])), sorted(attendees, key=lambda r: int(r["id"]))
+
+
+def _assign_ids(records: list[dict], base: int, rng: random.Random) -> None:
+    """Ascending ids in creation order, like Cliniko's (`_ids` for records kept as dicts)."""
+    next_id = base
+    for record in sorted(records, key=lambda r: r["_created"]):
+        next_id += rng.randint(1, 5_000)
+        record["id"] = str(next_id)
+    for record in records:
+        del record["_created"]
 
 
 def _practitioners(stride: int, first_business: dict, count: int) -> tuple[list[dict], list[dict]]:

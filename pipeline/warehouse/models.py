@@ -32,6 +32,8 @@ DEFINITION_FILES = (
     "staging/stg_cliniko__businesses.sql",
     "staging/stg_cliniko__appointment_types.sql",
     "staging/stg_cliniko__appointments.sql",
+    "staging/stg_cliniko__group_appointments.sql",
+    "staging/stg_cliniko__attendees.sql",
     "staging/stg_cliniko__patients.sql",
     "staging/stg_cliniko__practitioners.sql",
 )

@@ -17,6 +17,8 @@ TABLE_DDL = (
     "raw/cliniko_businesses.sql",
     "raw/cliniko_appointment_types.sql",
     "raw/cliniko_appointments.sql",
+    "raw/cliniko_group_appointments.sql",
+    "raw/cliniko_attendees.sql",
     "raw/cliniko_patients.sql",
     "raw/cliniko_practitioners.sql",
     "raw/cliniko_quarantine.sql",

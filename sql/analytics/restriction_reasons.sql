@@ -1,5 +1,6 @@
 -- Analysts' view (SPEC §6): one row per candidate with its outcome, and the practitioner who saw the patient
 -- (practitioner_name null when Cliniko no longer returns the practitioner). No email or phone.
+-- appointment_kind: 'individual', or 'group' for a class attendee's visit (appointment_id `attendee-<id>`).
 create schema if not exists analytics;
 create or replace view analytics.restriction_reasons as
 with source as (
@@ -12,6 +13,7 @@ renamed as (
         partition_date,
         target_date,
         appointment_id,
+        appointment_kind,
         patient_id,
         cliniko_business_id,
         location_name,

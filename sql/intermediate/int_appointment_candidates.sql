@@ -1,7 +1,11 @@
--- Candidates of one partition (business_number, partition_date): appointments of the mapping's matched Cliniko
+-- Candidates of one partition (business_number, partition_date): visits of the mapping's matched Cliniko
 -- businesses whose local end date is the target day (partition_date - fetch delay, in the business's time zone),
 -- not cancelled, not archived or deleted, and already ended when the run started. `is_excluded_type`: the
--- appointment's type is one of int_excluded_appointment_types (the mapping's excluded names, matched).
+-- visit's type is one of int_excluded_appointment_types (the mapping's excluded names, matched).
+-- A visit is an individual appointment (`appointment_kind` 'individual', keyed by its id) or an attendee of a
+-- class (group appointment; 'group', keyed `attendee-<id>`), which takes its business, end time and type from
+-- the class (and its practitioner); an attendee is cancelled or archived when it is, and archived when its
+-- class is.
 -- A temp table: it lives only for the build of one partition, so its cost never depends on history.
 create or replace temp table int_appointment_candidates as
 with
@@ -20,11 +24,57 @@ matched_businesses as (
     )
 ),
 
-appointments as (
-    select *
+individual_visits as (
+    select
+        business_number,
+        partition_date,
+        appointment_id,
+        'individual' as appointment_kind,
+        cliniko_business_id,
+        patient_id,
+        appointment_type_id,
+        practitioner_id,
+        appointment_ends_at,
+        did_not_arrive,
+        is_cancelled,
+        is_archived
     from staging.stg_cliniko__appointments
     where business_number = $business_number
       and partition_date = cast($partition_date as date)
+),
+
+group_appointments as (
+    select *
+    from staging.stg_cliniko__group_appointments
+    where business_number = $business_number
+      and partition_date = cast($partition_date as date)
+),
+
+group_visits as (
+    select
+        attendees.business_number,
+        attendees.partition_date,
+        attendees.visit_id as appointment_id,
+        'group' as appointment_kind,
+        group_appointments.cliniko_business_id,
+        attendees.patient_id,
+        group_appointments.appointment_type_id,
+        group_appointments.practitioner_id,
+        group_appointments.appointment_ends_at,
+        attendees.did_not_arrive,
+        attendees.is_cancelled,
+        attendees.is_archived or group_appointments.is_archived as is_archived
+    from staging.stg_cliniko__attendees as attendees
+    inner join group_appointments
+        on attendees.group_appointment_id = group_appointments.group_appointment_id
+    where attendees.business_number = $business_number
+      and attendees.partition_date = cast($partition_date as date)
+),
+
+appointments as (
+    select * from individual_visits
+    union all by name
+    select * from group_visits
 ),
 
 excluded_type_ids as (
@@ -39,7 +89,9 @@ localised as (
         appointments.partition_date,
         cast($partition_date as date) - cast($fetch_delay_days as integer) as target_date,
         appointments.appointment_id,
+        appointments.appointment_kind,
         appointments.patient_id,
+        appointments.practitioner_id,
         appointments.cliniko_business_id,
         matched_businesses.location_name,
         matched_businesses.country_code,
@@ -61,7 +113,9 @@ candidates as (
         partition_date,
         target_date,
         appointment_id,
+        appointment_kind,
         patient_id,
+        practitioner_id,
         cliniko_business_id,
         location_name,
         country_code,

@@ -1,15 +1,14 @@
 -- The practitioner of each visit of one partition (business_number, partition_date), keyed like the candidates
 -- (appointment_id), with what the views show and the sink sends: name, and the employee email when usable.
+-- A class attendee's visit (`attendee-<id>`) has its class's practitioner (int_appointment_candidates).
 -- A visit whose practitioner Cliniko no longer returns keeps its practitioner_id with no name.
 -- A temp table of one partition, like the other intermediate models.
 create or replace temp table int_visit_practitioners as
 with
 visits as (
     select appointment_id, practitioner_id
-    from staging.stg_cliniko__appointments
-    where business_number = $business_number
-      and partition_date = cast($partition_date as date)
-      and practitioner_id is not null
+    from int_appointment_candidates
+    where practitioner_id is not null
 ),
 
 practitioners as (

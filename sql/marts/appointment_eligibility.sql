@@ -1,5 +1,6 @@
--- One row per candidate with exactly one outcome: eligible, or the first restriction code that applies
--- (seeds/restriction_codes.sql lists them in precedence order). Holds every partition; building a partition
+-- One row per candidate (a visit: an individual appointment or a class attendee) with exactly one outcome:
+-- eligible, or the first restriction code that applies (seeds/restriction_codes.sql lists them in precedence
+-- order). Holds every partition; building a partition
 -- replaces only its own (business_number, partition_date) rows. The sink reads the eligible rows.
 --
 -- duplicate_patient is decided before cooled_off, as in SPEC §4. This keeps a partition's outcome stable when it is
@@ -36,11 +37,12 @@ create table if not exists marts.appointment_eligibility (
     practitioner_name   varchar,
     practitioner_first_name varchar,
     practitioner_last_name  varchar,
-    practitioner_email  varchar  -- sent as the check-in's `employees` (staff address, not the patient's)
+    practitioner_email  varchar,  -- sent as the check-in's `employees` (staff address, not the patient's)
+    appointment_kind    varchar default 'individual'  -- 'individual' | 'group' (a class attendee's visit)
 );
-
--- Warehouses made before practitioners were ingested get their columns here, at the end as above: the insert
--- below is positional.
+-- Warehouses made before classes and practitioners get their columns here (the insert below is by name, so
+-- their order does not matter). Every row a warehouse held before classes is an individual appointment.
+alter table marts.appointment_eligibility add column if not exists appointment_kind varchar default 'individual';
 alter table marts.appointment_eligibility add column if not exists practitioner_id varchar;
 alter table marts.appointment_eligibility add column if not exists practitioner_name varchar;
 alter table marts.appointment_eligibility add column if not exists practitioner_first_name varchar;
@@ -51,7 +53,7 @@ delete from marts.appointment_eligibility
 where business_number = $business_number
   and partition_date = cast($partition_date as date);
 
-insert into marts.appointment_eligibility
+insert into marts.appointment_eligibility by name
 with
 candidates as (
     select * from int_appointment_candidates
@@ -197,7 +199,8 @@ final as (
         visit_practitioners.practitioner_name,
         visit_practitioners.practitioner_first_name,
         visit_practitioners.practitioner_last_name,
-        visit_practitioners.practitioner_email
+        visit_practitioners.practitioner_email,
+        cooled.appointment_kind
     from cooled
     left join seeds.restriction_codes
         on cooled.restriction_code = restriction_codes.restriction_code

@@ -3,7 +3,7 @@ create schema if not exists raw;
 create table if not exists raw.cliniko_quarantine (
     business_number varchar not null,
     partition_date  date not null,
-    resource        varchar not null,  -- businesses | appointment_types | appointments | patients
+    resource        varchar not null,  -- businesses | appointment_types | appointments | group_appointments | attendees | patients
     record_id       varchar,
     reason          varchar not null,
     record          json,

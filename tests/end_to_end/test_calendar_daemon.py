@@ -41,6 +41,7 @@ import dagster as dg
 import duckdb
 import pytest
 import yaml
+from classes_support import expected_class_visits
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from fakeclock import FakeClock, require_faketime
 from webhook_receiver import webhook_receiver
@@ -385,17 +386,19 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
 
 def expected_candidates(account, clinic: Clinic, day: date) -> list[str]:
     """From the emulator's data: the clinic's appointments whose local end day is `day`, neither cancelled
-    nor archived nor deleted (all of a closed partition's have ended)."""
+    nor archived nor deleted, and its class attendees by the same rules (all of a closed partition's have
+    ended)."""
     business_ids = {int(b["id"]) for b in account.businesses if b["business_name"].strip() == clinic.name}
     start, end = close_at(clinic, day - timedelta(days=1)).timestamp(), close_at(clinic, day).timestamp()
     t = account.appointments
-    return sorted(
+    individual = [
         str(t.id[row])
         for row in range(len(t))
         if int(t.business_id[row]) in business_ids
         and start <= int(t.ends_at[row]) < end
         and NULL == t.cancelled_at[row] == t.archived_at[row] == t.deleted_at[row]
-    )
+    ]
+    return sorted(individual + expected_class_visits(account, {str(b) for b in business_ids}, start, end))
 
 
 def days(first: str, last: str) -> list[date]:

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as day_start
+from zoneinfo import ZoneInfo
 
 import duckdb
 import httpx
@@ -30,6 +32,7 @@ RESTRICTION_COLUMNS = [
     "partition_date",
     "target_date",
     "appointment_id",
+    "appointment_kind",
     "patient_id",
     "cliniko_business_id",
     "location_name",
@@ -47,6 +50,7 @@ REQUEST_COLUMNS = [
     "partition_date",
     "target_date",
     "appointment_id",
+    "appointment_kind",
     "patient_id",
     "channels",
     "status",
@@ -124,7 +128,10 @@ def outcome(tmp_path_factory):
     mappings = [arg for number in MAPPINGS for arg in ("--mapping", number)]
     with local_services(data_dir, birdeye_record=record) as (env, admin_url, accounts):
         env = {**env, "DAGSTER_HOME": str(data_dir / "dagster_home")}
-        set_up_clinics(admin_url, accounts)
+        mapped = set_up_clinics(admin_url, accounts)
+        classes = cliniko_classes(
+            env["CLINIKO_BASE_URL"], accounts, mapped, [first, first + timedelta(days=1)]
+        )
         run = run_cli(env, "run", *days, *mappings)
         received_after_first_run = read_records(record)
         rerun = run_cli(env, "run", *days, *mappings)
@@ -141,7 +148,66 @@ def outcome(tmp_path_factory):
         "first_received": received_after_first_run,
         "received": received,
         "dates": {first, first + timedelta(days=1)},
+        "classes": classes,
     }
+
+
+def cliniko_classes(base_url: str, accounts: list[dict], mapped: list[dict], dates: list[date]) -> dict:
+    """What the Cliniko emulator itself serves, asked over HTTP before the run: per (mapping, partition date),
+    attendee id -> `arrived` of every attendee who is a candidate by the rules (not cancelled, not archived,
+    of a class not archived that ended on the target day at a mapped business), and how many attendees of
+    those classes the rules leave out. The class tests' expectations come from here, not the pipeline."""
+    headers = {"User-Agent": "cliniko-reviews e2e (tests@example.com)"}
+    out: dict = {}
+    for mapping in mapped:
+        number = str(mapping["businessNumber"])
+        if number not in MAPPINGS:
+            continue
+        props = {p["propertyKey"]: p["propertyValue"] for p in mapping["effectiveProperties"]}
+        names = {n.strip().lower() for n in props["cliniko.location.name"].split(",")}
+        account = next(a for a in accounts if names <= {b.lower() for b in a["businesses"]})
+        delay = int(props.get("customer.fetch.delay", "0"))
+        with httpx.Client(base_url=base_url, auth=(account["api_key"], ""), headers=headers) as cliniko:
+            businesses = cliniko.get("/businesses", params={"per_page": 100}).json()["businesses"]
+            for day in dates:
+                visits, left_out = {}, 0
+                for business in businesses:
+                    if business["business_name"].strip().lower() not in names:
+                        continue
+                    zone = ZoneInfo(business["time_zone_identifier"] or "UTC")
+                    target = day - timedelta(days=delay)
+                    since = datetime.combine(target, day_start(), tzinfo=zone).astimezone(ZoneInfo("UTC"))
+                    until = datetime.combine(target + timedelta(days=1), day_start(), tzinfo=zone).astimezone(
+                        ZoneInfo("UTC")
+                    )
+                    stamp = "%Y-%m-%dT%H:%M:%SZ"
+                    listed = cliniko.get(
+                        "/group_appointments",
+                        params=[
+                            ("q[]", f"business_id:={business['id']}"),
+                            ("q[]", f"ends_at:>={since.strftime(stamp)}"),
+                            ("q[]", f"ends_at:<{until.strftime(stamp)}"),
+                            ("q[]", "archived_at:*"),
+                            ("per_page", 100),
+                        ],
+                    ).json()["group_appointments"]
+                    for group in listed:
+                        attendees = cliniko.get(
+                            "/attendees",
+                            params=[
+                                ("q[]", f"booking_id:={group['id']}"),
+                                ("q[]", "archived_at:*"),
+                                ("q[]", "cancelled_at:*"),
+                                ("per_page", 100),
+                            ],
+                        ).json()["attendees"]
+                        for a in attendees:
+                            if group["archived_at"] or a["archived_at"] or a["cancelled_at"]:
+                                left_out += 1
+                            else:
+                                visits[f"attendee-{a['id']}"] = a["arrived"]
+                out[(number, day)] = {"visits": visits, "left_out": left_out}
+    return out
 
 
 def analytics(outcome, sql: str) -> list[tuple]:
@@ -302,3 +368,60 @@ def test_analysts_see_each_visits_practitioner_and_the_summary_counts_them(outco
     lines = [line.split() for line in outcome["run"].stdout.splitlines() if "employees:" in line]
     assert len(lines) == len(MAPPINGS)
     assert sorted(int(words[1]) for words in lines) == sorted(per_mapping[number] for number in MAPPINGS)
+
+
+def test_class_attendees_are_visits_with_one_outcome_each_by_the_rules(outcome):
+    classes = outcome["classes"]
+    assert sum(len(c["visits"]) for c in classes.values()) >= 20, "the demo data must hold classes"
+    assert sum(c["left_out"] for c in classes.values()) > 0  # some cancelled or archived
+    rows = analytics(
+        outcome,
+        "select business_number, partition_date, appointment_id, restriction_code, is_eligible "
+        "from restriction_reasons where appointment_kind = 'group'",
+    )
+    got: dict = {}
+    for bn, day, appointment, code, _ in rows:
+        got.setdefault((bn, day), {})[appointment] = code
+    before_did_not_arrive = {"integration_beta", "customer_inactive", "invalid_record", "did_not_arrive"}
+    for key, expected in classes.items():
+        assert set(got.get(key, {})) == set(expected["visits"]), key
+        for appointment, arrived in expected["visits"].items():
+            code = got[key][appointment]
+            # arrived = false is did_not_arrive, unless a code of higher precedence applies first.
+            assert code in before_did_not_arrive if arrived is False else code != "did_not_arrive", (
+                appointment
+            )
+    assert any(code == "did_not_arrive" for codes in got.values() for code in codes.values())
+    assert any(code is None for codes in got.values() for code in codes.values())
+    assert not analytics(
+        outcome,
+        "select appointment_id from restriction_reasons where (appointment_kind = 'group') "
+        "<> starts_with(appointment_id, 'attendee-')",
+    )
+
+
+def test_class_attendees_are_asked_once_per_patient_and_birdeye_gets_the_attendee_visit(outcome):
+    eligible = analytics(
+        outcome,
+        "select business_number, partition_date, patient_id, list(appointment_kind) from restriction_reasons "
+        "where is_eligible group by all",
+    )
+    assert all(len(kinds) == 1 for *_, kinds in eligible)  # one request per patient per partition
+    sent = {
+        appointment
+        for (appointment,) in analytics(
+            outcome,
+            "select appointment_id from review_requests where appointment_kind = 'group' and status = 'sent'",
+        )
+    }
+    assert sent, "some class attendees are asked"
+    delivered = {r.appointment_id for r in outcome["first_received"] if r.delivered}
+    assert sent <= delivered
+    body = next(r.body for r in outcome["first_received"] if r.appointment_id in sent)
+    assert body["additionalParams"]["appointmentId"].startswith("attendee-")
+    visits, eligible_visits = analytics(
+        outcome,
+        "select count(*), count(*) filter (where is_eligible) from restriction_reasons "
+        "where appointment_kind = 'group' and business_number = '" + SMB_BUSINESS_NUMBER + "'",
+    )[0]
+    assert f"classes:    {visits} attendee visits, {eligible_visits} eligible;" in outcome["run"].stdout

@@ -28,6 +28,7 @@ import duckdb
 import psycopg2
 import pytest
 import yaml
+from classes_support import expected_class_visits
 from cryptography.fernet import Fernet
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
@@ -81,18 +82,20 @@ def scheduler_done(instance: dg.DagsterInstance, since: float) -> bool:
 
 def expected_candidates(account, business: dict, day: date) -> list[str]:
     """From the emulator's data: the business's appointments whose local end day is `day`, neither cancelled
-    nor archived nor deleted (every partition here is closed: all of them have ended)."""
+    nor archived nor deleted, and its class attendees by the same rules (every partition here is closed: all
+    of them have ended)."""
     zone = ZoneInfo(business["time_zone_identifier"])
     start = datetime.combine(day, datetime.min.time(), zone).timestamp()
     end = datetime.combine(day + timedelta(days=1), datetime.min.time(), zone).timestamp()
     t = account.appointments
-    return sorted(
+    individual = [
         str(t.id[row])
         for row in range(len(t))
         if int(t.business_id[row]) == int(business["id"])
         and start <= int(t.ends_at[row]) < end
         and NULL == t.cancelled_at[row] == t.archived_at[row] == t.deleted_at[row]
-    )
+    ]
+    return sorted(individual + expected_class_visits(account, {business["id"]}, start, end))
 
 
 def decisions(data_dir: Path) -> dict[tuple[str, date], dict[str, str]]:

@@ -185,6 +185,68 @@ class Warehouse:
             ],
         )
 
+    def group_appointment(
+        self,
+        business_number: str,
+        group_appointment_id: str,
+        *,
+        ends_at: str | datetime,
+        tz: str = "Australia/Sydney",
+        cliniko_business_id: str = "b1",
+        partition_date: date = PARTITION_DATE,
+        appointment_type_id: str | None = None,
+        archived: bool = False,
+        deleted: bool = False,
+    ) -> None:
+        """A class (Cliniko group appointment); its attendees come with `attendee`."""
+        ends = local_time(ends_at, tz) if isinstance(ends_at, str) else ends_at
+        self.con.execute(
+            "insert into raw.cliniko_group_appointments (business_number, partition_date, "
+            "group_appointment_id, cliniko_business_id, appointment_type_id, starts_at, ends_at, "
+            "archived_at, deleted_at, loaded_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                business_number,
+                partition_date,
+                group_appointment_id,
+                cliniko_business_id,
+                appointment_type_id,
+                ends - timedelta(minutes=60),
+                ends,
+                LOADED_AT if archived else None,
+                LOADED_AT if deleted else None,
+                LOADED_AT,
+            ],
+        )
+
+    def attendee(
+        self,
+        business_number: str,
+        attendee_id: str,
+        *,
+        group_appointment_id: str,
+        patient_id: str | None,
+        arrived: bool | None = True,
+        partition_date: date = PARTITION_DATE,
+        cancelled: bool = False,
+        archived: bool = False,
+    ) -> None:
+        """An attendee of the class `group_appointment_id` (its visit is keyed `attendee-<attendee_id>`)."""
+        self.con.execute(
+            "insert into raw.cliniko_attendees (business_number, partition_date, attendee_id, booking_id, "
+            "patient_id, arrived, cancelled_at, archived_at, loaded_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                business_number,
+                partition_date,
+                attendee_id,
+                group_appointment_id,
+                patient_id,
+                arrived,
+                LOADED_AT if cancelled else None,
+                LOADED_AT if archived else None,
+                LOADED_AT,
+            ],
+        )
+
     def quarantine(
         self, business_number: str, resource: str, record_id: str, *, partition_date: date = PARTITION_DATE
     ) -> None:

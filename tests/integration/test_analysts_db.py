@@ -182,13 +182,13 @@ def test_analysts_db_has_the_spec_columns_and_no_contact_details(tmp_path: Path)
         }
         assert con.execute("select status from review_requests").fetchall() == [("sent",)]
     assert columns["restriction_reasons"] == [
-        "business_number", "group_id", "partition_date", "target_date", "appointment_id", "patient_id",
-        "cliniko_business_id", "location_name", "appointment_ends_at", "is_eligible", "restriction_code",
-        "restriction_reason", "is_test", "practitioner_id", "practitioner_name",
+        "business_number", "group_id", "partition_date", "target_date", "appointment_id", "appointment_kind",
+        "patient_id", "cliniko_business_id", "location_name", "appointment_ends_at", "is_eligible",
+        "restriction_code", "restriction_reason", "is_test", "practitioner_id", "practitioner_name",
     ]  # fmt: skip
     assert columns["review_requests"] == [
-        "business_number", "group_id", "partition_date", "target_date", "appointment_id", "patient_id",
-        "channels", "status", "attempts", "error_code", "error_message", "birdeye_customer_id",
+        "business_number", "group_id", "partition_date", "target_date", "appointment_id", "appointment_kind",
+        "patient_id", "channels", "status", "attempts", "error_code", "error_message", "birdeye_customer_id",
         "first_attempt_at", "sent_at", "practitioner_id", "practitioner_name", "employee_sent",
     ]  # fmt: skip
     assert columns["restriction_codes"] == ["restriction_code", "restriction_reason", "precedence"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import date
+from datetime import date, datetime
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -236,6 +236,116 @@ def test_appointment_types_hide_archived_ones_unless_asked_and_cannot_be_searche
     assert referenced <= {t["id"] for t in account.appointment_types}
     refused = client.get("/appointment_types", params={"q[]": "name:=Free Consult"})
     assert refused.status_code == 400 and refused.json() == {"message": "This column is not searchable."}
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.parametrize("archived", [False, True])
+def test_group_appointments_by_business_and_ends_at_window_archived_only_with_star(client, account, archived):
+    businesses = {account.businesses[0]["id"], account.businesses[1]["id"]}
+    since, until = "2026-01-05T00:00:00Z", "2026-02-10T00:00:00Z"  # wide enough to hold archived classes
+    params = [
+        ("q[]", f"business_id:={','.join(sorted(businesses))}"),
+        ("q[]", f"ends_at:>={since}"),
+        ("q[]", f"ends_at:<{until}"),
+        *([("q[]", "archived_at:*")] if archived else []),
+        ("sort", "ends_at,id"),
+        ("per_page", 25),
+    ]
+    records, pages = _walk(client, "/group_appointments", params)
+    expected = [
+        c
+        for c in account.group_appointments
+        if c["business_id"] in businesses
+        and _epoch(since) <= _epoch(c["ends_at"]) < _epoch(until)
+        and c["deleted_at"] is None  # never listed
+        and (archived or c["archived_at"] is None)
+    ]
+    assert [r["id"] for r in records] == [
+        c["id"] for c in sorted(expected, key=lambda c: (c["ends_at"], int(c["id"])))
+    ]
+    assert len(pages) == -(-len(expected) // 25) and pages[0]["total_entries"] == len(expected)
+    assert any(r["archived_at"] for r in records) == archived
+    sample = records[0]
+    assert sample["business"]["links"]["self"].endswith(f"/businesses/{sample_business(account, sample)}")
+    assert sample["attendees"]["links"]["self"].endswith(f"/group_appointments/{sample['id']}/attendees")
+    assert isinstance(sample["max_attendees"], int) and sample["links"]["self"].endswith(sample["id"])
+    assert not any(
+        c["deleted_at"] for c in account.group_appointments if c["id"] in {r["id"] for r in records}
+    )
+    assert any(c["deleted_at"] for c in account.group_appointments)  # the data has deleted classes
+
+
+def sample_business(account, record: dict) -> str:
+    return next(c["business_id"] for c in account.group_appointments if c["id"] == record["id"])
+
+
+@pytest.mark.parametrize(
+    "lifted", [set(), {"archived_at"}, {"cancelled_at"}, {"archived_at", "cancelled_at"}]
+)
+def test_attendees_by_booking_id_list_with_exclusions_lifted_by_star(client, account, lifted):
+    classes = [c for c in account.group_appointments if c["deleted_at"] is None][:12]
+    booking_ids = [c["id"] for c in classes]
+    params = [
+        ("q[]", f"booking_id:={','.join(booking_ids)}"),
+        *[("q[]", f"{f}:*") for f in sorted(lifted)],
+        ("sort", "id"),
+        ("per_page", 100),
+    ]
+    records, pages = _walk(client, "/attendees", params)
+    expected = [
+        a
+        for a in account.attendees
+        if a["booking_id"] in booking_ids
+        and all(a[f] is None for f in {"archived_at", "cancelled_at"} - lifted)
+    ]
+    assert [r["id"] for r in records] == sorted((a["id"] for a in expected), key=int)
+    assert len(expected) > 100 and len(pages) == -(-len(expected) // 100)  # more than a page
+    by_id = {a["id"]: a for a in account.attendees}
+    for record in records:
+        attendee = by_id[record["id"]]
+        assert record["booking"]["links"]["self"].endswith(f"/bookings/{attendee['booking_id']}")
+        assert record["patient"]["links"]["self"].endswith(f"/patients/{attendee['patient_id']}")
+        assert record["arrived"] is attendee["arrived"]
+    for field in ("archived_at", "cancelled_at"):
+        assert any(r[field] for r in records) == (field in lifted)
+    assert {r["arrived"] for r in records} >= {True, None}
+
+
+def test_attendees_of_a_deleted_class_are_never_listed(client, account):
+    deleted = [c["id"] for c in account.group_appointments if c["deleted_at"]][:3]
+    assert deleted and any(a["booking_id"] in deleted for a in account.attendees)
+    params = [
+        ("q[]", f"booking_id:={','.join(deleted)}"),
+        ("q[]", "archived_at:*"),
+        ("q[]", "cancelled_at:*"),
+    ]
+    assert client.get("/attendees", params=params).json()["attendees"] == []
+    assert client.get(f"/group_appointments/{deleted[0]}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/group_appointments", "cancelled_at:*"),  # a class is archived or deleted, not cancelled
+        ("/group_appointments", "deleted_at:*"),
+        ("/group_appointments", "patient_id:=1"),
+        ("/attendees", "business_id:=1"),  # attendees cannot be filtered by business or time
+        ("/attendees", "ends_at:>=2026-01-01T00:00:00Z"),
+        ("/attendees", "arrived:=true"),
+    ],
+)
+def test_class_filters_the_reference_does_not_list_are_400(client, path, query):
+    response = client.get(path, params={"q[]": query})
+    assert response.status_code == 400
+    assert response.json() == {"message": "This column is not searchable."}
+
+
+def test_nested_attendees_route_is_not_served(client, account):
+    class_id = account.group_appointments[0]["id"]
+    assert client.get(f"/group_appointments/{class_id}/attendees").status_code == 404
 
 
 @pytest.mark.parametrize(

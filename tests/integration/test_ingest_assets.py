@@ -193,6 +193,88 @@ def test_unknown_location_name_fails_listing_the_existing_names_and_fetches_noth
 # -- appointment types -------------------------------------------------------------------------------------
 
 
+# -- classes, and what a mapping-day costs in requests -------------------------------------------------------
+
+
+def pages(rows: int) -> int:
+    """Requests for one filtered query of `rows` rows: a page per 100, and one (empty) page when none."""
+    return max(1, -(-rows // 100))
+
+
+def test_a_mapping_day_with_classes_costs_one_page_per_100_rows_of_each_resource(tmp_path, monkeypatch):
+    """The minimum, derived from the generator's data: a query per resource (per time zone for the
+    windowed ones), a page per 100 rows, attendees asked for by the classes' ids, 100 classes a query, so
+    never a request per class, and the patients of appointments and attendees in one walk, 100 ids a query."""
+    day = date(2026, 1, 8)
+    account = generate_account(
+        12,
+        appointments=900,
+        start=date(2026, 1, 1),
+        end=date(2026, 1, 15),
+        hot_day=day,
+        hot_day_appointments=150,
+        hot_day_classes=12,
+    )
+    (business,) = business_ids(account, "Sydney CBD Physio")
+    zone = ZoneInfo("Australia/Sydney")
+    since = datetime.combine(day, clock.min, tzinfo=zone).timestamp()
+    until = datetime.combine(day + timedelta(days=1), clock.min, tzinfo=zone).timestamp()
+
+    def in_day(text: str) -> bool:
+        return since <= datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() < until
+
+    appointments = expected_appointment_ids(account, {business: "Australia/Sydney"}, day)
+    classes = {
+        c["id"]
+        for c in account.group_appointments
+        if c["business_id"] == business and in_day(c["ends_at"]) and c["deleted_at"] is None
+    }
+    attendees = [a for a in account.attendees if a["booking_id"] in classes]
+    table = account.appointments
+    patients = {str(p) for i, p in zip(table.id, table.patient_id, strict=True) if str(i) in appointments}
+    patients |= {a["patient_id"] for a in attendees}
+    assert len(appointments) > 100 and len(attendees) > 100 and len(classes) > 12  # paging is exercised
+
+    with cliniko_sandbox(tmp_path, monkeypatch, account, rate_limit=10_000) as sandbox:
+        sandbox.map("8100", "Sydney CBD Physio")
+        result = sandbox.materialize(dg.DagsterInstance.ephemeral(), "8100", day)
+        made = Counter(e["path"].rsplit("/", 1)[-1] for e in sandbox.emulator.request_log)
+        stored = {
+            table: sandbox.rows(f"raw.cliniko_{table}", "8100", day)
+            for table in ("appointments", "group_appointments", "attendees", "patients")
+        }
+
+    assert dict(made) == {
+        "businesses": 1,
+        "appointment_types": 1,
+        "individual_appointments": pages(len(appointments)),
+        "group_appointments": pages(len(classes)),
+        "attendees": pages(len(attendees)),
+        "patients": pages(len(patients)),
+    }
+    assert made["attendees"] < len(classes)
+    assert ids(stored["appointments"], "appointment_id") == appointments
+    assert ids(stored["group_appointments"], "group_appointment_id") == classes
+    assert ids(stored["attendees"], "attendee_id") == {a["id"] for a in attendees}
+    assert ids(stored["patients"], "patient_id") == patients
+    archived_classes = {c["id"] for c in account.group_appointments if c["archived_at"]}
+    assert {a["booking_id"] for a in attendees} & archived_classes, "an archived class's attendees count too"
+    assert {(a["cancelled_at"] is not None, a["archived_at"] is not None) for a in attendees} >= {
+        (True, False),
+        (False, True),
+        (False, False),
+    }
+    meta = metadata(result)["cliniko_appointments"]
+    assert (meta["rows"], meta["group_appointments"], meta["attendees"]) == (
+        len(appointments),
+        len(classes),
+        len(attendees),
+    )
+    assert (
+        meta["requests"] == made["individual_appointments"] + made["group_appointments"] + made["attendees"]
+    )
+
+
 def test_appointment_types_are_stored_archived_included_with_one_request(
     account, tmp_path, monkeypatch, dagster_instance
 ):
@@ -348,7 +430,7 @@ def test_malformed_page_is_retried_and_malformed_records_are_quarantined(
         quarantine = sandbox.rows("raw.cliniko_quarantine", BASELINE_MAPPING, DAY)
         held = {
             r: {q["record_id"] for q in quarantine if q["resource"] == r}
-            for r in ("appointments", "patients")
+            for r in ("appointments", "group_appointments", "attendees", "patients")
         }
         assert held["appointments"] and held["patients"], quarantine
         assert all(q["reason"] and q["record"] for q in quarantine)
@@ -359,27 +441,31 @@ def test_malformed_page_is_retried_and_malformed_records_are_quarantined(
         assert appointments | held["appointments"] == ids(
             baseline.tables["raw.cliniko_appointments"], "appointment_id"
         )
-        # Every patient the stored appointments reference is stored (maybe as missing) or held.
-        referenced = ids(sandbox.rows("raw.cliniko_appointments", BASELINE_MAPPING, DAY), "patient_id") - {
-            None
-        }
+        # Every patient the stored visits reference is stored (maybe as missing) or held.
+        referenced = (
+            ids(sandbox.rows("raw.cliniko_appointments", BASELINE_MAPPING, DAY), "patient_id")
+            | ids(sandbox.rows("raw.cliniko_attendees", BASELINE_MAPPING, DAY), "patient_id")
+        ) - {None}
         patients = ids(sandbox.rows("raw.cliniko_patients", BASELINE_MAPPING, DAY), "patient_id")
         assert not patients & held["patients"]
         assert patients | held["patients"] == referenced
 
         checks = {c.asset_key.to_user_string(): c for c in result.get_asset_check_evaluations()}
-        for asset, resource in (("cliniko_appointments", "appointments"), ("cliniko_patients", "patients")):
+        visits = ("appointments", "group_appointments", "attendees")
+        for asset, resources in (("cliniko_appointments", visits), ("cliniko_patients", ("patients",))):
             check = checks[asset]
             assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-            assert check.metadata["quarantined_rows"].value == len(held[resource])
-            assert meta[asset]["quarantined"] == len(held[resource])
+            assert check.metadata["quarantined_rows"].value == sum(len(held[r]) for r in resources)
+            assert meta[asset]["quarantined"] == sum(len(held[r]) for r in resources)
         assert checks["cliniko_businesses"].passed
 
 
 def test_patient_cliniko_no_longer_returns_is_stored_as_missing(account, baseline):
     """The baseline day references a deleted patient (the generator's `deleted_patients`)."""
     deleted = {p["id"] for p in account.deleted_patients}
-    referenced = ids(baseline.tables["raw.cliniko_appointments"], "patient_id")
+    referenced = ids(baseline.tables["raw.cliniko_appointments"], "patient_id") | ids(
+        baseline.tables["raw.cliniko_attendees"], "patient_id"
+    )
     assert referenced & deleted, "the baseline day must reference a deleted patient"
     patients = baseline.tables["raw.cliniko_patients"]
 

@@ -704,3 +704,162 @@ def test_a_pending_claim_the_new_decision_no_longer_makes_is_withdrawn(wh: Wareh
     # a1 is now restricted and its claim withdrawn; a2's request went out, and that outcome stands.
     assert wh.outcomes("1001") == {"a1": "customer_inactive", "a2": "eligible"}
     assert wh.claims() == {("1001", "a2"): "sent"}
+
+
+# -- classes: group appointments and their attendees ---------------------------------------------------------
+
+
+def test_attendees_arrived_did_not_arrive_unmarked_cancelled_and_archived(wh: Warehouse) -> None:
+    wh.group_appointment("1001", "g1", ends_at="2026-11-24 18:00")
+    for name, options in {
+        "arrived": {"arrived": True},
+        "dna": {"arrived": False},
+        "unmarked": {"arrived": None},
+        "cancelled": {"arrived": None, "cancelled": True},
+        "archived": {"arrived": True, "archived": True},
+    }.items():
+        wh.patient("1001", f"p-{name}")
+        wh.attendee("1001", name, group_appointment_id="g1", patient_id=f"p-{name}", **options)
+
+    counts = wh.build("1001")
+
+    # Cancelled and archived attendees are no candidates; attendance never recorded counts as attended.
+    assert wh.outcomes("1001") == {
+        "attendee-arrived": "eligible",
+        "attendee-dna": "did_not_arrive",
+        "attendee-unmarked": "eligible",
+    }
+    assert counts["candidates"] == 3 and counts["did_not_arrive"] == 1
+    rows = wh.rows("1001")
+    assert {row["appointment_kind"] for row in rows.values()} == {"group"}
+    assert (
+        rows["attendee-arrived"]["appointment_ends_at"]
+        == wh.con.execute(
+            "select ends_at from raw.cliniko_group_appointments where group_appointment_id = 'g1'"
+        ).fetchone()[0]
+    )
+    assert wh.claims() == {("1001", "attendee-arrived"): "pending", ("1001", "attendee-unmarked"): "pending"}
+    views = wh.con.execute(
+        "select r.appointment_id, r.appointment_kind, q.appointment_kind "
+        "from analytics.restriction_reasons r left join analytics.review_requests q using (appointment_id) "
+        "order by 1"
+    ).fetchall()
+    assert views == [
+        ("attendee-arrived", "group", "group"),
+        ("attendee-dna", "group", None),
+        ("attendee-unmarked", "group", "group"),
+    ]
+
+
+@pytest.mark.parametrize("class_state", ["archived", "deleted"])
+def test_attendees_of_an_archived_or_deleted_class_are_not_candidates(
+    wh: Warehouse, class_state: str
+) -> None:
+    wh.group_appointment("1001", "g-gone", ends_at="2026-11-24 18:00", **{class_state: True})
+    wh.group_appointment("1001", "g-on", ends_at="2026-11-24 19:00")
+    wh.patient("1001", "p1")
+    wh.patient("1001", "p2")
+    wh.attendee("1001", "in-gone", group_appointment_id="g-gone", patient_id="p1")
+    wh.attendee("1001", "in-on", group_appointment_id="g-on", patient_id="p2")
+
+    wh.build("1001")
+
+    assert wh.outcomes("1001") == {"attendee-in-on": "eligible"}
+
+
+def test_a_class_takes_the_business_day_and_run_start_rules_of_appointments(wh: Warehouse) -> None:
+    wh.business("1001", "b-other", "Another Clinic")
+    wh.group_appointment("1001", "g-other", ends_at="2026-11-24 10:00", cliniko_business_id="b-other")
+    wh.group_appointment("1001", "g-next-day", ends_at="2026-11-25 00:30")
+    wh.group_appointment("1001", "g-late", ends_at=datetime(2026, 11, 26, 1, 0, tzinfo=UTC))
+    wh.group_appointment("1001", "g-ok", ends_at="2026-11-24 23:30")
+    for group in ("g-other", "g-next-day", "g-late", "g-ok"):
+        wh.patient("1001", f"p-{group}")
+        wh.attendee("1001", group, group_appointment_id=group, patient_id=f"p-{group}")
+
+    wh.build("1001")
+
+    assert wh.outcomes("1001") == {"attendee-g-ok": "eligible"}
+
+
+def test_a_patient_with_an_individual_and_a_group_visit_the_same_day_is_asked_once(wh: Warehouse) -> None:
+    wh.patient("1001", "p-both")
+    wh.appointment("1001", "a-morning", patient_id="p-both", ends_at="2026-11-24 09:00")
+    wh.group_appointment("1001", "g-evening", ends_at="2026-11-24 18:00")
+    wh.attendee("1001", "evening", group_appointment_id="g-evening", patient_id="p-both")
+    wh.patient("1001", "p-class-first")
+    wh.group_appointment("1001", "g-morning", ends_at="2026-11-24 08:00")
+    wh.attendee("1001", "morning", group_appointment_id="g-morning", patient_id="p-class-first")
+    wh.appointment("1001", "a-evening", patient_id="p-class-first", ends_at="2026-11-24 19:00")
+
+    counts = wh.build("1001")
+
+    # The latest-ending visit wins, whatever its kind; one request per patient (check one_eligible_row_...).
+    assert wh.outcomes("1001") == {
+        "a-evening": "eligible",
+        "a-morning": "duplicate_patient",
+        "attendee-evening": "eligible",
+        "attendee-morning": "duplicate_patient",
+    }
+    assert counts["eligible"] == 2 and counts["duplicate_patient"] == 2
+    kinds = {key: row["appointment_kind"] for key, row in wh.rows("1001").items()}
+    assert kinds == {
+        "a-evening": "individual",
+        "a-morning": "individual",
+        "attendee-evening": "group",
+        "attendee-morning": "group",
+    }
+
+
+def test_a_class_attendee_asked_yesterday_is_cooled_off_today_and_vice_versa(wh: Warehouse) -> None:
+    wh.patient("1001", "p1")
+    wh.group_appointment("1001", "g1", ends_at="2026-11-24 18:00")
+    wh.attendee("1001", "x1", group_appointment_id="g1", patient_id="p1")
+    wh.ledger("1001", "a-yesterday", patient_id="p1", target_date=date(2026, 11, 23), group_id=7)
+
+    wh.build("1001", cooloff_days=7)
+
+    assert wh.outcomes("1001") == {"attendee-x1": "cooled_off"}
+
+
+def test_an_excluded_type_applies_to_a_class(wh: Warehouse) -> None:
+    wh.appointment_type("1001", "t-pilates", "Pilates Class")
+    wh.appointment_type("1001", "t-standard", "Standard Consultation")
+    wh.group_appointment("1001", "g-pilates", ends_at="2026-11-24 18:00", appointment_type_id="t-pilates")
+    wh.patient("1001", "p-class")
+    wh.attendee("1001", "in-class", group_appointment_id="g-pilates", patient_id="p-class")
+    wh.patient("1001", "p-both")
+    wh.attendee("1001", "both-class", group_appointment_id="g-pilates", patient_id="p-both")
+    wh.attendee("1001", "dna", group_appointment_id="g-pilates", patient_id="p-class", arrived=False)
+    wh.appointment(
+        "1001", "a-both", patient_id="p-both", ends_at="2026-11-24 09:00", appointment_type_id="t-standard"
+    )
+
+    counts = wh.build("1001", excluded_appointment_types=["  PILATES class"])
+
+    # The excluded class is screened out like a did-not-arrive visit: it never makes the earlier individual
+    # appointment of the same patient a duplicate, and did_not_arrive comes first.
+    assert wh.outcomes("1001") == {
+        "a-both": "eligible",
+        "attendee-both-class": "excluded_type",
+        "attendee-dna": "did_not_arrive",
+        "attendee-in-class": "excluded_type",
+    }
+    assert counts["excluded_type"] == 2
+
+
+def test_a_warehouse_built_before_classes_gets_appointment_kind_individual(wh: Warehouse) -> None:
+    wh.patient("1001", "p1")
+    wh.appointment("1001", "a-old", patient_id="p1", ends_at="2026-11-24 10:00")
+    wh.build("1001")
+    wh.con.execute("alter table marts.appointment_eligibility drop column appointment_kind")  # as it was
+    assert "appointment_kind" not in wh.rows("1001")["a-old"]
+    wh.con.execute("create or replace view analytics.restriction_reasons as select 1 as x")  # the old view
+
+    wh.build("1001", partition_date=PARTITION_DATE + timedelta(days=1))
+
+    # The earlier partition's rows, all individual appointments, read `individual`; the new build has its own.
+    assert wh.rows("1001")["a-old"]["appointment_kind"] == "individual"
+    assert wh.con.execute(
+        "select distinct appointment_kind from analytics.restriction_reasons"
+    ).fetchall() == [("individual",)]

@@ -162,3 +162,68 @@ def test_pages_typed_in_batches_give_the_same_rows(records) -> None:
     )
     pd.testing.assert_frame_equal(frame, expected)
     assert quarantine == expected_quarantine and len(quarantine) == 1
+
+
+# -- classes: only the raw-page path exists for them --------------------------------------------------------
+
+
+def class_pages(resource: str, records: list[dict]) -> list[bytes]:
+    links = {"self": f"{BASE}/{resource}?page=1"}
+    return [orjson.dumps({resource: records, "total_entries": len(records), "links": links})]
+
+
+@pytest.fixture(scope="module")
+def class_records() -> dict[str, list[dict]]:
+    account = generate_account(3, appointments=300, start=date(2026, 1, 1), end=date(2026, 1, 20))
+    tables = _account_tables(account)
+    return {key: tables[key].render(np.arange(min(60, len(tables[key]))), BASE) for key in KEYS_OF_CLASSES}
+
+
+KEYS_OF_CLASSES = ("group_appointments", "attendees")
+
+
+def test_class_pages_type_ids_from_links_and_keep_every_field(class_records) -> None:
+    frame, quarantine = validate(
+        "attendees", type_pages("attendees", class_pages("attendees", class_records["attendees"]))
+    )
+    assert quarantine == []
+    sent = class_records["attendees"]
+    assert list(frame["attendee_id"]) == [a["id"] for a in sent]
+    assert list(frame["booking_id"]) == [a["booking"]["links"]["self"].rsplit("/", 1)[1] for a in sent]
+    assert list(frame["patient_id"]) == [a["patient"]["links"]["self"].rsplit("/", 1)[1] for a in sent]
+    assert [None if pd.isna(v) else bool(v) for v in frame["arrived"]] == [a["arrived"] for a in sent]
+    assert list(frame["cancelled_at"].notna()) == [a["cancelled_at"] is not None for a in sent]
+    frame, quarantine = validate(
+        "group_appointments",
+        type_pages(
+            "group_appointments", class_pages("group_appointments", class_records["group_appointments"])
+        ),
+    )
+    assert quarantine == []
+    sent = class_records["group_appointments"]
+    assert list(frame["group_appointment_id"]) == [c["id"] for c in sent]
+    assert list(frame["appointment_type_id"]) == [
+        c["appointment_type"]["links"]["self"].rsplit("/", 1)[1] for c in sent
+    ]
+    assert list(frame["ends_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")) == [c["ends_at"] for c in sent]
+
+
+def test_broken_class_records_are_quarantined_with_their_reasons(class_records) -> None:
+    attendees = [dict(a) for a in class_records["attendees"][:4]]
+    attendees[0]["arrived"] = "yes"
+    attendees[1]["booking"] = None  # an attendee of no class cannot be placed
+    attendees[2]["cancelled_at"] = "31/02/2026 25:61"
+    frame, quarantine = validate("attendees", type_pages("attendees", class_pages("attendees", attendees)))
+    reasons = {q["record_id"]: q["reason"] for q in quarantine}
+    assert reasons == {
+        attendees[0]["id"]: 'arrived: expected true/false, got "yes"',
+        attendees[1]["id"]: "booking_id: missing",
+        attendees[2]["id"]: "cancelled_at: unparsable timestamp, got 31/02/2026 25:61",
+    }
+    assert list(frame["attendee_id"]) == [attendees[3]["id"]]
+    classes = [dict(c) for c in class_records["group_appointments"][:2]]
+    classes[0]["ends_at"] = None
+    frame, quarantine = validate(
+        "group_appointments", type_pages("group_appointments", class_pages("group_appointments", classes))
+    )
+    assert [(q["record_id"], q["reason"]) for q in quarantine] == [(classes[0]["id"], "ends_at: missing")]
