@@ -195,6 +195,7 @@ class Warehouse:
         cliniko_business_id: str = "b1",
         partition_date: date = PARTITION_DATE,
         appointment_type_id: str | None = None,
+        practitioner_id: str | None = None,
         archived: bool = False,
         deleted: bool = False,
     ) -> None:
@@ -202,14 +203,15 @@ class Warehouse:
         ends = local_time(ends_at, tz) if isinstance(ends_at, str) else ends_at
         self.con.execute(
             "insert into raw.cliniko_group_appointments (business_number, partition_date, "
-            "group_appointment_id, cliniko_business_id, appointment_type_id, starts_at, ends_at, "
-            "archived_at, deleted_at, loaded_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "group_appointment_id, cliniko_business_id, appointment_type_id, practitioner_id, starts_at, "
+            "ends_at, archived_at, deleted_at, loaded_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 business_number,
                 partition_date,
                 group_appointment_id,
                 cliniko_business_id,
                 appointment_type_id,
+                practitioner_id,
                 ends - timedelta(minutes=60),
                 ends,
                 LOADED_AT if archived else None,

@@ -233,6 +233,15 @@ def test_a_mapping_day_with_classes_costs_one_page_per_100_rows_of_each_resource
     table = account.appointments
     patients = {str(p) for i, p in zip(table.id, table.patient_id, strict=True) if str(i) in appointments}
     patients |= {a["patient_id"] for a in attendees}
+    # Practitioners by id, of appointments and classes alike: the active list, the inactive one for the rest,
+    # and their users (for the emails).
+    practitioners = {
+        str(p) for i, p in zip(table.id, table.practitioner_id, strict=True) if str(i) in appointments
+    }
+    practitioners |= {c["practitioner_id"] for c in account.group_appointments if c["id"] in classes}
+    known = {p["id"]: p for p in account.practitioners}
+    inactive = [i for i in practitioners if i not in known or not known[i]["active"]]
+    users = {known[i]["user_id"] for i in practitioners if i in known}
     assert len(appointments) > 100 and len(attendees) > 100 and len(classes) > 12  # paging is exercised
 
     with cliniko_sandbox(tmp_path, monkeypatch, account, rate_limit=10_000) as sandbox:
@@ -251,6 +260,9 @@ def test_a_mapping_day_with_classes_costs_one_page_per_100_rows_of_each_resource
         "group_appointments": pages(len(classes)),
         "attendees": pages(len(attendees)),
         "patients": pages(len(patients)),
+        "practitioners": pages(len(practitioners)),
+        **({"inactive": pages(len(inactive))} if inactive else {}),
+        "users": pages(len(users)),
     }
     assert made["attendees"] < len(classes)
     assert ids(stored["appointments"], "appointment_id") == appointments

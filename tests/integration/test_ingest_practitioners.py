@@ -37,8 +37,9 @@ def account() -> Account:
 
 
 def referenced_practitioners(account: Account, names: str, local_day: date) -> set[str]:
-    """The generator's answer: practitioners of the listable appointments of `names` ending on `local_day`
-    in each business's time zone (cancelled and archived ones are listed too; deleted ones are not)."""
+    """The generator's answer: practitioners of the listable appointments and classes of `names` ending on
+    `local_day` in each business's time zone (cancelled and archived ones are listed too; deleted ones are
+    not)."""
     wanted = {n.strip() for n in names.split(",")}
     table = account.appointments
     out: set[str] = set()
@@ -55,6 +56,13 @@ def referenced_practitioners(account: Account, names: str, local_day: date) -> s
             & (table.ends_at < end)
         )
         out |= {str(i) for i in table.practitioner_id[rows]}
+        out |= {
+            c["practitioner_id"]
+            for c in account.group_appointments
+            if c["business_id"] == business["id"]
+            and c["deleted_at"] is None
+            and start <= datetime.fromisoformat(c["ends_at"].replace("Z", "+00:00")).timestamp() < end
+        }
     return out
 
 

@@ -109,6 +109,25 @@ def test_an_inactive_practitioner_is_still_named_and_sent(wh: Warehouse) -> None
     )
 
 
+def test_a_class_attendees_visit_names_the_classs_practitioner(wh: Warehouse) -> None:
+    """A class has one practitioner (Cliniko's `practitioner_id` on the group appointment): each attendee's
+    visit names them, as an individual appointment names its own."""
+    wh.practitioner("1001", "pr-class", first_name="Kai", last_name="Akana", email="kai@clinic.example.com")
+    wh.practitioner("1001", "pr-solo", first_name="Hannah", last_name="Ng", email=None)
+    wh.group_appointment("1001", "g1", ends_at="2026-11-24 18:00", practitioner_id="pr-class")
+    wh.patient("1001", "p-1")
+    wh.patient("1001", "p-2")
+    wh.attendee("1001", "t1", group_appointment_id="g1", patient_id="p-1")
+    wh.attendee("1001", "t2", group_appointment_id="g1", patient_id="p-2", arrived=False)
+    visit(wh, "a1", "pr-solo")
+    wh.build("1001")
+    named = practitioners_of(wh)
+    class_practitioner = ("pr-class", "Kai Akana", "Kai", "Akana", "kai@clinic.example.com")
+    assert named["attendee-t1"] == named["attendee-t2"] == class_practitioner
+    assert named["a1"] == ("pr-solo", "Hannah Ng", "Hannah", "Ng", None)
+    assert wh.outcomes("1001")["attendee-t2"] == "did_not_arrive"  # named whatever the outcome
+
+
 def test_a_practitioner_missing_from_cliniko_or_absent_keeps_the_visit_and_its_outcome(wh: Warehouse) -> None:
     wh.practitioner("1001", "pr-deleted", missing=True)
     visit(wh, "a-deleted", "pr-deleted")
@@ -157,15 +176,16 @@ def test_analysts_see_the_practitioner_in_both_views_and_no_email(wh: Warehouse)
         assert not {c for c in columns if "email" in c or "phone" in c}, view
 
 
-def test_a_warehouse_whose_mart_predates_practitioners_gains_the_columns(wh: Warehouse) -> None:
+def test_a_warehouse_whose_mart_predates_practitioners_and_classes_gains_the_columns(wh: Warehouse) -> None:
     wh.practitioner("1001", "pr-mail")
     visit(wh, "a1", "pr-mail")
     wh.build("1001")
     wh.con.execute("drop view analytics.restriction_reasons")
     wh.con.execute("drop view analytics.review_requests")
-    for column in PRACTITIONER_COLUMNS:
+    for column in ("appointment_kind", *PRACTITIONER_COLUMNS):
         wh.con.execute(f"alter table marts.appointment_eligibility drop column {column}")
-    wh.build("1001")
+    wh.build("1001")  # the columns come back last, in another order than a new mart's: rows go in by name
+    assert wh.rows("1001")["a1"]["appointment_kind"] == "individual"
     assert practitioners_of(wh)["a1"] == (
         "pr-mail",
         "Hannah Ng",
