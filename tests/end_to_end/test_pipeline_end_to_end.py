@@ -67,8 +67,9 @@ REQUEST_COLUMNS = [
 
 
 def cliniko_practitioners(base_url: str, accounts: list[dict], appointment_ids: set[str]) -> dict[str, dict]:
-    """What the Cliniko emulator holds, read over plain HTTP: appointment id -> its practitioner's id, names,
-    whether active, and its user's email (None for an appointment without practitioner)."""
+    """What the Cliniko emulator holds, read over plain HTTP: appointment id (or a class attendee's
+    `attendee-<id>`) -> its practitioner's id, names, whether active, and its user's email (None for a visit
+    without practitioner). A class attendee's practitioner is its class's."""
     headers = {"User-Agent": "e2e test (tests@example.com)"}
     out: dict[str, dict] = {}
 
@@ -97,19 +98,42 @@ def cliniko_practitioners(base_url: str, accounts: list[dict], appointment_ids: 
                 for path in ("/practitioners", "/practitioners/inactive")
                 for p in get(http, path, [])
             }
-            for start in range(0, len(wanted), 100):
-                ids = ",".join(wanted[start : start + 100])
-                filters = [("q[]", f"id:={ids}"), ("q[]", "archived_at:*"), ("q[]", "cancelled_at:*")]
-                for appointment in get(http, "/individual_appointments", filters):
-                    practitioner = practitioners.get(last(appointment["practitioner"]) or "")
-                    user = users[last(practitioner["user"])] if practitioner else None
-                    out[appointment["id"]] = {
-                        "id": practitioner and practitioner["id"],
-                        "first_name": practitioner and practitioner["first_name"],
-                        "last_name": practitioner and practitioner["last_name"],
-                        "active": practitioner and practitioner["active"],
-                        "email": user and user["email"],
-                    }
+
+            def named(practitioner_id: str | None, practitioners=practitioners, users=users) -> dict:
+                practitioner = practitioners.get(practitioner_id or "")
+                user = users[last(practitioner["user"])] if practitioner else None
+                return {
+                    "id": practitioner and practitioner["id"],
+                    "first_name": practitioner and practitioner["first_name"],
+                    "last_name": practitioner and practitioner["last_name"],
+                    "active": practitioner and practitioner["active"],
+                    "email": user and user["email"],
+                }
+
+            hidden_too = [("q[]", "archived_at:*"), ("q[]", "cancelled_at:*")]
+            appointments = [i for i in wanted if not i.startswith("attendee-")]
+            attendees = [i.removeprefix("attendee-") for i in wanted if i.startswith("attendee-")]
+            for start in range(0, len(appointments), 100):
+                ids = ",".join(appointments[start : start + 100])
+                for appointment in get(
+                    http, "/individual_appointments", [("q[]", f"id:={ids}"), *hidden_too]
+                ):
+                    out[appointment["id"]] = named(last(appointment["practitioner"]))
+            class_of: dict[str, str] = {}
+            for start in range(0, len(attendees), 100):
+                ids = ",".join(attendees[start : start + 100])
+                for attendee in get(http, "/attendees", [("q[]", f"id:={ids}"), *hidden_too]):
+                    class_of[attendee["id"]] = last(attendee["booking"])
+            classes = sorted(set(class_of.values()))
+            practitioner_of: dict[str, str | None] = {}
+            for start in range(0, len(classes), 100):
+                ids = ",".join(classes[start : start + 100])
+                for group in get(
+                    http, "/group_appointments", [("q[]", f"id:={ids}"), ("q[]", "archived_at:*")]
+                ):
+                    practitioner_of[group["id"]] = last(group["practitioner"])
+            for attendee_id, class_id in class_of.items():
+                out[f"attendee-{attendee_id}"] = named(practitioner_of.get(class_id))
     return out
 
 
