@@ -25,7 +25,7 @@ from pipeline.cliniko.pages import type_pages
 from pipeline.registry import MappingConfig
 from pipeline.registry.model import EXCLUDED_TYPES
 from pipeline.warehouse import connect
-from pipeline.warehouse.models import unknown_appointment_type_names
+from pipeline.warehouse.models import match_locations, unknown_appointment_type_names
 from pipeline.warehouse.raw_store import store_records
 from pipeline.warehouse.slices import ensure_tables
 
@@ -79,22 +79,17 @@ def _quarantine_spec(asset: str) -> dg.AssetCheckSpec:
     )
 
 
-def matched_businesses(businesses: list[dict[str, Any]], location_names: tuple[str, ...]) -> list[dict]:
-    """The Cliniko businesses a mapping's location names name, matched trimmed and case-insensitively.
-
-    Raises `dg.Failure` listing the names that exist when a location name matches none.
+def matched_locations(con: duckdb.DuckDBPyConnection, mapping: MappingConfig, day: MappingDay) -> list[dict]:
+    """The Cliniko businesses the mapping's location names name, by the models' own match
+    (`match_locations`). Raises `dg.Failure` listing the names that exist when a location name matches none.
     """
-    by_name: dict[str, list[dict]] = defaultdict(list)
-    for business in businesses:
-        by_name[(business.get("business_name") or "").strip().casefold()].append(business)
-    unknown = [name for name in location_names if name.strip().casefold() not in by_name]
-    if unknown:
-        existing = sorted({(b.get("business_name") or "").strip() for b in businesses} - {""})
+    matched = match_locations(con, day.business_number, mapping.location_names)
+    if matched.unknown:
         raise dg.Failure(
-            f"Location name(s) {unknown} match no Cliniko business of this account. "
-            f"Cliniko business names are: {existing}. Fix cliniko.location.name on the mapping."
+            f"Location name(s) {matched.unknown} match no Cliniko business of this account. "
+            f"Cliniko business names are: {matched.existing}. Fix cliniko.location.name on the mapping."
         )
-    return [b for name in location_names for b in by_name[name.strip().casefold()]]
+    return matched.businesses
 
 
 def check_excluded_appointment_types(con: duckdb.DuckDBPyConnection, mapping: MappingConfig) -> None:
@@ -115,17 +110,6 @@ def check_excluded_appointment_types(con: duckdb.DuckDBPyConnection, mapping: Ma
             f"Appointment type name(s) {unknown} match no Cliniko appointment type of this account. "
             f"Cliniko appointment type names are: {existing}. Fix {EXCLUDED_TYPES} {where}."
         )
-
-
-def stored_businesses(con: duckdb.DuckDBPyConnection, business_number: str) -> list[dict[str, Any]]:
-    """The Cliniko businesses stored for a mapping, with None (not pandas' NaN) where Cliniko has no time
-    zone: a NaN zone is truthy and would not fall back to UTC."""
-    columns = ("cliniko_business_id", "business_name", "time_zone_identifier")
-    rows = con.execute(
-        f"select {', '.join(columns)} from raw.cliniko_businesses where business_number = $bn",
-        {"bn": business_number},
-    ).fetchall()
-    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 @dg.asset(
@@ -155,7 +139,8 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
         records,
         whole_mapping=True,
     )
-    matched = matched_businesses(records, mapping.location_names)
+    with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
+        matched = matched_locations(con, mapping, day)
     return dg.MaterializeResult(
         metadata={
             "rows": stored,
@@ -244,12 +229,11 @@ def cliniko_appointments(
     day, mapping = pipeline.partition(context)
     with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
         ensure_tables(con)
-        businesses = stored_businesses(con, day.business_number)
-    matched = matched_businesses(businesses, mapping.location_names)
+        matched = matched_locations(con, mapping, day)
     target = target_day(day.partition_date, mapping.fetch_delay_days)
     ids_by_zone: dict[str | None, list[str]] = defaultdict(list)
     for business in matched:
-        ids_by_zone[business["time_zone_identifier"]].append(business["cliniko_business_id"])
+        ids_by_zone[business["time_zone"]].append(business["cliniko_business_id"])
     windows = [
         (sorted(set(business_ids)), *local_day_window(target, time_zone))
         for time_zone, business_ids in ids_by_zone.items()

@@ -257,7 +257,7 @@ def stored_businesses(
             select unnest($numbers) as business_number, unnest($names) as location_name
         ),
         names as (
-            select business_number, location_name, lower(trim(location_name)) as location_key
+            select business_number, location_name, name_key(location_name) as location_key
             from (select business_number, unnest(location_name) as location_name from wanted)
         ),
         fetched as (

@@ -15,6 +15,7 @@ ART index: the zonemaps already skip the history (`benchmarks/bench_models.py` m
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
 
@@ -29,6 +30,7 @@ DEFINITION_FILES = (
     *TABLE_DDL,
     "seeds/restriction_codes.sql",
     "macros/usable_email.sql",
+    "macros/name_key.sql",
     "staging/stg_cliniko__businesses.sql",
     "staging/stg_cliniko__appointment_types.sql",
     "staging/stg_cliniko__appointments.sql",
@@ -40,6 +42,7 @@ DEFINITION_FILES = (
 # Builds one partition, in dependency order: decisions, their claims in the ledger, the run's record.
 PARTITION_FILES = (
     "intermediate/int_excluded_appointment_types.sql",
+    "intermediate/int_matched_businesses.sql",
     "intermediate/int_appointment_candidates.sql",
     "intermediate/int_patient_channels.sql",
     "intermediate/int_visit_practitioners.sql",
@@ -176,6 +179,49 @@ def build_partition(
         con.rollback()
         raise
     return counts
+
+
+@dataclass(frozen=True)
+class MatchedLocations:
+    """A mapping's location names against its account's Cliniko businesses as last fetched, matched by the
+    models' own rule (`sql/intermediate/int_matched_businesses.sql`)."""
+
+    businesses: list[dict[str, Any]]  # cliniko_business_id, location_name, time_zone; each business once
+    unknown: list[str]  # the names that match no business, in the mapping's order
+    existing: list[str]  # the names the account's businesses have, to say what would match
+
+
+def match_locations(
+    con: duckdb.DuckDBPyConnection, business_number: str, location_names: Sequence[str]
+) -> MatchedLocations:
+    """Run the candidates' own match (`int_matched_businesses`, on a throwaway temp table) for the ingestion:
+    what it fetches is exactly what the build reads, and a name the build would match nothing with fails."""
+    ensure_models(con)
+    run_sql_file(
+        con,
+        "intermediate/int_matched_businesses.sql",
+        {"business_number": business_number, "location_names": list(location_names)},
+    )
+    rows = con.execute(
+        "select requested_name, cliniko_business_id, location_name, time_zone from int_matched_businesses"
+    ).fetchall()
+    con.execute("drop table int_matched_businesses")
+    existing = con.execute(
+        "select distinct trim(location_name) from staging.stg_cliniko__businesses "
+        "where business_number = $bn and nullif(trim(location_name), '') is not null order by 1",
+        {"bn": business_number},
+    ).fetchall()
+    found = {name for name, business_id, *_ in rows if business_id is not None}
+    businesses = {
+        business_id: {"cliniko_business_id": business_id, "location_name": location, "time_zone": zone}
+        for _, business_id, location, zone in sorted(rows, key=lambda row: str(row[1]))
+        if business_id is not None
+    }
+    return MatchedLocations(
+        list(businesses.values()),
+        [name for name in dict.fromkeys(location_names) if name not in found],
+        [name for (name,) in existing],
+    )
 
 
 def unknown_appointment_type_names(

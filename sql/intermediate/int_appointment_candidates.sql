@@ -9,19 +9,10 @@
 -- A temp table: it lives only for the build of one partition, so its cost never depends on history.
 create or replace temp table int_appointment_candidates as
 with
-businesses as (
-    select *
-    from staging.stg_cliniko__businesses
-    where business_number = $business_number
-),
-
 matched_businesses as (
-    select *
-    from businesses
-    where list_contains(
-        list_transform(cast($location_names as varchar[]), lambda location_name: lower(trim(location_name))),
-        location_key
-    )
+    select distinct cliniko_business_id, location_name, time_zone, country_code
+    from int_matched_businesses
+    where cliniko_business_id is not null
 ),
 
 individual_visits as (

@@ -13,7 +13,7 @@ excluded_names as (
 keyed as (
     select
         excluded_name,
-        lower(trim(excluded_name)) as appointment_type_key
+        name_key(excluded_name) as appointment_type_key
     from excluded_names
 ),
 

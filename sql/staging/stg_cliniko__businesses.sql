@@ -9,7 +9,7 @@ renamed as (
         business_number,
         cliniko_business_id,
         business_name as location_name,
-        lower(trim(business_name)) as location_key,
+        name_key(business_name) as location_key,
         coalesce(nullif(trim(time_zone_identifier), ''), 'UTC') as time_zone,
         nullif(upper(trim(country_code)), '') as country_code,
         archived_at is not null or deleted_at is not null as is_archived,
