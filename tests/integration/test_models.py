@@ -607,7 +607,8 @@ def test_failed_build_leaves_the_previous_rows(wh: Warehouse) -> None:
     wh.patient("1001", "p1")
     wh.appointment("1001", "a1", patient_id="p1", ends_at="2026-11-24 10:00")
     wh.build("1001")
-    wh.con.execute("update raw.cliniko_businesses set time_zone_identifier = 'Not/AZone'")
+    # A view the build reads, gone (ensure_models recreates what changed, not what was dropped): it fails.
+    wh.con.execute("drop view staging.stg_cliniko__patients")
     with pytest.raises(duckdb.Error):
         wh.build("1001")
     assert wh.outcomes("1001") == {"a1": "eligible"}
