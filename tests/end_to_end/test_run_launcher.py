@@ -9,8 +9,6 @@ at a time, against a Cliniko emulator slowed down so that every run lasts a few 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,6 +18,7 @@ import dagster as dg
 import pytest
 import yaml
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
+from process_support import start, stop
 
 from pipeline import warm
 from pipeline.automation.instance import DAGSTER_YAML, POSTGRES_STORAGE_YAML, POSTGRES_URL_VARIABLE
@@ -57,19 +56,6 @@ def scheduler_done(instance: dg.DagsterInstance, records: list[dg.RunRecord]) ->
     ended = max(r.end_time or 0 for r in records)
     ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=5)
     return any(t.timestamp > ended and not t.run_ids and t.status != TickStatus.STARTED for t in ticks)
-
-
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("w") as out:
-        return subprocess.Popen(
-            args, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "postgres"])

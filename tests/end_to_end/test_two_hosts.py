@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -31,6 +30,7 @@ import yaml
 from classes_support import expected_class_visits
 from cryptography.fernet import Fernet
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
+from process_support import start, stop
 
 from pipeline.automation.instance import DAGSTER_YAML, POSTGRES_STORAGE_YAML, POSTGRES_URL_VARIABLE
 from pipeline.automation.partitions import IN_FLIGHT
@@ -51,19 +51,6 @@ COOLOFF_DAYS = 30
 # Cliniko allows 200 requests a minute per key; this load peaks near 105 (measured), so the hosts are given a
 # budget of 80 to make it bind: the emulator must then never see more than 80 in a minute from both together.
 CLINIKO_PER_MINUTE = 80
-
-
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("a") as out:
-        return subprocess.Popen(
-            args, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, sig)
-        process.wait(timeout=60)
 
 
 def scheduler_done(instance: dg.DagsterInstance, since: float) -> bool:
