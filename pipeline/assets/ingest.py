@@ -129,7 +129,7 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
     """
     day, mapping = pipeline.partition(context)
     with _client(pipeline, mapping, day) as client:
-        records = client.businesses()
+        records = type_pages("businesses", client.business_pages())
     stored, quarantined = store_records(
         pipeline.settings.warehouse_path(mapping.group_id),
         day.business_number,
@@ -177,7 +177,7 @@ def cliniko_appointment_types(
     """
     day, mapping = pipeline.partition(context)
     with _client(pipeline, mapping, day) as client:
-        records = client.appointment_types()
+        records = type_pages("appointment_types", client.appointment_type_pages())
     warehouse = pipeline.settings.warehouse_path(mapping.group_id)
     stored, quarantined = store_records(
         warehouse,

@@ -50,21 +50,13 @@ from pipeline.cliniko.pagination import (
 )
 from pipeline.cliniko.records import (
     APPOINTMENT_COLUMNS,
-    APPOINTMENT_TYPE_COLUMNS,
-    BUSINESS_COLUMNS,
     COLUMNS_OF,
     PATIENT_COLUMNS,
-    PRACTITIONER_COLUMNS,
-    USER_COLUMNS,
     Columns,
     appointment_columns,
-    appointment_type_row,
-    business_row,
     columns_of_rows,
     patient_columns,
-    practitioner_columns,
     rows_of_columns,
-    user_columns,
 )
 from pipeline.cliniko.shards import base_url_for
 from pipeline.masking import mask
@@ -122,9 +114,8 @@ class ClinikoClient:
     """Read-only Cliniko client for one API key.
 
     >>> with ClinikoClient(key, settings=settings) as cliniko:
-    ...     businesses = cliniko.businesses()
-    ...     appts = cliniko.individual_appointments(["123"], day_start_utc, day_end_utc)
-    ...     patients = cliniko.patients([a["patient_id"] for a in appts])
+    ...     businesses = type_pages("businesses", cliniko.business_pages())
+    ...     appointments = type_pages("appointments", cliniko.individual_appointment_pages(ids, start, end))
     ...     cliniko.stats.as_dict()
 
     `settings` are the caller's (the client never reads the environment): base URL, user agent, rate limit.
@@ -198,19 +189,16 @@ class ClinikoClient:
 
     # -- the calls the ingestion makes -----------------------------------------------------------------------
 
-    def businesses(self) -> list[dict[str, Any]]:
-        """Every business of the account, archived ones included (a mapping may name one)."""
-        return self._collect("/businesses", [("q[]", "archived_at:*")], business_row, BUSINESS_COLUMNS)
+    def business_pages(self) -> Iterator[bytes]:
+        """Every business of the account, archived ones included (a mapping may name one), as raw page
+        bodies for `type_pages`."""
+        return self._raw_pages("/businesses", [[("q[]", "archived_at:*")]])
 
-    def appointment_types(self) -> list[dict[str, Any]]:
-        """Every appointment type of the account, archived ones included: an appointment may still reference
-        a type archived since (Cliniko hides archived types unless `archived_at:*` is asked for)."""
-        return self._collect(
-            "/appointment_types",
-            [("q[]", "archived_at:*")],
-            appointment_type_row,
-            APPOINTMENT_TYPE_COLUMNS,
-        )
+    def appointment_type_pages(self) -> Iterator[bytes]:
+        """Every appointment type of the account, archived ones included (an appointment may still reference
+        a type archived since; Cliniko hides archived types unless `archived_at:*` is asked for), as raw page
+        bodies for `type_pages`."""
+        return self._raw_pages("/appointment_types", [[("q[]", "archived_at:*")]])
 
     def individual_appointments(
         self, business_ids: Sequence[str], ends_from: datetime, ends_before: datetime
@@ -272,32 +260,17 @@ class ClinikoClient:
         """The same patients as raw page bodies, for `pipeline.cliniko.pages.type_pages` (the bulk path)."""
         return self._raw_pages("/patients", _patient_queries(ids))
 
-    def practitioners(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        """The practitioners with these ids, active and inactive, 100 ids per request and listing.
+    def practitioner_pages(self, ids: Sequence[str], *, inactive: bool = False) -> Iterator[bytes]:
+        """The practitioners with these ids among the active ones (`/practitioners`), or with `inactive`
+        among the others (`/practitioners/inactive`: an active flag, which no filter lifts), 100 ids per
+        request, as raw page bodies for `type_pages`. Records carry no email (their user has it)."""
+        path = "/practitioners/inactive" if inactive else "/practitioners"
+        return self._raw_pages(path, _id_queries(ids))
 
-        `/practitioners` lists only active practitioners and `/practitioners/inactive` the others (an active
-        flag, which no filter lifts), so the ids are asked of the first, and only those it did not return of
-        the second: no inactive request at all on a day whose practitioners are all active. Rows carry
-        `is_active` from the listing that returned them and no email (`users` has it). An id neither returns
-        (a deleted practitioner) is simply absent.
-        """
-        wanted = [str(i) for i in dict.fromkeys(ids) if i]
-        rows: list[dict[str, Any]] = []
-        for path, is_active in (("/practitioners", True), ("/practitioners/inactive", False)):
-            found = {row["practitioner_id"] for row in rows}
-            rest = [i for i in wanted if i not in found]
-            if not rest:
-                break
-            listed = rows_of_columns(
-                self._collect_columns(path, _id_queries(rest), practitioner_columns, PRACTITIONER_COLUMNS)
-            )
-            rows += [{**row, "is_active": is_active} for row in listed]
-        return rows
-
-    def users(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        """The Cliniko users with these ids (`user_id`, `email`), 100 ids per request: a practitioner's email
-        is its user's. An id Cliniko does not return is absent."""
-        return rows_of_columns(self._collect_columns("/users", _id_queries(ids), user_columns, USER_COLUMNS))
+    def user_pages(self, ids: Sequence[str]) -> Iterator[bytes]:
+        """The Cliniko users with these ids, 100 ids per request, as raw page bodies for `type_pages`: a
+        practitioner's email is its user's."""
+        return self._raw_pages("/users", _id_queries(ids))
 
     # -- paging ------------------------------------------------------------------------------------------
 

@@ -26,12 +26,20 @@ from pipeline.cliniko.errors import ClinikoError
 from pipeline.warehouse.sql_files import read_sql
 
 PAGE_RESOURCES = {
+    "businesses": "businesses",
+    "appointment_types": "appointment_types",
+    "practitioners": "practitioners",
+    "users": "users",
     "appointments": "individual_appointments",
     "group_appointments": "group_appointments",
     "attendees": "attendees",
     "patients": "patients",
 }
 _ID_COLUMN = {
+    "businesses": "cliniko_business_id",
+    "appointment_types": "appointment_type_id",
+    "practitioners": "practitioner_id",
+    "users": "user_id",
     "appointments": "appointment_id",
     "group_appointments": "group_appointment_id",
     "attendees": "attendee_id",
@@ -56,6 +64,16 @@ class TypedPages:
         if page not in self._parsed:
             self._parsed[page] = orjson.loads(self.bodies[page])[PAGE_RESOURCES[self.resource]]
         return orjson.dumps(self._parsed[page][index]).decode()
+
+
+def concat_pages(parts: Sequence[TypedPages]) -> TypedPages:
+    """Several typings of one resource as one (e.g. practitioners from the active and the inactive listing):
+    the frames one after the other, each part's `_page` shifted past the bodies before it."""
+    frames, bodies = [], []
+    for part in parts:
+        frames.append(part.frame.assign(_page=part.frame["_page"] + len(bodies)))
+        bodies += part.bodies
+    return TypedPages(parts[0].resource, pd.concat(frames, ignore_index=True), bodies)
 
 
 def type_pages(resource: str, bodies: Iterable[bytes], batch_pages: int = 32) -> TypedPages:

@@ -23,6 +23,7 @@ from pipeline.cliniko import (
     ClinikoUnavailable,
     validate,
 )
+from pipeline.cliniko.pages import type_pages
 from pipeline.cliniko.records import PATIENT_COLUMNS, patient_row
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig, FaultConfig
 from pipeline.sandbox.generator import NULL, Account, generate_account
@@ -119,7 +120,7 @@ def test_patients_come_by_id_in_chunks_and_deleted_ones_are_absent(
 
 def test_businesses_include_archived_ones(account: Account, settings: Settings) -> None:
     with serve(ClinikoEmulatorConfig([account])) as (url, _), client_for(url, account.api_key, settings) as c:
-        rows = c.businesses()
+        rows = type_pages("businesses", c.business_pages()).frame.to_dict("records")
     live = [b for b in account.businesses if not b.get("deleted_at")]
     assert sorted(r["cliniko_business_id"] for r in rows) == sorted(b["id"] for b in live)
     assert all(r["time_zone_identifier"] is None or "/" in r["time_zone_identifier"] for r in rows)
@@ -153,7 +154,7 @@ def test_a_server_that_keeps_failing_ends_in_cliniko_unavailable(
     config = ClinikoEmulatorConfig([account], faults=FaultConfig(error_rate=1.0, error_statuses=(502,)))
     with serve(config) as (url, app), client_for(url, account.api_key, settings, max_retries=2) as c:
         with pytest.raises(ClinikoUnavailable, match="HTTP 502") as info:
-            c.businesses()
+            list(c.business_pages())
         assert len(app.request_log) == 3
     assert "after 3 attempts" in str(info.value)
 
@@ -177,7 +178,7 @@ def test_wrong_shard_key_gets_an_auth_error_naming_the_shard_not_the_key(
     with serve(ClinikoEmulatorConfig([account])) as (url, _):
         for key, shard in ((wrong_shard, "au2"), (revoked, "au4")):
             with client_for(url, key, settings) as c, pytest.raises(ClinikoAuthError) as info:
-                c.businesses()
+                list(c.business_pages())
             message = str(info.value)
             assert f"shard {shard}" in message and "127.0.0.1" in message
             assert "wrong shard also gets a plain 401" in message
@@ -188,7 +189,7 @@ def test_wrong_shard_key_gets_an_auth_error_naming_the_shard_not_the_key(
 def test_forbidden_resource_is_named(account: Account, settings: Settings) -> None:
     config = ClinikoEmulatorConfig([account], forbidden={account.api_key: frozenset({"patients"})})
     with serve(config) as (url, _), client_for(url, account.api_key, settings) as c:
-        assert c.businesses()
+        assert list(c.business_pages())
         with pytest.raises(ClinikoForbidden, match="/patients"):
             c.patients([account.patients[0]["id"]])
 
@@ -228,7 +229,7 @@ settings = dataclasses.replace(load_settings(), data_dir=Path(data_dir), cliniko
 with ClinikoClient(key, settings=settings, base_url=url, rate_limit_per_minute=20, window_seconds=2.0) as c:
     time.sleep(max(0.0, start_at - time.time()))
     for _ in range(count):
-        c.businesses()
+        list(c.business_pages())
     sys.exit(3 if c.stats.rate_limited else 0)
 """
 
