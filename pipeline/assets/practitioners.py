@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 
 from pipeline.cliniko import ClinikoClient, ClinikoForbidden
-from pipeline.cliniko.pages import TypedPages, concat_pages, type_pages
+from pipeline.warehouse.pages import TypedPages, concat_pages, type_pages
 from pipeline.warehouse.raw_store import store_records
 
 REFERENCED_IDS = """
@@ -109,7 +109,7 @@ def store_practitioners(
         partition_date,
         "practitioners",
         "raw.cliniko_practitioners",
-        lookup.pages if lookup.pages is not None else [],
+        lookup.pages,
         extra_rows=missing,
     )
 

@@ -1,6 +1,7 @@
 -- Raw `appointment_types` pages (table `pages`: page_no, body) -> one typed row per record, in the columns of
 -- raw.cliniko_appointment_types, with `_reason` naming every value of the wrong type (that value is null in
--- its column), and `_page`, `_index` to find the record as Cliniko sent it.
+-- its column) and every missing or malformed id, and `_page`, `_index` to find the record as Cliniko sent it.
+-- (`pipeline/warehouse/pages.py` resolves an id that comes twice.)
 with records as (
     select page_no, unnest(range(len(r))) as record_no, unnest(r) as r
     from (
@@ -22,6 +23,7 @@ typed as (
         ts_value(r.created_at) as created_at,
         ts_value(r.updated_at) as updated_at,
         nullif(concat_ws('; ',
+            id_reason('appointment_type_id', appointment_type_id, true),
             text_reason('appointment_type_name', r.name),
             text_reason('category', r.category),
             ts_reason('archived_at', r.archived_at, archived_at),

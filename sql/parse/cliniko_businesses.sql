@@ -1,6 +1,7 @@
 -- Raw `businesses` pages (table `pages`: page_no, body) -> one typed row per record, in the columns of
 -- raw.cliniko_businesses, with `_reason` naming every value of the wrong type (that value is null in its
--- column), and `_page`, `_index` to find the record as Cliniko sent it.
+-- column) and every missing or malformed id, and `_page`, `_index` to find the record as Cliniko sent it.
+-- (`pipeline/warehouse/pages.py` resolves an id that comes twice.)
 with records as (
     select page_no, unnest(range(len(r))) as record_no, unnest(r) as r
     from (
@@ -8,7 +9,8 @@ with records as (
             "id": "VARCHAR",
             "business_name": "JSON", "display_name": "JSON", "time_zone_identifier": "JSON",
             "country_code": "JSON",
-            "archived_at": "VARCHAR", "deleted_at": "VARCHAR", "created_at": "VARCHAR", "updated_at": "VARCHAR"
+            "archived_at": "VARCHAR", "deleted_at": "VARCHAR",
+            "created_at": "VARCHAR", "updated_at": "VARCHAR"
         }]}').businesses as r
         from (select page_no, decode(body) as body from pages)
     )
@@ -27,6 +29,7 @@ typed as (
         ts_value(r.created_at) as created_at,
         ts_value(r.updated_at) as updated_at,
         nullif(concat_ws('; ',
+            id_reason('cliniko_business_id', cliniko_business_id, true),
             text_reason('business_name', r.business_name),
             text_reason('display_name', r.display_name),
             text_reason('time_zone_identifier', r.time_zone_identifier),

@@ -1,8 +1,9 @@
--- Raw `practitioners` pages (table `pages`: page_no, body; from /practitioners or /practitioners/inactive)
--- -> one typed row per record, in the columns of raw.cliniko_practitioners, with `_reason` naming every value
--- of the wrong type (that value is null in its column), and `_page`, `_index` to find the record as Cliniko
--- sent it. `is_active` (from the listing that returned the record) and `email` (the practitioner's user's)
--- are set by the caller, `pipeline.assets.practitioners.practitioner_lookup`.
+-- Raw `practitioners` pages (table `pages`: page_no, body) -> one typed row per record, in the columns of
+-- raw.cliniko_practitioners, with `_reason` naming every value of the wrong type (that value is null in its
+-- column) and every missing or malformed id, and `_page`, `_index` to find the record as Cliniko sent it.
+-- (`pipeline/warehouse/pages.py` resolves an id that comes twice.) `is_active` (from the listing that
+-- returned the record: /practitioners or /practitioners/inactive) and `email` (the practitioner's user's) are
+-- set by `pipeline.assets.practitioners.practitioner_lookup`.
 with records as (
     select page_no, unnest(range(len(r))) as record_no, unnest(r) as r
     from (
@@ -29,6 +30,8 @@ typed as (
         ts_value(r.created_at) as created_at,
         ts_value(r.updated_at) as updated_at,
         nullif(concat_ws('; ',
+            id_reason('practitioner_id', practitioner_id, true),
+            id_reason('user_id', user_id, false),
             text_reason('first_name', r.first_name),
             text_reason('last_name', r.last_name),
             ts_reason('created_at', r.created_at, created_at),

@@ -1,5 +1,8 @@
--- Raw `users` pages (table `pages`: page_no, body) -> one row per record: the user's id and email (a
--- practitioner's email is its user's), with `_reason`, `_page`, `_index` as in the other parsers.
+-- Raw `users` pages (table `pages`: page_no, body) -> one typed row per record, in the columns of the users
+-- (for raw.cliniko_practitioners' emails), with `_reason` naming every value of the wrong type (that value is
+-- null in its column) and every missing or malformed id, and `_page`, `_index` to find the record as Cliniko
+-- sent it. (`pipeline/warehouse/pages.py` resolves an id that comes twice.) Only what a practitioner needs of
+-- its user: the email.
 with records as (
     select page_no, unnest(range(len(r))) as record_no, unnest(r) as r
     from (
@@ -13,7 +16,10 @@ typed as (
         record_no as _index,
         nullif(r.id, '') as user_id,
         text_value(r.email) as email,
-        text_reason('email', r.email) as _reason
+        nullif(concat_ws('; ',
+            id_reason('user_id', user_id, true),
+            text_reason('email', r.email)
+        ), '') as _reason
     from records
 )
 select * from typed
