@@ -9,7 +9,8 @@ they should be 0. Each method then runs in a fresh child process of its own (so 
 loads the same data into a fresh DuckDB file:
 
 - `floor`: sequential httpx + `orjson.loads` of the same pages, nothing stored (the JSON parse floor);
-- `ours`: `ClinikoClient` -> pandera validation -> one `INSERT OR REPLACE` per table (the assets' path);
+- `ours`: `ClinikoClient` raw pages -> typed and checked by DuckDB -> one `INSERT OR REPLACE` per table
+  (the assets' path);
 - `dlt`: dlt's `rest_api` source, merge on `id`, default settings (SQL `INSERT ... VALUES` files);
 - `dlt_parquet`: the same with `loader_file_format="parquet"`.
 
@@ -141,12 +142,11 @@ def method_floor(server: dict, workdir: Path) -> int:
 
 
 def method_ours(server: dict, workdir: Path) -> int:
-    """The assets' path: fetch raw pages (rate limiter off), type them in DuckDB, validate with pandera,
-    store; with upsert by primary key where the assets replace their partition's slice (the same statement
-    otherwise)."""
+    """The assets' path: fetch raw pages (rate limiter off), type and check them in DuckDB, store; with
+    upsert by primary key where the assets replace their partition's slice (the same statement otherwise)."""
     from pipeline.cliniko import ClinikoClient
-    from pipeline.cliniko.pages import type_pages
     from pipeline.settings import load_settings
+    from pipeline.warehouse.pages import type_pages
     from pipeline.warehouse.raw_store import store_records
 
     settings = load_settings()
@@ -251,7 +251,7 @@ def child(method: str, server: dict, workdir: Path) -> None:
     if method.startswith("dlt"):
         import dlt  # noqa: F401  (imports are not part of the timed load)
     elif method == "ours":
-        import pipeline.cliniko.validation  # noqa: F401
+        import pipeline.warehouse.pages  # noqa: F401
         import pipeline.warehouse.raw_store  # noqa: F401
     cpu0 = time.process_time()
     started = time.perf_counter()

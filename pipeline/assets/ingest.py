@@ -21,11 +21,11 @@ from pipeline.automation.partitions import MappingDay, mapping_day_partitions
 from pipeline.automation.resources import PipelineResource
 from pipeline.calendar.rules import local_day_window, target_day
 from pipeline.cliniko import ClinikoClient, ClinikoError
-from pipeline.cliniko.pages import type_pages
 from pipeline.registry import MappingConfig
 from pipeline.registry.model import EXCLUDED_TYPES
 from pipeline.warehouse import connect
 from pipeline.warehouse.models import match_locations, unknown_appointment_type_names
+from pipeline.warehouse.pages import UnreadablePage, type_pages
 from pipeline.warehouse.raw_store import store_records
 from pipeline.warehouse.slices import ensure_tables
 
@@ -41,7 +41,7 @@ def _client(pipeline: PipelineResource, mapping: MappingConfig, day: MappingDay)
     try:
         with ClinikoClient(mapping.cliniko_api_key.reveal(), settings=pipeline.settings) as client:
             yield client
-    except ClinikoError as error:
+    except (ClinikoError, UnreadablePage) as error:
         names = ", ".join(mapping.location_names)
         raise dg.Failure(f"Mapping {mapping.business_number} ({names}), partition {day}: {error}") from None
 
@@ -129,7 +129,7 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
     """
     day, mapping = pipeline.partition(context)
     with _client(pipeline, mapping, day) as client:
-        records = client.businesses()
+        records = type_pages("businesses", client.business_pages())
     stored, quarantined = store_records(
         pipeline.settings.warehouse_path(mapping.group_id),
         day.business_number,
@@ -177,7 +177,7 @@ def cliniko_appointment_types(
     """
     day, mapping = pipeline.partition(context)
     with _client(pipeline, mapping, day) as client:
-        records = client.appointment_types()
+        records = type_pages("appointment_types", client.appointment_type_pages())
     warehouse = pipeline.settings.warehouse_path(mapping.group_id)
     stored, quarantined = store_records(
         warehouse,

@@ -16,6 +16,7 @@ import duckdb
 import pandas as pd
 
 from pipeline.cliniko import ClinikoClient, ClinikoForbidden
+from pipeline.warehouse.pages import TypedPages, concat_pages, type_pages
 from pipeline.warehouse.raw_store import store_records
 
 REFERENCED_IDS = """
@@ -39,17 +40,21 @@ def referenced_practitioner_ids(
 
 @dataclass(frozen=True)
 class PractitionerLookup:
-    """What Cliniko returned for the referenced ids: practitioner rows with their user's `email`, and the
-    ids it returned from neither list (deleted practitioners). `refused`: Cliniko's 403 for practitioners or
-    users (the key's user may not read them), after which the lookup went on without them."""
+    """What Cliniko returned for the referenced ids: practitioners typed from their pages, with `is_active`
+    from the listing that returned them and their user's `email`, and the ids it returned from neither list
+    (deleted practitioners). `refused`: Cliniko's 403 for practitioners or users (the key's user may not read
+    them), after which the lookup went on without them."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    pages: TypedPages | None = None
     missing_ids: list[str] = field(default_factory=list)
     refused: str | None = None
 
     @property
     def with_email(self) -> int:
-        return sum(1 for row in self.rows if isinstance(row.get("email"), str) and row["email"].strip())
+        if self.pages is None:
+            return 0
+        emails = self.pages.frame["email"]
+        return int((emails.notna() & (emails.astype("str").str.strip() != "")).sum())
 
 
 def practitioner_lookup(client: ClinikoClient, ids: list[str]) -> PractitionerLookup:
@@ -61,21 +66,33 @@ def practitioner_lookup(client: ClinikoClient, ids: list[str]) -> PractitionerLo
     Cliniko user may not read practitioners (or users) still gets its patients asked, without names (or
     without employees), and `refused` says why for the step's metadata and log.
     """
-    if not ids:
+    wanted = list(dict.fromkeys(i for i in ids if i))
+    if not wanted:
         return PractitionerLookup()
+    parts: list[TypedPages] = []
     try:
-        rows = client.practitioners(ids)
+        for inactive in (False, True):
+            found = {pid for part in parts for pid in part.frame["practitioner_id"].dropna()}
+            rest = [pid for pid in wanted if pid not in found]
+            if not rest:
+                break
+            typed = type_pages("practitioners", client.practitioner_pages(rest, inactive=inactive))
+            parts.append(TypedPages(typed.resource, typed.frame.assign(is_active=not inactive), typed.bodies))
     except ClinikoForbidden as error:
         return PractitionerLookup(refused=str(error))
-    user_ids = sorted({row["user_id"] for row in rows if row["user_id"]})
+    pages = concat_pages(parts)
+    user_ids = sorted(set(pages.frame["user_id"].dropna()))
     refused = None
     try:
-        email_of = {user["user_id"]: user["email"] for user in client.users(user_ids)} if user_ids else {}
+        users = type_pages("users", client.user_pages(user_ids)).frame if user_ids else None
     except ClinikoForbidden as error:
-        email_of, refused = {}, str(error)
-    rows = [{**row, "email": email_of.get(row["user_id"])} for row in rows]
-    returned = {row["practitioner_id"] for row in rows}
-    return PractitionerLookup(rows, [pid for pid in ids if pid not in returned], refused)
+        users, refused = None, str(error)
+    email_of = {} if users is None else dict(zip(users["user_id"], users["email"], strict=True))
+    emails = pages.frame["user_id"].map(email_of).astype(object)
+    frame = pages.frame.assign(email=emails.where(emails.notna(), None))
+    returned = set(frame["practitioner_id"].dropna())
+    missing = [pid for pid in wanted if pid not in returned]
+    return PractitionerLookup(TypedPages(pages.resource, frame, pages.bodies), missing, refused)
 
 
 def store_practitioners(
@@ -92,7 +109,7 @@ def store_practitioners(
         partition_date,
         "practitioners",
         "raw.cliniko_practitioners",
-        lookup.rows,
+        lookup.pages,
         extra_rows=missing,
     )
 

@@ -1,11 +1,12 @@
 """`ClinikoClient`: the read-only Cliniko calls the ingestion needs, over one keep-alive urllib3 pool.
 
 Each concern lives in its own module: the shard and host in `shards.py`, the shared request budget in
-`pipeline/ratelimit.py`, the page envelope in `pagination.py`, the row shapes in `records.py`, the exceptions
-in `errors.py`. This module wires them: every HTTP request first takes a slot from the shared budget, 429s
-wait until `X-RateLimit-Reset` (and hold back every other process using the key), and 5xx, timeouts, dropped
-connections and malformed pages are retried with capped, jittered exponential backoff (tenacity's
-`wait_random_exponential`, i.e. "full jitter") before they become `ClinikoUnavailable`.
+`pipeline/ratelimit.py`, the page envelope in `pagination.py`, the exceptions in `errors.py`. Every call
+hands over raw page bodies, typed by DuckDB in `pipeline.warehouse.pages.type_pages`. This module wires
+them: every HTTP request first takes a slot from the shared budget, 429s wait until `X-RateLimit-Reset` (and
+hold back every other process using the key), and 5xx, timeouts, dropped connections and malformed pages are
+retried with capped, jittered exponential backoff (tenacity's `wait_random_exponential`, i.e. "full jitter")
+before they become `ClinikoUnavailable`.
 
 Why urllib3 and not httpx (which the Birdeye client and the tests use): a backfill fetches thousands of pages
 whose URLs carry long filter queries, and httpx re-validates every character of every URL in Python. With
@@ -19,7 +20,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,34 +39,7 @@ from pipeline.cliniko.errors import (
     ClinikoUnavailable,
     InvalidUserAgent,
 )
-from pipeline.cliniko.pagination import (
-    PER_PAGE,
-    MalformedPage,
-    Page,
-    RawPage,
-    collection_key,
-    page_cap,
-    parse_page,
-    raw_page,
-)
-from pipeline.cliniko.records import (
-    APPOINTMENT_COLUMNS,
-    APPOINTMENT_TYPE_COLUMNS,
-    BUSINESS_COLUMNS,
-    COLUMNS_OF,
-    PATIENT_COLUMNS,
-    PRACTITIONER_COLUMNS,
-    USER_COLUMNS,
-    Columns,
-    appointment_columns,
-    appointment_type_row,
-    business_row,
-    columns_of_rows,
-    patient_columns,
-    practitioner_columns,
-    rows_of_columns,
-    user_columns,
-)
+from pipeline.cliniko.pagination import PER_PAGE, MalformedPage, RawPage, collection_key, page_cap, raw_page
 from pipeline.cliniko.shards import base_url_for
 from pipeline.masking import mask
 from pipeline.ratelimit import shared_rate_limiter
@@ -122,9 +96,8 @@ class ClinikoClient:
     """Read-only Cliniko client for one API key.
 
     >>> with ClinikoClient(key, settings=settings) as cliniko:
-    ...     businesses = cliniko.businesses()
-    ...     appts = cliniko.individual_appointments(["123"], day_start_utc, day_end_utc)
-    ...     patients = cliniko.patients([a["patient_id"] for a in appts])
+    ...     businesses = type_pages("businesses", cliniko.business_pages())
+    ...     appointments = type_pages("appointments", cliniko.individual_appointment_pages(ids, start, end))
     ...     cliniko.stats.as_dict()
 
     `settings` are the caller's (the client never reads the environment): base URL, user agent, rate limit.
@@ -198,44 +171,24 @@ class ClinikoClient:
 
     # -- the calls the ingestion makes -----------------------------------------------------------------------
 
-    def businesses(self) -> list[dict[str, Any]]:
-        """Every business of the account, archived ones included (a mapping may name one)."""
-        return self._collect("/businesses", [("q[]", "archived_at:*")], business_row, BUSINESS_COLUMNS)
+    def business_pages(self) -> Iterator[bytes]:
+        """Every business of the account, archived ones included (a mapping may name one), as raw page
+        bodies for `type_pages`."""
+        return self._raw_pages("/businesses", [[("q[]", "archived_at:*")]])
 
-    def appointment_types(self) -> list[dict[str, Any]]:
-        """Every appointment type of the account, archived ones included: an appointment may still reference
-        a type archived since (Cliniko hides archived types unless `archived_at:*` is asked for)."""
-        return self._collect(
-            "/appointment_types",
-            [("q[]", "archived_at:*")],
-            appointment_type_row,
-            APPOINTMENT_TYPE_COLUMNS,
-        )
-
-    def individual_appointments(
-        self, business_ids: Sequence[str], ends_from: datetime, ends_before: datetime
-    ) -> list[dict[str, Any]]:
-        """Appointments of `business_ids` with `ends_from <= ends_at < ends_before`, cancelled and archived
-        included, filtered by Cliniko so that an account's history is never paged through."""
-        return rows_of_columns(self.individual_appointment_columns(business_ids, ends_from, ends_before))
-
-    def individual_appointment_columns(
-        self, business_ids: Sequence[str], ends_from: datetime, ends_before: datetime
-    ) -> Columns:
-        """`individual_appointments` as one list per column of `APPOINTMENT_COLUMNS`."""
-        params = _appointment_query(business_ids, ends_from, ends_before)
-        if params is None:
-            return {c: [] for c in APPOINTMENT_COLUMNS}
-        return self._collect_columns(
-            "/individual_appointments", [params], appointment_columns, APPOINTMENT_COLUMNS
-        )
+    def appointment_type_pages(self) -> Iterator[bytes]:
+        """Every appointment type of the account, archived ones included (an appointment may still reference
+        a type archived since; Cliniko hides archived types unless `archived_at:*` is asked for), as raw page
+        bodies for `type_pages`."""
+        return self._raw_pages("/appointment_types", [[("q[]", "archived_at:*")]])
 
     def individual_appointment_pages(
         self, business_ids: Sequence[str], ends_from: datetime, ends_before: datetime
     ) -> Iterator[bytes]:
-        """The same appointments as raw page bodies, for `pipeline.cliniko.pages.type_pages`: the bulk path,
-        which never builds a Python object per record. Pages are fetched ahead while the caller types the
-        ones it has (DuckDB releases the GIL)."""
+        """Appointments of `business_ids` with `ends_from <= ends_at < ends_before`, cancelled and archived
+        included, filtered by Cliniko so that an account's history is never paged through; as raw page bodies
+        for `type_pages`. Pages are fetched ahead while the caller types the ones it has (DuckDB releases the
+        GIL)."""
         params = _appointment_query(business_ids, ends_from, ends_before)
         return iter(()) if params is None else self._raw_pages("/individual_appointments", [params])
 
@@ -257,100 +210,35 @@ class ClinikoClient:
         per query, so a day's classes cost one page per 100 attendees and never a request per class."""
         return self._raw_pages("/attendees", _attendee_queries(group_appointment_ids))
 
-    def patients(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        """The patients with these ids, archived (and merged) included, fetched 100 ids per request.
-
-        An id Cliniko does not return (a deleted patient) is simply absent; the loader records it as missing.
-        """
-        return rows_of_columns(self.patient_columns(ids))
-
-    def patient_columns(self, ids: Sequence[str]) -> Columns:
-        """`patients` as one list per column of `PATIENT_COLUMNS`."""
-        return self._collect_columns("/patients", _patient_queries(ids), patient_columns, PATIENT_COLUMNS)
-
     def patient_pages(self, ids: Sequence[str]) -> Iterator[bytes]:
-        """The same patients as raw page bodies, for `pipeline.cliniko.pages.type_pages` (the bulk path)."""
+        """The patients with these ids, archived (and merged) included, 100 ids per request, as raw page
+        bodies for `type_pages`. An id Cliniko does not return (a deleted patient) is simply absent; the
+        loader records it as missing."""
         return self._raw_pages("/patients", _patient_queries(ids))
 
-    def practitioners(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        """The practitioners with these ids, active and inactive, 100 ids per request and listing.
+    def practitioner_pages(self, ids: Sequence[str], *, inactive: bool = False) -> Iterator[bytes]:
+        """The practitioners with these ids among the active ones (`/practitioners`), or with `inactive`
+        among the others (`/practitioners/inactive`: an active flag, which no filter lifts), 100 ids per
+        request, as raw page bodies for `type_pages`. Records carry no email (their user has it)."""
+        path = "/practitioners/inactive" if inactive else "/practitioners"
+        return self._raw_pages(path, _id_queries(ids))
 
-        `/practitioners` lists only active practitioners and `/practitioners/inactive` the others (an active
-        flag, which no filter lifts), so the ids are asked of the first, and only those it did not return of
-        the second: no inactive request at all on a day whose practitioners are all active. Rows carry
-        `is_active` from the listing that returned them and no email (`users` has it). An id neither returns
-        (a deleted practitioner) is simply absent.
-        """
-        wanted = [str(i) for i in dict.fromkeys(ids) if i]
-        rows: list[dict[str, Any]] = []
-        for path, is_active in (("/practitioners", True), ("/practitioners/inactive", False)):
-            found = {row["practitioner_id"] for row in rows}
-            rest = [i for i in wanted if i not in found]
-            if not rest:
-                break
-            listed = rows_of_columns(
-                self._collect_columns(path, _id_queries(rest), practitioner_columns, PRACTITIONER_COLUMNS)
-            )
-            rows += [{**row, "is_active": is_active} for row in listed]
-        return rows
-
-    def users(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        """The Cliniko users with these ids (`user_id`, `email`), 100 ids per request: a practitioner's email
-        is its user's. An id Cliniko does not return is absent."""
-        return rows_of_columns(self._collect_columns("/users", _id_queries(ids), user_columns, USER_COLUMNS))
+    def user_pages(self, ids: Sequence[str]) -> Iterator[bytes]:
+        """The Cliniko users with these ids, 100 ids per request, as raw page bodies for `type_pages`: a
+        practitioner's email is its user's."""
+        return self._raw_pages("/users", _id_queries(ids))
 
     # -- paging ------------------------------------------------------------------------------------------
 
-    def _collect(
-        self,
-        path: str,
-        params: list[tuple[str, str]],
-        row: Callable[[dict[str, Any]], dict[str, Any]],
-        columns: tuple[str, ...],
-    ) -> list[dict[str, Any]]:
-        return rows_of_columns(self._collect_columns(path, [params], COLUMNS_OF[row], columns))
-
-    def _collect_columns(
-        self,
-        path: str,
-        queries: Iterable[list[tuple[str, str]]],
-        page_columns: Callable[[list[Any]], Columns],
-        columns: tuple[str, ...],
-    ) -> Columns:
-        """Walk every query's pages (fetched one page ahead), normalising each page into columns as it comes.
-
-        Each walk is de-duplicated on its own, as a walk's pages can repeat a row when data shifts.
-        """
-        out: Columns = {c: [] for c in columns}
-        walk: Columns | None = None
-        current = -1
-        for index, records in self._prefetched_pages(path, queries):
-            if index != current:
-                if walk is not None:
-                    _extend(out, _dedupe_columns(walk, columns[0]))
-                walk, current = {c: [] for c in columns}, index
-            _extend(walk, page_columns(records))
-        if walk is not None:
-            _extend(out, _dedupe_columns(walk, columns[0]))
-        return out
-
     def _raw_pages(self, path: str, queries: Iterable[list[tuple[str, str]]]) -> Iterator[bytes]:
-        """Every non-empty page body of every query, in order (fetched ahead)."""
-        for _, body in self._prefetched_pages(path, queries, raw=True):
-            yield body
+        """Every non-empty page body of every query, in order.
 
-    def _prefetched_pages(
-        self, path: str, queries: Iterable[list[tuple[str, str]]], *, raw: bool = False
-    ) -> Iterator[tuple[int, Any]]:
-        """(query index, records) for every non-empty page of every query, in order; with `raw`, the page
-        body instead of its records.
-
-        A helper thread makes the requests (each through the shared rate limiter, with its retries) and parses
-        the bodies while this thread normalises the previous page; the queue holds at most two parsed pages,
-        or 128 raw ones (~18 MB: a raw page is compact, and the caller takes them in batches). An error in the
-        thread is raised here; leaving the loop early stops the thread before its next request.
+        A helper thread makes the requests (each through the shared rate limiter, with its retries) while the
+        caller types the pages it has; the queue holds at most 128 pages (~18 MB: a raw page is compact, and
+        the caller takes them in batches). An error in the thread is raised here; leaving the loop early
+        stops the thread before its next request.
         """
-        pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=128 if raw else 2)
+        pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=128)
         stop = threading.Event()
 
         def put(item: tuple[str, Any]) -> bool:
@@ -364,9 +252,9 @@ class ClinikoClient:
 
         def fetch() -> None:
             try:
-                for index, params in enumerate(queries):
-                    for records in self._walk(path, params, stop, raw=raw):
-                        if not put(("page", (index, records))):
+                for params in queries:
+                    for body in self._walk(path, params, stop):
+                        if not put(("page", body)):
                             return
                 put(("done", None))
             except BaseException as exc:  # handed to the consuming thread, which raises it
@@ -386,23 +274,20 @@ class ClinikoClient:
             stop.set()
             thread.join()
 
-    def _walk(
-        self, path: str, params: list[tuple[str, str]], stop: threading.Event, *, raw: bool = False
-    ) -> Iterator[Any]:
-        """The records (with `raw`, the body) of each page of one query, following `links.next` with the
-        guards of `pagination`."""
+    def _walk(self, path: str, params: list[tuple[str, str]], stop: threading.Event) -> Iterator[bytes]:
+        """The body of each page of one query, following `links.next` with the guards of `pagination`."""
         key = collection_key(path)
         url = f"{self.base_url}{path}?{urlencode([*params, ('per_page', str(PER_PAGE))])}"
         cap: int | None = None
         pages = 0
         while not stop.is_set():
-            page = self._get_page(url, path, key, raw_page if raw else parse_page)
+            page = self._get_page(url, path, key)
             pages += 1
             if pages == 1:
                 cap = page_cap(page.total_entries)
             if page.empty:
                 return
-            yield page.body if isinstance(page, RawPage) else page.records
+            yield page.body
             if page.next_url is None:
                 return
             if cap is not None and pages >= cap:
@@ -426,9 +311,7 @@ class ClinikoClient:
 
     # -- one page, with rate limit and retries -------------------------------------------------------------
 
-    def _get_page(
-        self, url: str, resource: str, key: str, parse: Callable[[bytes, str], Page | RawPage]
-    ) -> Page | RawPage:
+    def _get_page(self, url: str, resource: str, key: str) -> RawPage:
         retrying = Retrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=wait_random_exponential(multiplier=self.backoff_initial, max=self.backoff_max),
@@ -441,7 +324,7 @@ class ClinikoClient:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self.stats.retries += 1
-                    page = self._get_once(url, resource, key, parse)
+                    page = self._get_once(url, resource, key)
         except _Transient as exc:
             raise ClinikoUnavailable(
                 resource, self.max_retries + 1, str(exc), self.base_url, self._base_url_set
@@ -449,9 +332,7 @@ class ClinikoClient:
         self.stats.pages += 1
         return page
 
-    def _get_once(
-        self, url: str, resource: str, key: str, parse: Callable[[bytes, str], Page | RawPage]
-    ) -> Page | RawPage:
+    def _get_once(self, url: str, resource: str, key: str) -> RawPage:
         consecutive_429 = 0
         while True:
             if self.limiter is not None:
@@ -466,7 +347,7 @@ class ClinikoClient:
             status = response.status
             if status == 200:
                 try:
-                    return parse(response.data, key)
+                    return raw_page(response.data, key)
                 except MalformedPage as exc:
                     raise _Transient(f"malformed page: {exc}") from None
             if status == 429:
@@ -573,35 +454,3 @@ def _attendee_queries(booking_ids: Sequence[str]) -> Iterator[list[tuple[str, st
             ("q[]", "cancelled_at:*"),
             ("sort", "id"),
         ]
-
-
-def _extend(into: Columns, more: Columns) -> None:
-    for name, values in more.items():
-        into[name].extend(values)
-
-
-def _dedupe_columns(columns: Columns, id_column: str) -> Columns:
-    ids = columns[id_column]
-    if len(set(ids)) == len(ids):
-        return columns
-    return columns_of_rows(_dedupe(rows_of_columns(columns), id_column), tuple(columns))
-
-
-def _dedupe(rows: list[dict[str, Any]], id_column: str) -> list[dict[str, Any]]:
-    """Drop repeats of an id (page-number pagination can repeat a row when data shifts while paging), keeping
-    the first position and the last version. Rows without an id are kept for validation to quarantine."""
-    ids = [r[id_column] for r in rows]
-    if len(set(ids)) == len(ids):
-        return rows
-    latest: dict[Any, dict[str, Any]] = {}
-    kept: list[dict[str, Any]] = []
-    for r in rows:
-        rid = r[id_column]
-        if rid is None:
-            kept.append(r)
-        elif rid not in latest:
-            latest[rid] = r
-            kept.append(r)
-        else:
-            latest[rid].update(r)
-    return kept

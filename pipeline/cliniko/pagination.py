@@ -24,17 +24,6 @@ class MalformedPage(Exception):
 
 
 @dataclass(frozen=True)
-class Page:
-    records: list[Any]
-    next_url: str | None
-    total_entries: int | None
-
-    @property
-    def empty(self) -> bool:
-        return not self.records
-
-
-@dataclass(frozen=True)
 class RawPage:
     """A page whose records are left unparsed (for DuckDB): the body and its envelope."""
 
@@ -52,20 +41,9 @@ def collection_key(path: str) -> str:
     return segments[-1]
 
 
-def parse_page(content: bytes, key: str) -> Page:
-    """Parse one page body; raise `MalformedPage` for anything that is not the documented envelope."""
-    try:
-        body = orjson.loads(content)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedPage(f"body is not valid JSON ({exc})") from None
-    if not isinstance(body, dict) or not isinstance(body.get(key), list):
-        raise MalformedPage(f"body has no '{key}' list")
-    next_url, total_entries = _envelope(body)
-    return Page(body[key], next_url, total_entries)
-
-
 def raw_page(content: bytes, key: str) -> RawPage:
-    """The envelope of a page without parsing its records; raise `MalformedPage` as `parse_page` does.
+    """The envelope of a page without parsing its records; raise `MalformedPage` for anything that is not the
+    documented envelope (the records are typed later, by DuckDB).
 
     Cliniko's body opens with the collection and closes with the two small members, `{"<key>": [...],
     "total_entries": n, "links": {...}}`. So the opening is matched, and only the tail from the last
@@ -84,8 +62,14 @@ def raw_page(content: bytes, key: str) -> RawPage:
             next_url, total_entries = _envelope(tail)
             empty = _CLOSING.match(content, head.end()) is not None
             return RawPage(content, empty, next_url, total_entries)
-    page = parse_page(content, key)
-    return RawPage(content, page.empty, page.next_url, page.total_entries)
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedPage(f"body is not valid JSON ({exc})") from None
+    if not isinstance(body, dict) or not isinstance(body.get(key), list):
+        raise MalformedPage(f"body has no '{key}' list")
+    next_url, total_entries = _envelope(body)
+    return RawPage(content, not body[key], next_url, total_entries)
 
 
 @cache

@@ -1,7 +1,7 @@
-"""Validated Cliniko rows -> the raw tables and the quarantine, in one short DuckDB transaction.
+"""Typed Cliniko pages -> the raw tables and the quarantine, in one short DuckDB transaction.
 
 Kept apart from the Dagster assets (and free of Dagster imports) so that the ingestion benchmark measures
-exactly the path the assets take: client -> `validate` -> `store_records`.
+exactly the path the assets take: client pages -> `type_pages` -> `store_records`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.cliniko import validate
-from pipeline.warehouse import connect
+from pipeline.warehouse.connection import connect
+from pipeline.warehouse.pages import TypedPages
 from pipeline.warehouse.slices import ensure_tables, replace_slice, upsert_rows
 
 QUARANTINE_COLUMNS = [
@@ -33,19 +33,19 @@ def store_records(
     partition_date: date,
     resource: str,
     table: str,
-    records: Any,
+    records: TypedPages | None,
     *,
     whole_mapping: bool = False,
     extra_rows: pd.DataFrame | None = None,
     upsert: bool = False,
 ) -> tuple[int, int]:
-    """Validate `records` and store the valid rows in `table`, the others in the quarantine. Returns
-    (stored, quarantined).
+    """Store the rows of `records` that typed cleanly in `table`, the others (with their reasons) in the
+    quarantine; `None` stores no Cliniko row, only `extra_rows`. Returns (stored, quarantined).
 
     By default the partition's slice is replaced (rows Cliniko no longer returns disappear, re-runs are
     idempotent); `upsert=True` inserts or replaces by primary key instead, for loads that add to a table.
     """
-    valid, quarantined = validate(resource, records)
+    valid, quarantined = records.split() if records is not None else (pd.DataFrame(), [])
     now = datetime.now(UTC)
     frame = valid
     if extra_rows is not None and len(extra_rows):

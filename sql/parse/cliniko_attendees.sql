@@ -1,7 +1,8 @@
 -- Raw `attendees` pages (table `pages`: page_no, body) -> one typed row per record, in the columns of
--- raw.cliniko_attendees, with `_reason` naming every value of the wrong type (that value is null in its column),
--- and `_page`, `_index` to find the record as Cliniko sent it. (`pages.py` resolves an id that comes twice.)
--- The class is the attendee's `booking` link (bookings and group appointments share their ids).
+-- raw.cliniko_attendees, with `_reason` naming every value of the wrong type (that value is null in its
+-- column) and every missing or malformed id, and `_page`, `_index` to find the record as Cliniko sent it.
+-- (`pipeline/warehouse/pages.py` resolves an id that comes twice.) The class is the attendee's `booking` link
+-- (bookings and group appointments share their ids).
 with records as (
     select page_no, unnest(range(len(r))) as record_no, unnest(r) as r
     from (
@@ -30,6 +31,9 @@ typed as (
         ts_value(r.created_at) as created_at,
         ts_value(r.updated_at) as updated_at,
         nullif(concat_ws('; ',
+            id_reason('attendee_id', attendee_id, true),
+            id_reason('booking_id', booking_id, true),
+            id_reason('patient_id', patient_id, false),
             bool_reason('arrived', r.arrived),
             ts_reason('cancelled_at', r.cancelled_at, cancelled_at),
             ts_reason('archived_at', r.archived_at, archived_at),

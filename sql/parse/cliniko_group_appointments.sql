@@ -1,8 +1,7 @@
--- Raw `group_appointments` pages (table `pages`: page_no, body) -> one typed row per record, in the columns of
--- raw.cliniko_group_appointments, with `_reason` naming every value of the wrong type (that value is null in its
--- column), and `_page`, `_index` to find the record as Cliniko sent it. (`pages.py` resolves an id that comes
--- twice.) A reason names the column computed above it in the same select. Cliniko lists no deleted class, but a
--- `deleted_at` it sends is kept.
+-- Raw `group_appointments` pages (table `pages`: page_no, body) -> one typed row per record, in the columns
+-- of raw.cliniko_group_appointments, with `_reason` naming every value of the wrong type (that value is null
+-- in its column) and every missing or malformed id, and `_page`, `_index` to find the record as Cliniko sent
+-- it. (`pipeline/warehouse/pages.py` resolves an id that comes twice.)
 with records as (
     select page_no, unnest(range(len(r))) as record_no, unnest(r) as r
     from (
@@ -33,6 +32,11 @@ typed as (
         ts_value(r.created_at) as created_at,
         ts_value(r.updated_at) as updated_at,
         nullif(concat_ws('; ',
+            id_reason('group_appointment_id', group_appointment_id, true),
+            id_reason('cliniko_business_id', cliniko_business_id, false),
+            id_reason('practitioner_id', practitioner_id, false),
+            id_reason('appointment_type_id', appointment_type_id, false),
+            required_reason('ends_at', ends_at),
             ts_reason('starts_at', r.starts_at, starts_at),
             ts_reason('ends_at', r.ends_at, ends_at),
             ts_reason('archived_at', r.archived_at, archived_at),

@@ -1,7 +1,7 @@
 -- Raw `patients` pages (table `pages`: page_no, body) -> one typed row per record, in the columns of
 -- raw.cliniko_patients, with `_reason` naming every value of the wrong type (that value is null in its
--- column), and `_page`, `_index` to find the record as Cliniko sent it. (`pages.py` resolves an id that
--- comes twice.) A reason names the column computed above it in the same select.
+-- column) and every missing or malformed id, and `_page`, `_index` to find the record as Cliniko sent it.
+-- (`pipeline/warehouse/pages.py` resolves an id that comes twice.)
 with records as (
     select page_no, unnest(range(len(r))) as record_no, unnest(r) as r
     from (
@@ -33,6 +33,7 @@ typed as (
         ts_value(r.created_at) as created_at,
         ts_value(r.updated_at) as updated_at,
         nullif(concat_ws('; ',
+            id_reason('patient_id', patient_id, true),
             text_reason('first_name', r.first_name),
             text_reason('last_name', r.last_name),
             text_reason('preferred_first_name', r.preferred_first_name),

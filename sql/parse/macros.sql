@@ -4,7 +4,7 @@
 create or replace temp macro shown(j) as
     case when length(j) > 60 then left(j, 57) || '...' else j end;
 -- The id of a related record from its `links.self` URL: the last path segment, without query or slash
--- (as `records.link_id`; a text without a slash is no link).
+-- (a text without a slash is no link).
 create or replace temp macro link_id(url) as
     case when contains(url, '/') then nullif(regexp_extract(split_part(url, '?', 1), '([^/]*)/*$', 1), '') end;
 create or replace temp macro ts_value(v) as try_cast(nullif(v, '') as timestamptz);
@@ -37,3 +37,9 @@ create or replace temp macro bool_reason(name, j) as
     case when bool_bad(j) then name || ': expected true/false, got ' || shown(j) end;
 create or replace temp macro text_reason(name, j) as
     case when text_bad(j) then name || ': expected text, got ' || shown(j) end;
+-- An id column (`v`, computed above): a record's own id must be there; every id must be made of digits.
+create or replace temp macro id_reason(name, v, required) as
+    case when v is null then case when required then name || ': missing' end
+         when not regexp_full_match(v, '[0-9]+') then name || ': not a Cliniko id, got ' || shown(v) end;
+-- A column the table cannot do without (a visit's end, an attendee's class), as typed above.
+create or replace temp macro required_reason(name, v) as case when v is null then name || ': missing' end;

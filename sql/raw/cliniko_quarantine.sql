@@ -3,7 +3,9 @@ create schema if not exists raw;
 create table if not exists raw.cliniko_quarantine (
     business_number varchar not null,
     partition_date  date not null,
-    resource        varchar not null,  -- businesses | appointment_types | appointments | group_appointments | attendees | patients
+    -- businesses | appointment_types | appointments | group_appointments | attendees | patients
+    -- | practitioners
+    resource        varchar not null,
     record_id       varchar,
     reason          varchar not null,
     record          json,

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.cliniko import (
@@ -21,13 +22,12 @@ from pipeline.cliniko import (
     ClinikoClient,
     ClinikoForbidden,
     ClinikoUnavailable,
-    validate,
 )
-from pipeline.cliniko.records import PATIENT_COLUMNS, patient_row
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig, FaultConfig
 from pipeline.sandbox.generator import NULL, Account, generate_account
 from pipeline.sandbox.server import running_cliniko
 from pipeline.settings import Settings, load_settings
+from pipeline.warehouse.pages import TypedPages, type_pages
 
 DAY_FROM = datetime(2026, 1, 3, tzinfo=UTC)
 DAY_BEFORE = datetime(2026, 1, 9, tzinfo=UTC)
@@ -60,6 +60,17 @@ def client_for(url: str, key: str, settings: Settings, **kwargs: object) -> Clin
     return ClinikoClient(key, settings=settings, base_url=url, **options)  # type: ignore[arg-type]
 
 
+def appointments(c: ClinikoClient, business_ids: list[str]) -> TypedPages:
+    return type_pages("appointments", c.individual_appointment_pages(business_ids, DAY_FROM, DAY_BEFORE))
+
+
+def rows(typed: TypedPages) -> list[dict]:
+    """The rows to store, as dicts (the quarantine must be empty)."""
+    frame, quarantine = typed.split()
+    assert quarantine == []
+    return frame.to_dict("records")
+
+
 def expected_appointment_ids(account: Account, business_ids: list[str]) -> list[str]:
     t = account.appointments
     lo, hi = DAY_FROM.timestamp(), DAY_BEFORE.timestamp()
@@ -84,13 +95,13 @@ def test_appointments_are_filtered_by_business_and_window_over_many_pages(
         serve(ClinikoEmulatorConfig([account])) as (url, app),
         client_for(url, account.api_key, settings) as c,
     ):
-        rows = c.individual_appointments(business_ids, DAY_FROM, DAY_BEFORE)
+        got = rows(appointments(c, business_ids))
         log = app.request_log
-    assert [r["appointment_id"] for r in rows] == expected
-    assert {r["cliniko_business_id"] for r in rows} == set(business_ids)
-    assert all("2026-01-03T00:00:00Z" <= r["ends_at"] < "2026-01-09T00:00:00Z" for r in rows)
-    assert any(r["cancelled_at"] for r in rows) and any(r["archived_at"] for r in rows)
-    assert not any(r["deleted_at"] for r in rows)
+    assert [r["appointment_id"] for r in got] == expected
+    assert {r["cliniko_business_id"] for r in got} == set(business_ids)
+    assert all(DAY_FROM <= r["ends_at"] < DAY_BEFORE for r in got)
+    assert any(pd.notna(r["cancelled_at"]) for r in got) and any(pd.notna(r["archived_at"]) for r in got)
+    assert not any(pd.notna(r["deleted_at"]) for r in got)
     assert c.stats.pages == len(log) == -(-len(expected) // 100)
     first = log[0]["query"]
     assert "per_page=100" in first and "archived_at:*" in first and "cancelled_at:*" in first
@@ -107,22 +118,22 @@ def test_patients_come_by_id_in_chunks_and_deleted_ones_are_absent(
         serve(ClinikoEmulatorConfig([account])) as (url, app),
         client_for(url, account.api_key, settings) as c,
     ):
-        rows = c.patients(wanted + wanted[:10])
+        got = rows(type_pages("patients", c.patient_pages(wanted + wanted[:10])))
         log = app.request_log
-    assert sorted(r["patient_id"] for r in rows) == sorted(p["id"] for p in account.patients[:230])
+    assert sorted(r["patient_id"] for r in got) == sorted(p["id"] for p in account.patients[:230])
     assert len(log) == 3  # 235 distinct ids, 100 per request
     assert all(len(f"{e['path']}?{e['query']}") < 8000 for e in log)
     archived = {p["id"] for p in account.patients[:230] if p.get("archived_at")}
-    assert archived <= {r["patient_id"] for r in rows if r["archived_at"]}
-    assert any(r["phone_numbers"] for r in rows)
+    assert archived <= {r["patient_id"] for r in got if pd.notna(r["archived_at"])}
+    assert any(r["phone_numbers"] is not None and len(r["phone_numbers"]) for r in got)
 
 
 def test_businesses_include_archived_ones(account: Account, settings: Settings) -> None:
     with serve(ClinikoEmulatorConfig([account])) as (url, _), client_for(url, account.api_key, settings) as c:
-        rows = c.businesses()
+        got = rows(type_pages("businesses", c.business_pages()))
     live = [b for b in account.businesses if not b.get("deleted_at")]
-    assert sorted(r["cliniko_business_id"] for r in rows) == sorted(b["id"] for b in live)
-    assert all(r["time_zone_identifier"] is None or "/" in r["time_zone_identifier"] for r in rows)
+    assert sorted(r["cliniko_business_id"] for r in got) == sorted(b["id"] for b in live)
+    assert all(r["time_zone_identifier"] is None or "/" in r["time_zone_identifier"] for r in got)
 
 
 def test_faults_are_retried_and_give_the_same_result_as_a_clean_run(
@@ -135,15 +146,16 @@ def test_faults_are_retried_and_give_the_same_result_as_a_clean_run(
         config = ClinikoEmulatorConfig([account], faults=faults)
         with serve(config) as (url, _), client_for(url, account.api_key, settings, max_retries=8) as c:
             return (
-                c.individual_appointments(business_ids, DAY_FROM, DAY_BEFORE),
-                c.patients(patient_ids),
+                rows(appointments(c, business_ids)),
+                rows(type_pages("patients", c.patient_pages(patient_ids))),
                 c,
             )
 
     clean_appointments, clean_patients, _ = run(FaultConfig())
+    assert clean_appointments and clean_patients
     faults = FaultConfig(seed=3, error_rate=0.2, drop_rate=0.1, malformed_json_rate=0.1, slow_rate=0.05)
-    appointments, patients, faulty = run(dataclasses.replace(faults, slow_seconds=0.05))
-    assert appointments == clean_appointments and patients == clean_patients
+    faulty_appointments, patients, faulty = run(dataclasses.replace(faults, slow_seconds=0.05))
+    assert str(faulty_appointments) == str(clean_appointments) and str(patients) == str(clean_patients)
     assert faulty.stats.retries > 0 and faulty.stats.requests > faulty.stats.pages
 
 
@@ -153,7 +165,7 @@ def test_a_server_that_keeps_failing_ends_in_cliniko_unavailable(
     config = ClinikoEmulatorConfig([account], faults=FaultConfig(error_rate=1.0, error_statuses=(502,)))
     with serve(config) as (url, app), client_for(url, account.api_key, settings, max_retries=2) as c:
         with pytest.raises(ClinikoUnavailable, match="HTTP 502") as info:
-            c.businesses()
+            list(c.business_pages())
         assert len(app.request_log) == 3
     assert "after 3 attempts" in str(info.value)
 
@@ -162,9 +174,9 @@ def test_429_waits_until_the_reset_and_completes(account: Account, settings: Set
     config = ClinikoEmulatorConfig([account], rate_limit=2, rate_window_seconds=1.0)
     business_ids = [b["id"] for b in account.businesses]
     with serve(config) as (url, app), client_for(url, account.api_key, settings) as c:
-        rows = c.individual_appointments(business_ids, DAY_FROM, DAY_BEFORE)
+        got = rows(appointments(c, business_ids))
         statuses = Counter(e["status"] for e in app.request_log)
-    assert [r["appointment_id"] for r in rows] == expected_appointment_ids(account, business_ids)
+    assert [r["appointment_id"] for r in got] == expected_appointment_ids(account, business_ids)
     assert statuses[429] == c.stats.rate_limited > 0
     assert c.stats.rate_limit_wait_seconds >= 0.9 * c.stats.rate_limited
 
@@ -177,7 +189,7 @@ def test_wrong_shard_key_gets_an_auth_error_naming_the_shard_not_the_key(
     with serve(ClinikoEmulatorConfig([account])) as (url, _):
         for key, shard in ((wrong_shard, "au2"), (revoked, "au4")):
             with client_for(url, key, settings) as c, pytest.raises(ClinikoAuthError) as info:
-                c.businesses()
+                list(c.business_pages())
             message = str(info.value)
             assert f"shard {shard}" in message and "127.0.0.1" in message
             assert "wrong shard also gets a plain 401" in message
@@ -188,9 +200,9 @@ def test_wrong_shard_key_gets_an_auth_error_naming_the_shard_not_the_key(
 def test_forbidden_resource_is_named(account: Account, settings: Settings) -> None:
     config = ClinikoEmulatorConfig([account], forbidden={account.api_key: frozenset({"patients"})})
     with serve(config) as (url, _), client_for(url, account.api_key, settings) as c:
-        assert c.businesses()
+        assert list(c.business_pages())
         with pytest.raises(ClinikoForbidden, match="/patients"):
-            c.patients([account.patients[0]["id"]])
+            list(c.patient_pages([account.patients[0]["id"]]))
 
 
 def test_bad_request_shows_clinikos_message(account: Account, settings: Settings) -> None:
@@ -199,7 +211,7 @@ def test_bad_request_shows_clinikos_message(account: Account, settings: Settings
         client_for(url, account.api_key, settings) as c,
         pytest.raises(ClinikoBadRequest, match="This column is not searchable"),
     ):
-        c._collect("/patients", [("q[]", "phone:=1")], patient_row, PATIENT_COLUMNS)
+        list(c._raw_pages("/patients", [[("q[]", "phone:=1")]]))
 
 
 def test_malformed_records_are_quarantined_and_the_rest_validates(
@@ -209,10 +221,10 @@ def test_malformed_records_are_quarantined_and_the_rest_validates(
     business_ids = [b["id"] for b in account.businesses]
     config = ClinikoEmulatorConfig([account], faults=faults)
     with serve(config) as (url, _), client_for(url, account.api_key, settings) as c:
-        rows = c.individual_appointments(business_ids, DAY_FROM, DAY_BEFORE)
-    frame, quarantine = validate("appointments", rows)
-    assert quarantine and len(frame) + len(quarantine) == len(rows)
-    assert len(quarantine) < 0.15 * len(rows)
+        typed = appointments(c, business_ids)
+    frame, quarantine = typed.split()
+    assert quarantine and len(frame) + len(quarantine) == len(typed.frame)
+    assert len(quarantine) < 0.15 * len(typed.frame)
     assert all(q["reason"] for q in quarantine)
 
 
@@ -228,7 +240,7 @@ settings = dataclasses.replace(load_settings(), data_dir=Path(data_dir), cliniko
 with ClinikoClient(key, settings=settings, base_url=url, rate_limit_per_minute=20, window_seconds=2.0) as c:
     time.sleep(max(0.0, start_at - time.time()))
     for _ in range(count):
-        c.businesses()
+        list(c.business_pages())
     sys.exit(3 if c.stats.rate_limited else 0)
 """
 

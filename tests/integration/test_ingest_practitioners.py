@@ -19,6 +19,7 @@ import httpx
 import pytest
 from ingest_support import cliniko_sandbox, event_log_text
 
+from pipeline.assets.practitioners import practitioner_lookup
 from pipeline.cliniko import ClinikoClient
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig
 from pipeline.sandbox.generator import NULL, Account, generate_account
@@ -127,14 +128,16 @@ def test_client_asks_inactive_ones_only_for_ids_the_active_list_did_not_return(a
         running_cliniko(app) as url,
         ClinikoClient(account.api_key, settings=settings, base_url=url, rate_limit_per_minute=0) as client,
     ):
-        rows = client.practitioners(real + unknown + real[:3])
-        log = app.request_log
+        lookup = practitioner_lookup(client, real + unknown + real[:3])
+        log = [e for e in app.request_log if e["path"] != "/v1/users"]
         app.clear_log()
-        all_active = client.practitioners([p["id"] for p in account.practitioners if p["active"]])
-        active_only_log = app.request_log
+        all_active = practitioner_lookup(client, [p["id"] for p in account.practitioners if p["active"]])
+        active_only_log = [e for e in app.request_log if e["path"] != "/v1/users"]
     app.close()
-    by_id = {r["practitioner_id"]: r for r in rows}
+    by_id = {r["practitioner_id"]: r for r in lookup.pages.frame.to_dict("records")}
     assert set(by_id) == set(real)
+    assert sorted(lookup.missing_ids) == sorted(unknown)
+    assert all(by_id[p["id"]]["email"] == user_email(account, p) for p in account.practitioners)
     assert all(by_id[p["id"]]["is_active"] is p["active"] for p in account.practitioners)
     assert all(by_id[p["id"]]["user_id"] == p["user_id"] for p in account.practitioners)
     inactive = sum(1 for p in account.practitioners if not p["active"])
@@ -142,7 +145,7 @@ def test_client_asks_inactive_ones_only_for_ids_the_active_list_did_not_return(a
     distinct = len(real) + len(unknown)
     assert paths.count("/v1/practitioners") == math.ceil(distinct / 100)
     assert paths.count("/v1/practitioners/inactive") == math.ceil((distinct - (len(real) - inactive)) / 100)
-    assert len(all_active) == len(real) - inactive
+    assert len(all_active.pages.frame) == len(real) - inactive
     assert [e["path"] for e in active_only_log] == ["/v1/practitioners"]  # no inactive request at all
 
 

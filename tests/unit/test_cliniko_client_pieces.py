@@ -1,4 +1,4 @@
-"""Pure pieces of the Cliniko client: shards, links, page envelope, row shapes, datetimes, user agent."""
+"""Pure pieces of the Cliniko client: shards, page envelope, datetimes, user agent."""
 
 from __future__ import annotations
 
@@ -7,17 +7,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from pipeline.cliniko import (
-    APPOINTMENT_COLUMNS,
     InvalidApiKey,
     InvalidUserAgent,
     base_url_for,
     format_datetime,
-    link_id,
     shard_of,
     validate_user_agent,
 )
-from pipeline.cliniko.pagination import MalformedPage, collection_key, page_cap, parse_page
-from pipeline.cliniko.records import appointment_row, normalise, patient_row
+from pipeline.cliniko.pagination import MalformedPage, collection_key, page_cap, raw_page
 
 KEY = "MS0xMjM0NTY3ODkwMTIzNDU2Nzg5LWFiY2RlZmdoaWprbG1ub3Bx"
 
@@ -52,92 +49,21 @@ def test_base_url_is_the_shard_host_unless_overridden() -> None:
         base_url_for(f"{KEY}-us1", "http://127.0.0.1:9/v1")
 
 
-@pytest.mark.parametrize(
-    ("related", "expected"),
-    [
-        (
-            {"links": {"self": "https://api.au4.cliniko.com/v1/patients/1390710863102485699"}},
-            "1390710863102485699",
-        ),
-        ({"links": {"self": "https://x/v1/businesses/70644/?page=1"}}, "70644"),
-        ({"links": {}}, None),
-        (None, None),
-        ("", None),
-    ],
-)
-def test_link_id_takes_the_last_path_segment(related: object, expected: str | None) -> None:
-    assert link_id(related) == expected
-
-
 def test_collection_key_ignores_query_and_state_suffix() -> None:
     assert collection_key("/individual_appointments?page=2") == "individual_appointments"
     assert collection_key("/patients/archived") == "patients"
 
 
-def test_parse_page_reads_the_envelope_and_rejects_garbage() -> None:
-    page = parse_page(
+def test_raw_page_reads_the_envelope_and_rejects_garbage() -> None:
+    page = raw_page(
         b'{"patients":[{"id":"1"}],"total_entries":"250","links":{"self":"s","next":"n"}}', "patients"
     )
-    assert (len(page.records), page.next_url, page.total_entries) == (1, "n", 250)
-    assert parse_page(b'{"patients":[],"links":{"self":"s"}}', "patients").next_url is None
+    assert (page.empty, page.next_url, page.total_entries) == (False, "n", 250)
+    assert raw_page(b'{"patients":[],"links":{"self":"s"}}', "patients").next_url is None
     for body in (b'{"patients":[{"id":', b"<html>502</html>", b'{"businesses":[]}', b"[]"):
         with pytest.raises(MalformedPage):
-            parse_page(body, "patients")
+            raw_page(body, "patients")
     assert page_cap(250) == 4 and page_cap(0) == 1 and page_cap(None) is None
-
-
-def test_appointment_row_flattens_links_and_blanks() -> None:
-    raw = {
-        "id": 1234567890123456789,
-        "starts_at": "2026-11-24T04:00:00Z",
-        "ends_at": "2026-11-24T04:30:00Z",
-        "did_not_arrive": False,
-        "patient_arrived": True,
-        "cancelled_at": "",
-        "archived_at": None,
-        "business": {"links": {"self": "https://api.au1.cliniko.com/v1/businesses/11"}},
-        "patient": {"links": {"self": "https://api.au1.cliniko.com/v1/patients/22"}},
-        "practitioner": {"links": {"self": "https://api.au1.cliniko.com/v1/practitioners/33"}},
-        "appointment_type": {"links": {"self": "https://api.au1.cliniko.com/v1/appointment_types/44"}},
-        "attendees": {
-            "links": {"self": "https://api.au1.cliniko.com/v1/individual_appointments/1/attendees"}
-        },
-        "links": {"self": "https://api.au1.cliniko.com/v1/individual_appointments/1234567890123456789"},
-    }
-    row = appointment_row(raw)
-    assert tuple(row) == APPOINTMENT_COLUMNS
-    assert row["appointment_id"] == "1234567890123456789"
-    assert (
-        row["cliniko_business_id"],
-        row["patient_id"],
-        row["practitioner_id"],
-        row["appointment_type_id"],
-    ) == (
-        "11",
-        "22",
-        "33",
-        "44",
-    )
-    assert row["cancelled_at"] is None and row["deleted_at"] is None
-    assert row["patient_arrived"] is True
-
-
-def test_patient_row_keeps_phone_numbers_and_marks_present() -> None:
-    row = patient_row(
-        {
-            "id": "9",
-            "first_name": "Zoë",
-            "email": "",
-            "patient_phone_numbers": [{"phone_type": "Mobile", "number": "61444444444", "extra": 1}],
-        }
-    )
-    assert row["patient_id"] == "9" and row["is_missing"] is False and row["email"] is None
-    assert row["phone_numbers"] == [{"phone_type": "Mobile", "number": "61444444444"}]
-
-
-def test_a_record_that_is_not_an_object_becomes_an_empty_row() -> None:
-    rows = normalise([{"id": "1"}, "oops"], appointment_row, APPOINTMENT_COLUMNS)
-    assert rows[1] == dict.fromkeys(APPOINTMENT_COLUMNS)
 
 
 def test_datetimes_are_sent_as_utc_z_whole_seconds() -> None:

@@ -1,12 +1,10 @@
-"""Raw Cliniko pages -> typed rows, parsed by DuckDB: the bulk path of the ingestion.
+"""Raw Cliniko pages -> typed rows and a quarantine, parsed by DuckDB: the one ingest path.
 
-The client hands over the page bodies untouched (`ClinikoClient.individual_appointment_pages`,
-`group_appointment_pages`, `attendee_pages`, `patient_pages`); `sql/parse/cliniko_<resource>.sql` reads the
-fields the raw tables keep, in one C++ pass per page, with no Python object per record. This is step 1 of
-`validation.validate` ("strict typing") done in SQL: a value of the wrong JSON type, or a timestamp that does
-not parse, is null in its column and named in the row's reasons. Step 2, the pandera schema, is the same for
-both paths. A test holds the two step-1s to the same outcome on well-formed and malformed records
-(`tests/unit/test_cliniko_pages.py`).
+The client hands over the page bodies untouched (`ClinikoClient.*_pages`); `sql/parse/cliniko_<resource>.sql`
+reads the fields the raw table keeps, in one C++ pass per page, with no Python object per record. A value of
+the wrong JSON type, or a timestamp that does not parse, is null in its column and named in the row's
+`_reason`; so is an id that is missing or not made of digits, and a field the table cannot do without (a
+visit's `ends_at`, an attendee's class). `TypedPages.split` gives the rows to store and the quarantine.
 """
 
 from __future__ import annotations
@@ -16,27 +14,39 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import orjson
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.cliniko.errors import ClinikoError
 from pipeline.warehouse.sql_files import read_sql
 
 PAGE_RESOURCES = {
+    "businesses": "businesses",
+    "appointment_types": "appointment_types",
+    "practitioners": "practitioners",
+    "users": "users",
     "appointments": "individual_appointments",
     "group_appointments": "group_appointments",
     "attendees": "attendees",
     "patients": "patients",
 }
 _ID_COLUMN = {
+    "businesses": "cliniko_business_id",
+    "appointment_types": "appointment_type_id",
+    "practitioners": "practitioner_id",
+    "users": "user_id",
     "appointments": "appointment_id",
     "group_appointments": "group_appointment_id",
     "attendees": "attendee_id",
     "patients": "patient_id",
 }
+
+
+class UnreadablePage(ValueError):
+    """A page that arrived whole (the client checked its envelope) but is not valid JSON inside."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,32 @@ class TypedPages:
         if page not in self._parsed:
             self._parsed[page] = orjson.loads(self.bodies[page])[PAGE_RESOURCES[self.resource]]
         return orjson.dumps(self._parsed[page][index]).decode()
+
+    def split(self) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        """(rows in the raw table's columns, quarantine): a row with a `_reason` goes to the quarantine as
+        `{record_id, reason, record_json}`, the others keep their order."""
+        bad = self.frame["_reason"].notna().to_numpy()
+        ids = self.frame[_ID_COLUMN[self.resource]]
+        quarantine = [
+            {
+                "record_id": ids.iat[i] if isinstance(ids.iat[i], str) else None,
+                "reason": self.frame["_reason"].iat[i],
+                "record_json": self.record_json(i),
+            }
+            for i in bad.nonzero()[0]
+        ]
+        valid = self.frame[~bad].drop(columns=["_reason", "_page", "_index"]).reset_index(drop=True)
+        return valid, quarantine
+
+
+def concat_pages(parts: Sequence[TypedPages]) -> TypedPages:
+    """Several typings of one resource as one (e.g. practitioners from the active and the inactive listing):
+    the frames one after the other, each part's `_page` shifted past the bodies before it."""
+    frames, bodies = [], []
+    for part in parts:
+        frames.append(part.frame.assign(_page=part.frame["_page"] + len(bodies)))
+        bodies += part.bodies
+    return TypedPages(parts[0].resource, pd.concat(frames, ignore_index=True), bodies)
 
 
 def type_pages(resource: str, bodies: Iterable[bytes], batch_pages: int = 32) -> TypedPages:
@@ -124,7 +160,7 @@ def _type_batch(
     try:
         return con.execute(sql).df()  # DuckDB scans the record batches in parallel
     except duckdb.InvalidInputException as exc:
-        raise ClinikoError(
+        raise UnreadablePage(
             f"A page of Cliniko {PAGE_RESOURCES[resource]} is not valid JSON although it arrived whole "
             f"({str(exc).splitlines()[0][:200]}). Nothing was stored; re-run the partition."
         ) from None
@@ -134,7 +170,7 @@ def _type_batch(
 
 def _dedupe(frame: pd.DataFrame, id_column: str) -> pd.DataFrame:
     """An id that comes again (page-number paging shifts while rows are added) keeps its first position and
-    its last version, as `client._dedupe` does for the record path. Rows without an id are all kept."""
+    its last version. Rows without an id are all kept (for the quarantine)."""
     ids = frame[id_column]
     repeated = ids.notna() & ids.duplicated(keep=False)
     if not repeated.any():
