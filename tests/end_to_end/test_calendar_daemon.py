@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +43,7 @@ import yaml
 from classes_support import expected_class_visits
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from fakeclock import FakeClock, require_faketime
+from process_support import start, stop
 from webhook_receiver import webhook_receiver
 
 from pipeline.automation.instance import DAGSTER_YAML
@@ -121,21 +121,11 @@ class Process:
         self.args, self.env, self.log, self.process = args, env, log, None
 
     def start(self) -> None:
-        with self.log.open("a") as out:
-            self.process = subprocess.Popen(
-                self.args, cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+        self.process = start(self.args, self.env, self.log)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            stop(self.process)
 
 
 def free_port() -> int:
