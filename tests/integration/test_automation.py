@@ -162,13 +162,13 @@ def open_alerts() -> dict[str, str]:
     return {row["alert_key"]: row["message"] for row in alerts.open_alerts(load_settings().alerts)}
 
 
+# Files only: with DATABASE_URL the registry is in PostgreSQL, whatever the data_dir.
+@pytest.mark.parametrize("shared_state", ["files"], indirect=True)
 def test_the_sensors_read_the_registry_of_the_resource_the_assets_get(
     shared_state, store, instance, tmp_path, monkeypatch
 ):
     """`PipelineResource(data_dir=...)` points the sensors where it points the assets, whatever DATA_DIR
     says."""
-    if shared_state:
-        pytest.skip("with DATABASE_URL the registry is in PostgreSQL, whatever the data_dir")
     add_mapping(store, "201", next_run=NOW)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "elsewhere"))  # a registry without mapping 201
     result = mapping_partitions_sensor(sensor_context(instance, data_dir=str(tmp_path)))

@@ -187,7 +187,7 @@ def test_a_refused_key_stops_posting_and_leaves_the_rows_pending(tmp_path, db):
     rows = eligible_rows(20)
     with running_birdeye(emulator()) as birdeye:
         claim(warehouse, rows, database_url=db)
-        with pytest.raises(BirdeyeKeyRefused, match="refused the API key \*\*\*\*0000") as refused:
+        with pytest.raises(BirdeyeKeyRefused, match=r"refused the API key \*\*\*\*0000") as refused:
             post_review_requests(
                 warehouse, rows, api_key="wrong-key-0000", base_url=birdeye.base_url,
                 rate_limit_dir=tmp_path, concurrency=4, batch_size=4, database_url=db, **FAST,
