@@ -7,7 +7,6 @@ from typing import Any
 
 import dagster as dg
 import duckdb
-import pandas as pd
 
 from pipeline.assets.practitioners import (
     practitioner_lookup,
@@ -351,9 +350,7 @@ def cliniko_patients(
         records = type_pages("patients", client.patient_pages(patient_ids))
         patient_requests = _client_metadata(client)
         practitioners = practitioner_lookup(client, practitioner_ids)
-    returned = set(records.frame["patient_id"].dropna())
-    missing_ids = [pid for pid in patient_ids if pid not in returned]
-    missing = pd.DataFrame({"patient_id": pd.Series(missing_ids, dtype="str"), "is_missing": True})
+    missing_ids = records.not_returned(patient_ids)
     stored, quarantined = store_records(
         pipeline.settings.warehouse_path(mapping.group_id),
         day.business_number,
@@ -361,7 +358,7 @@ def cliniko_patients(
         "patients",
         "raw.cliniko_patients",
         records,
-        extra_rows=missing,
+        missing_ids=missing_ids,
     )
     yield dg.MaterializeResult(
         asset_key="cliniko_patients",

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pandas as pd
 
 from pipeline.cliniko import ClinikoClient, ClinikoForbidden
 from pipeline.warehouse.pages import TypedPages, concat_pages, type_pages
@@ -90,9 +89,8 @@ def practitioner_lookup(client: ClinikoClient, ids: list[str]) -> PractitionerLo
     email_of = {} if users is None else dict(zip(users["user_id"], users["email"], strict=True))
     emails = pages.frame["user_id"].map(email_of).astype(object)
     frame = pages.frame.assign(email=emails.where(emails.notna(), None))
-    returned = set(frame["practitioner_id"].dropna())
-    missing = [pid for pid in wanted if pid not in returned]
-    return PractitionerLookup(TypedPages(pages.resource, frame, pages.bodies), missing, refused)
+    found = TypedPages(pages.resource, frame, pages.bodies)
+    return PractitionerLookup(found, found.not_returned(wanted), refused)
 
 
 def store_practitioners(
@@ -100,9 +98,6 @@ def store_practitioners(
 ) -> tuple[int, int]:
     """Replace the partition's slice of raw.cliniko_practitioners (missing ids as `is_missing` rows);
     returns (stored, quarantined)."""
-    missing = pd.DataFrame(
-        {"practitioner_id": pd.Series(lookup.missing_ids, dtype="str"), "is_missing": True}
-    )
     return store_records(
         warehouse,
         business_number,
@@ -110,7 +105,7 @@ def store_practitioners(
         "practitioners",
         "raw.cliniko_practitioners",
         lookup.pages,
-        extra_rows=missing,
+        missing_ids=lookup.missing_ids,
     )
 
 

@@ -33,7 +33,7 @@ PAGE_RESOURCES = {
     "attendees": "attendees",
     "patients": "patients",
 }
-_ID_COLUMN = {
+ID_COLUMN = {
     "businesses": "cliniko_business_id",
     "appointment_types": "appointment_type_id",
     "practitioners": "practitioner_id",
@@ -67,11 +67,16 @@ class TypedPages:
             self._parsed[page] = orjson.loads(self.bodies[page])[PAGE_RESOURCES[self.resource]]
         return orjson.dumps(self._parsed[page][index]).decode()
 
+    def not_returned(self, asked: Sequence[str]) -> list[str]:
+        """The ids of `asked` (a lookup by id) that no record here has: Cliniko no longer returns them."""
+        returned = set(self.frame[ID_COLUMN[self.resource]].dropna())
+        return [record_id for record_id in asked if record_id not in returned]
+
     def split(self) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
         """(rows in the raw table's columns, quarantine): a row with a `_reason` goes to the quarantine as
         `{record_id, reason, record_json}`, the others keep their order."""
         bad = self.frame["_reason"].notna().to_numpy()
-        ids = self.frame[_ID_COLUMN[self.resource]]
+        ids = self.frame[ID_COLUMN[self.resource]]
         quarantine = [
             {
                 "record_id": ids.iat[i] if isinstance(ids.iat[i], str) else None,
@@ -117,7 +122,7 @@ def type_pages(resource: str, bodies: Iterable[bytes], batch_pages: int = 32) ->
             frames.append(_type_batch(con, resource, sql, batch, len(kept)))
             kept += batch
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    return TypedPages(resource, _dedupe(frame, _ID_COLUMN[resource]), kept)
+    return TypedPages(resource, _dedupe(frame, ID_COLUMN[resource]), kept)
 
 
 _parser_lock = threading.Lock()

@@ -6,6 +6,7 @@ exactly the path the assets take: client pages -> `type_pages` -> `store_records
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.warehouse.connection import connect
-from pipeline.warehouse.pages import TypedPages
+from pipeline.warehouse.pages import ID_COLUMN, TypedPages
 from pipeline.warehouse.slices import ensure_tables, replace_slice, upsert_rows
 
 QUARANTINE_COLUMNS = [
@@ -36,11 +37,12 @@ def store_records(
     records: TypedPages | None,
     *,
     whole_mapping: bool = False,
-    extra_rows: pd.DataFrame | None = None,
+    missing_ids: Sequence[str] = (),
     upsert: bool = False,
 ) -> tuple[int, int]:
     """Store the rows of `records` that typed cleanly in `table`, the others (with their reasons) in the
-    quarantine; `None` stores no Cliniko row, only `extra_rows`. Returns (stored, quarantined).
+    quarantine, and a row with `is_missing = true` for each of `missing_ids` (asked for by id, no longer
+    returned: `TypedPages.not_returned`); `None` stores no Cliniko row. Returns (stored, quarantined).
 
     By default the partition's slice is replaced (rows Cliniko no longer returns disappear, re-runs are
     idempotent); `upsert=True` inserts or replaces by primary key instead, for loads that add to a table.
@@ -48,8 +50,11 @@ def store_records(
     valid, quarantined = records.split() if records is not None else (pd.DataFrame(), [])
     now = datetime.now(UTC)
     frame = valid
-    if extra_rows is not None and len(extra_rows):
-        frame = pd.concat([frame, extra_rows], ignore_index=True) if len(frame) else extra_rows
+    if missing_ids:
+        missing = pd.DataFrame(
+            {ID_COLUMN[resource]: pd.Series(list(missing_ids), dtype="str"), "is_missing": True}
+        )
+        frame = pd.concat([frame, missing], ignore_index=True) if len(frame) else missing
     frame = frame.assign(business_number=business_number, loaded_at=now)
     slice_key: dict[str, Any] = {"business_number": business_number}
     if not whole_mapping:

@@ -280,10 +280,9 @@ def test_typed_pages_load_into_the_raw_tables_and_the_quarantine(records, tmp_pa
     patients = [dict(p) for p in records["patients"][:3]]
     patients[1]["first_name"] = 5
     typed = type_pages("patients", [body("patients", patients)])
-    missing = pd.DataFrame({"patient_id": pd.Series(["404"], dtype="str"), "is_missing": True})
     warehouse = tmp_path / "w.duckdb"
     stored, quarantined = store_records(
-        warehouse, "b1", date(2026, 11, 24), "patients", "raw.cliniko_patients", typed, extra_rows=missing
+        warehouse, "b1", date(2026, 11, 24), "patients", "raw.cliniko_patients", typed, missing_ids=["404"]
     )
     assert (stored, quarantined) == (3, 1)
     with connect(warehouse) as con:
