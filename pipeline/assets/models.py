@@ -110,11 +110,12 @@ def appointment_eligibility(
         context, needs=("cliniko_appointments", "cliniko_patients", "cliniko_appointment_types")
     )
     run_started_at = started_at(context.instance, context.run.run_id)
+    target = rules.target_day(day.partition_date, mapping.fetch_delay_days)
     params = {
         "business_number": day.business_number,
         "partition_date": day.partition_date,
         "group_id": mapping.group_id,
-        "fetch_delay_days": mapping.fetch_delay_days,
+        "target_date": target,
         "cooloff_days": mapping.cooloff_days,
         "location_names": list(mapping.location_names),
         "excluded_appointment_types": list(mapping.excluded_appointment_types),
@@ -123,7 +124,6 @@ def appointment_eligibility(
         "run_id": context.run.run_id,
         "run_started_at": run_started_at,
     }
-    target = rules.target_day(day.partition_date, mapping.fetch_delay_days)
     with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
         ensure_tables(con)
         ensure_models(con)

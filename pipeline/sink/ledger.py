@@ -305,10 +305,8 @@ def move_to_pending(
 DECISION_ROWS = """
     (business_number = $business_number and partition_date = cast($partition_date as date))
     or (group_id = $group_id
-        and target_date > cast($partition_date as date) - cast($fetch_delay_days as integer)
-                          - cast($cooloff_days as integer)
-        and target_date < cast($partition_date as date) - cast($fetch_delay_days as integer)
-                          + cast($cooloff_days as integer))
+        and target_date > cast($target_date as date) - cast($cooloff_days as integer)
+        and target_date < cast($target_date as date) + cast($cooloff_days as integer))
 """
 KEY_ROWS = f"exists (select 1 from ({_KEYS}) as k where k.business_number = {TABLE}.business_number "
 KEY_ROWS += f"and k.appointment_id = {TABLE}.appointment_id)"
@@ -392,7 +390,7 @@ class SharedDecision:
         self.con.commit()
 
 
-_DECISION_PARAMS = ("business_number", "partition_date", "group_id", "fetch_delay_days", "cooloff_days")
+_DECISION_PARAMS = ("business_number", "partition_date", "group_id", "target_date", "cooloff_days")
 
 
 @contextmanager

@@ -31,6 +31,7 @@ DEFINITION_FILES = (
     "seeds/restriction_codes.sql",
     "macros/usable_email.sql",
     "macros/name_key.sql",
+    "macros/visit_kind.sql",
     "staging/stg_cliniko__businesses.sql",
     "staging/stg_cliniko__appointment_types.sql",
     "staging/stg_cliniko__appointments.sql",
@@ -104,7 +105,7 @@ def build_partition(
     business_number: str,
     partition_date: date | str,
     group_id: int,
-    fetch_delay_days: int,
+    target_date: date,
     cooloff_days: int,
     location_names: Sequence[str],
     beta: bool,
@@ -125,6 +126,8 @@ def build_partition(
     `candidates`, `eligible` and one key per restriction code (0 when none), in precedence order; they are
     what the Dagster UI plots over partitions. With `shared_ledger` (PostgreSQL), the decision reads and
     claims there too.
+    `target_date` is the day whose appointments the partition decides (`calendar.rules.target_day`, the one
+    owner of that rule; the SQL only reads it).
     `excluded_appointment_types` are the names of `cliniko.appointment.types.excluded` (none: nothing is
     excluded); a name that matches no stored type excludes nothing, so callers check them first
     (`unknown_appointment_type_names`).
@@ -147,7 +150,7 @@ def build_partition(
         if isinstance(partition_date, str)
         else partition_date,
         "group_id": group_id,
-        "fetch_delay_days": fetch_delay_days,
+        "target_date": target_date,
         "cooloff_days": cooloff_days,
         "location_names": list(location_names),
         "excluded_appointment_types": list(excluded_appointment_types),

@@ -20,9 +20,7 @@ renamed as (
         source.partition_date,
         source.target_date,
         source.appointment_id,
-        -- The ledger keys a class attendee's visit `attendee-<id>` (staging.stg_cliniko__attendees makes it).
-        case when starts_with(source.appointment_id, 'attendee-') then 'group' else 'individual' end
-            as appointment_kind,
+        visit_kind(source.appointment_id) as appointment_kind,
         source.patient_id,
         source.channels,
         source.status,

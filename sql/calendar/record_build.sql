@@ -8,7 +8,7 @@ select
     $business_number,
     cast($partition_date as date),
     $group_id,
-    cast($partition_date as date) - cast($fetch_delay_days as integer),
+    cast($target_date as date),
     cast($run_started_at as timestamptz),
     cast($close_at as timestamptz),
     cast($run_started_at as timestamptz) < cast($close_at as timestamptz),

@@ -1,11 +1,11 @@
 -- Candidates of one partition (business_number, partition_date): visits of the mapping's matched Cliniko
--- businesses whose local end date is the target day (partition_date - fetch delay, in the business's time zone),
+-- businesses whose local end date is the target day ($target_date, in the business's time zone),
 -- not cancelled, not archived or deleted, and already ended when the run started. `is_excluded_type`: the
 -- visit's type is one of int_excluded_appointment_types (the mapping's excluded names, matched).
 -- A visit is an individual appointment (`appointment_kind` 'individual', keyed by its id) or an attendee of a
--- class (group appointment; 'group', keyed `attendee-<id>`), which takes its business, end time and type from
--- the class (and its practitioner); an attendee is cancelled or archived when it is, and archived when its
--- class is.
+-- class (group appointment; 'group', keyed `attendee-<id>`: `sql/macros/visit_kind.sql`), which takes its
+-- business, end time and type from the class (and its practitioner); an attendee is cancelled or archived when
+-- it is, and archived when its class is.
 -- A temp table: it lives only for the build of one partition, so its cost never depends on history.
 create or replace temp table int_appointment_candidates as
 with
@@ -20,7 +20,7 @@ individual_visits as (
         business_number,
         partition_date,
         appointment_id,
-        'individual' as appointment_kind,
+        visit_kind(appointment_id) as appointment_kind,
         cliniko_business_id,
         patient_id,
         appointment_type_id,
@@ -46,7 +46,7 @@ group_visits as (
         attendees.business_number,
         attendees.partition_date,
         attendees.visit_id as appointment_id,
-        'group' as appointment_kind,
+        visit_kind(attendees.visit_id) as appointment_kind,
         group_appointments.cliniko_business_id,
         attendees.patient_id,
         group_appointments.appointment_type_id,
@@ -78,7 +78,7 @@ localised as (
     select
         appointments.business_number,
         appointments.partition_date,
-        cast($partition_date as date) - cast($fetch_delay_days as integer) as target_date,
+        cast($target_date as date) as target_date,
         appointments.appointment_id,
         appointments.appointment_kind,
         appointments.patient_id,

@@ -105,10 +105,8 @@ live_requests as (
     from sink.review_request_ledger
     where group_id = $group_id
       and status in ('pending', 'sending', 'sent', 'uncertain')
-      and target_date > cast($partition_date as date) - cast($fetch_delay_days as integer)
-                        - cast($cooloff_days as integer)
-      and target_date < cast($partition_date as date) - cast($fetch_delay_days as integer)
-                        + cast($cooloff_days as integer)
+      and target_date > cast($target_date as date) - cast($cooloff_days as integer)
+      and target_date < cast($target_date as date) + cast($cooloff_days as integer)
 ),
 
 screened as (

@@ -19,6 +19,7 @@ if __name__ == "__main__":
         job = json.load(handle)
     params = job["build"] | {
         "partition_date": date.fromisoformat(job["build"]["partition_date"]),
+        "target_date": date.fromisoformat(job["build"]["target_date"]),
         "run_started_at": datetime.fromisoformat(job["build"]["run_started_at"]),
         "close_at": datetime.fromisoformat(job["build"]["close_at"]),
     }

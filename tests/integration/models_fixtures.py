@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
+from pipeline.calendar.rules import target_day
 from pipeline.warehouse.models import build_partition, ensure_models
 
 PARTITION_DATE = date(2026, 11, 24)
@@ -308,7 +309,7 @@ class Warehouse:
             business_number=business_number,
             partition_date=partition_date,
             group_id=group_id,
-            fetch_delay_days=fetch_delay_days,
+            target_date=target_day(partition_date, fetch_delay_days),
             cooloff_days=cooloff_days,
             location_names=location_names,
             excluded_appointment_types=excluded_appointment_types,

@@ -28,7 +28,7 @@ def start(
         "business_number": "1001",
         "partition_date": PARTITION_DATE.isoformat(),
         "group_id": 7,
-        "fetch_delay_days": 0,
+        "target_date": PARTITION_DATE.isoformat(),
         "cooloff_days": 30,
         "location_names": ["Main Street Clinic"],
         "beta": False,

@@ -679,7 +679,7 @@ def test_build_partition_accepts_an_iso_date_string(wh: Warehouse) -> None:
         business_number="1001",
         partition_date="2026-11-24",
         group_id=7,
-        fetch_delay_days=0,
+        target_date=date(2026, 11, 24),
         cooloff_days=0,
         location_names=("Main Street Clinic",),
         beta=False,

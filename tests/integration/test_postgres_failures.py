@@ -93,8 +93,9 @@ def test_a_decision_whose_shared_commit_fails_leaves_the_warehouse_and_its_ledge
         assert wh.build("1001", cooloff_days=30)["eligible"] == 1  # before DATABASE_URL: claimed here
         con.execute("update sink.review_request_ledger set status = 'sent'")
     build = {
-        "business_number": "1001", "partition_date": PARTITION_DATE, "group_id": 7, "fetch_delay_days": 0,
-        "cooloff_days": 30, "location_names": ["Main Street Clinic"], "beta": False, "test": False,
+        "business_number": "1001", "partition_date": PARTITION_DATE, "group_id": 7,
+        "target_date": PARTITION_DATE, "cooloff_days": 30, "location_names": ["Main Street Clinic"],
+        "beta": False, "test": False,
         "run_started_at": RUN_STARTED_AT, "close_at": CLOSE_AT,
     }  # fmt: skip
 

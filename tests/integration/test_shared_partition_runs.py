@@ -18,8 +18,9 @@ from pipeline.warehouse.models import BuiltByNewerRun, build_partition, ensure_m
 
 GROUP = 7
 BUILD = {
-    "business_number": "1001", "partition_date": PARTITION_DATE, "group_id": GROUP, "fetch_delay_days": 0,
-    "cooloff_days": 30, "location_names": ["Main Street Clinic"], "beta": False, "test": False,
+    "business_number": "1001", "partition_date": PARTITION_DATE, "group_id": GROUP,
+    "target_date": PARTITION_DATE, "cooloff_days": 30, "location_names": ["Main Street Clinic"],
+    "beta": False, "test": False,
     "close_at": CLOSE_AT,
 }  # fmt: skip
 
