@@ -53,6 +53,8 @@ class SettingsResource(dg.ConfigurableResource):
 
 
 class _FromSettings(dg.ConfigurableResource):
+    """A resource built from the settings of its nested `SettingsResource`."""
+
     environment: SettingsResource
 
     @property
@@ -72,6 +74,7 @@ class RegistryResource(_FromSettings):
         return registry
 
     def get(self) -> Registry:
+        """The registry, opened on first use."""
         return self._registry
 
     def partition(
