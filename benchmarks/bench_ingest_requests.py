@@ -80,7 +80,7 @@ def main() -> list[Figure]:
     # Imported after DATA_DIR is set: these read settings from the environment.
     from pipeline.assets.ingest import cliniko_appointments, cliniko_businesses, cliniko_patients
     from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
-    from pipeline.automation.resources import PipelineResource
+    from pipeline.automation.resources import system_resources
     from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
     from pipeline.registry.store import RegistryStore
     from pipeline.settings import load_settings
@@ -109,7 +109,7 @@ def main() -> list[Figure]:
             [cliniko_businesses, cliniko_appointments, cliniko_patients],
             partition_key=str(MappingDay(BUSINESS_NUMBER, hot_day).key),
             instance=instance,
-            resources={"pipeline": PipelineResource()},
+            resources=system_resources(),
             run_config=QUIET,
         )
         ingested = time.perf_counter() - started

@@ -113,7 +113,7 @@ def run_partitions(
             result = job.execute_in_process(
                 instance=instance, partition_key=day.key, raise_on_error=False, run_config=QUIET
             )
-            release(result.run_id)  # the run's lease (see PipelineResource.partition): the run is over
+            release(result.run_id)  # the run's lease (see RegistryResource.partition): the run is over
             error = None
             if not result.success:
                 failures = [e for e in result.all_events if e.is_step_failure]

@@ -30,7 +30,7 @@ from pipeline.assets.ingest import (
     cliniko_patients,
 )
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
-from pipeline.automation.resources import PipelineResource
+from pipeline.automation.resources import system_resources
 from pipeline.registry.inputs import MappingInput, PropertyInput, TriggerInput
 from pipeline.registry.store import RegistryStore
 from pipeline.sandbox.cliniko_emulator import ClinikoEmulator, ClinikoEmulatorConfig
@@ -108,7 +108,7 @@ class ClinikoSandbox:
             list(assets),
             partition_key=str(MappingDay(business_number, partition_date).key),
             instance=instance,
-            resources={"pipeline": PipelineResource()},
+            resources=system_resources(),
             raise_on_error=raise_on_error,
         )
 

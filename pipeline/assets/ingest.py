@@ -17,12 +17,11 @@ from pipeline.assets.practitioners import (
 from pipeline.assets.runs import record_failed_run
 from pipeline.assets.specs import column_schema, partition_check
 from pipeline.automation.partitions import MappingDay, mapping_day_partitions
-from pipeline.automation.resources import PipelineResource
+from pipeline.automation.resources import ClinikoResource, RegistryResource, WarehouseResource
 from pipeline.calendar.rules import local_day_window, target_day
 from pipeline.cliniko import ClinikoClient, ClinikoError
 from pipeline.registry import MappingConfig
 from pipeline.registry.model import EXCLUDED_TYPES
-from pipeline.warehouse import connect
 from pipeline.warehouse.models import match_locations, unknown_appointment_type_names
 from pipeline.warehouse.pages import UnreadablePage, type_pages
 from pipeline.warehouse.raw_store import store_records
@@ -32,13 +31,13 @@ GROUP = "cliniko"
 
 
 @contextmanager
-def _client(pipeline: PipelineResource, mapping: MappingConfig, day: MappingDay) -> Iterator[ClinikoClient]:
+def _client(cliniko: ClinikoResource, mapping: MappingConfig, day: MappingDay) -> Iterator[ClinikoClient]:
     """A Cliniko client with the mapping's key; what goes wrong with Cliniko fails the step with a message
     that names the mapping and the partition first (the error itself says what happened and what to do)."""
     if mapping.cliniko_api_key is None:
         raise dg.Failure(f"Mapping {mapping.business_number} has no cliniko.api.key (group or mapping).")
     try:
-        with ClinikoClient(mapping.cliniko_api_key.reveal(), settings=pipeline.settings) as client:
+        with cliniko.client(mapping.cliniko_api_key.reveal()) as client:
             yield client
     except (ClinikoError, UnreadablePage) as error:
         names = ", ".join(mapping.location_names)
@@ -119,18 +118,23 @@ def check_excluded_appointment_types(con: duckdb.DuckDBPyConnection, mapping: Ma
     check_specs=[_quarantine_spec("cliniko_businesses")],
     metadata={"dagster/column_schema": column_schema("raw.cliniko_businesses", "raw/cliniko_businesses.sql")},
 )
-def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+def cliniko_businesses(
+    context: dg.AssetExecutionContext,
+    registry: RegistryResource,
+    warehouse: WarehouseResource,
+    cliniko: ClinikoResource,
+) -> dg.MaterializeResult:
     """All Cliniko businesses of the mapping's account, archived included (full refresh).
 
     Fails the partition, listing the names that do exist, when a `cliniko.location.name` of the mapping
     matches no Cliniko business. The businesses are stored first either way: the calendar sensor reads their
     time zones, and holds the mapping back while its names match none of the latest fetch.
     """
-    day, mapping = pipeline.partition(context)
-    with _client(pipeline, mapping, day) as client:
+    day, mapping = registry.partition(context)
+    with _client(cliniko, mapping, day) as client:
         records = type_pages("businesses", client.business_pages())
     stored, quarantined = store_records(
-        pipeline.settings.warehouse_path(mapping.group_id),
+        warehouse.path(mapping.group_id),
         day.business_number,
         day.partition_date,
         "businesses",
@@ -138,7 +142,7 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
         records,
         whole_mapping=True,
     )
-    with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
+    with warehouse.connect(mapping.group_id) as con:
         matched = matched_locations(con, mapping, day)
     return dg.MaterializeResult(
         metadata={
@@ -165,7 +169,10 @@ def cliniko_businesses(context: dg.AssetExecutionContext, pipeline: PipelineReso
     },
 )
 def cliniko_appointment_types(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource
+    context: dg.AssetExecutionContext,
+    registry: RegistryResource,
+    warehouse: WarehouseResource,
+    cliniko: ClinikoResource,
 ) -> dg.MaterializeResult:
     """All appointment types of the mapping's Cliniko account, archived included (full refresh, one page).
     After `cliniko_businesses`, which finds a wrong key or location name first: one failure per cause.
@@ -174,12 +181,11 @@ def cliniko_appointment_types(
     Fails the partition, listing the names that do exist, when a name of that property matches no type
     (trimmed, case-insensitive). The types are stored first either way, so the failure lists the latest.
     """
-    day, mapping = pipeline.partition(context)
-    with _client(pipeline, mapping, day) as client:
+    day, mapping = registry.partition(context)
+    with _client(cliniko, mapping, day) as client:
         records = type_pages("appointment_types", client.appointment_type_pages())
-    warehouse = pipeline.settings.warehouse_path(mapping.group_id)
     stored, quarantined = store_records(
-        warehouse,
+        warehouse.path(mapping.group_id),
         day.business_number,
         day.partition_date,
         "appointment_types",
@@ -187,7 +193,7 @@ def cliniko_appointment_types(
         records,
         whole_mapping=True,
     )
-    with connect(warehouse) as con:
+    with warehouse.connect(mapping.group_id) as con:
         check_excluded_appointment_types(con, mapping)
     return dg.MaterializeResult(
         metadata={
@@ -212,7 +218,10 @@ def cliniko_appointment_types(
     },
 )
 def cliniko_appointments(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource
+    context: dg.AssetExecutionContext,
+    registry: RegistryResource,
+    warehouse: WarehouseResource,
+    cliniko: ClinikoResource,
 ) -> dg.MaterializeResult:
     """The visits of the mapped Cliniko businesses that end on the target day (local time): individual
     appointments, and classes with their attendees.
@@ -225,8 +234,8 @@ def cliniko_appointments(
     resource and no request per class. One step for the three: each step costs a process's start-up per
     partition, and the attendees need the classes' ids anyway. The quarantine check covers all three.
     """
-    day, mapping = pipeline.partition(context)
-    with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
+    day, mapping = registry.partition(context)
+    with warehouse.connect(mapping.group_id) as con:
         ensure_tables(con)
         matched = matched_locations(con, mapping, day)
     target = target_day(day.partition_date, mapping.fetch_delay_days)
@@ -238,7 +247,7 @@ def cliniko_appointments(
         for time_zone, business_ids in ids_by_zone.items()
     ]
 
-    with _client(pipeline, mapping, day) as client:
+    with _client(cliniko, mapping, day) as client:
         records = {
             "appointments": type_pages(
                 "appointments", (page for w in windows for page in client.individual_appointment_pages(*w))
@@ -251,7 +260,7 @@ def cliniko_appointments(
         records["attendees"] = type_pages("attendees", client.attendee_pages(class_ids))
     counts = {
         resource: store_records(
-            pipeline.settings.warehouse_path(mapping.group_id),
+            warehouse.path(mapping.group_id),
             day.business_number,
             day.partition_date,
             resource,
@@ -320,7 +329,10 @@ def cliniko_appointments(
     check_specs=[_quarantine_spec("cliniko_patients"), _quarantine_spec("cliniko_practitioners")],
 )
 def cliniko_patients(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource
+    context: dg.AssetExecutionContext,
+    registry: RegistryResource,
+    warehouse: WarehouseResource,
+    cliniko: ClinikoResource,
 ) -> Iterator[dg.MaterializeResult]:
     """The records the partition's visits (individual appointments and class attendees) reference, fetched
     by id: one step for both lookups.
@@ -330,8 +342,8 @@ def cliniko_patients(
     Practitioners (`practitioner_lookup`): active and inactive, with their user's email; one that Cliniko no
     longer returns is stored with `is_missing = true`, and its visits are simply not attributed.
     """
-    day, mapping = pipeline.partition(context, needs=("cliniko_appointments",))
-    with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
+    day, mapping = registry.partition(context, needs=("cliniko_appointments",))
+    with warehouse.connect(mapping.group_id) as con:
         ensure_tables(con)
         patient_ids = [
             row[0]
@@ -346,13 +358,13 @@ def cliniko_patients(
             ).fetchall()
         ]
         practitioner_ids = referenced_practitioner_ids(con, day.business_number, day.partition_date)
-    with _client(pipeline, mapping, day) as client:
+    with _client(cliniko, mapping, day) as client:
         records = type_pages("patients", client.patient_pages(patient_ids))
         patient_requests = _client_metadata(client)
         practitioners = practitioner_lookup(client, practitioner_ids)
     missing_ids = records.not_returned(patient_ids)
     stored, quarantined = store_records(
-        pipeline.settings.warehouse_path(mapping.group_id),
+        warehouse.path(mapping.group_id),
         day.business_number,
         day.partition_date,
         "patients",
@@ -374,9 +386,8 @@ def cliniko_patients(
         context.log.warning(
             f"Requests of this partition go without what Cliniko refused: {practitioners.refused}"
         )
-    warehouse = pipeline.settings.warehouse_path(mapping.group_id)
     stored, quarantined = store_practitioners(
-        warehouse, day.business_number, day.partition_date, practitioners
+        warehouse.path(mapping.group_id), day.business_number, day.partition_date, practitioners
     )
     yield dg.MaterializeResult(
         asset_key="cliniko_practitioners",

@@ -15,13 +15,12 @@ from pipeline.assets.ingest import (
 from pipeline.assets.runs import record_failed_run, started_at
 from pipeline.assets.specs import column_schema, partition_check
 from pipeline.automation.partitions import mapping_day_partitions
-from pipeline.automation.resources import PipelineResource
+from pipeline.automation.resources import RegistryResource, WarehouseResource
 from pipeline.calendar import rules, store
 from pipeline.calendar.alerts import raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
 from pipeline.registry import MappingConfig
 from pipeline.sink.ledger import shared_decision
-from pipeline.warehouse import connect
 from pipeline.warehouse.models import CHECKS, BuiltByNewerRun, build_partition, ensure_models, run_check
 from pipeline.warehouse.slices import ensure_tables
 from pipeline.warehouse.sql_files import SQL_DIR
@@ -94,7 +93,7 @@ def recent_days(con: duckdb.DuckDBPyConnection, business_number: str, until: dat
     ],
 )
 def appointment_eligibility(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource
+    context: dg.AssetExecutionContext, registry: RegistryResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Every candidate appointment of the partition with exactly one outcome: eligible, or the first
     restriction reason that applies (beta, inactive customer, invalid record, did not arrive, excluded
@@ -106,7 +105,7 @@ def appointment_eligibility(
     the mapping's Cliniko businesses) is partial: appointments still running get their outcome from a later
     run. Metadata counts candidates, eligible and each restriction code, plotted over partitions in the UI.
     """
-    day, mapping = pipeline.partition(
+    day, mapping = registry.partition(
         context, needs=("cliniko_appointments", "cliniko_patients", "cliniko_appointment_types")
     )
     run_started_at = started_at(context.instance, context.run.run_id)
@@ -124,7 +123,7 @@ def appointment_eligibility(
         "run_id": context.run.run_id,
         "run_started_at": run_started_at,
     }
-    with connect(pipeline.settings.warehouse_path(mapping.group_id)) as con:
+    with warehouse.connect(mapping.group_id) as con:
         ensure_tables(con)
         ensure_models(con)
         # The registry is read again by this step: a name changed since the types were fetched is checked too.
@@ -133,7 +132,7 @@ def appointment_eligibility(
         zones = fetched[day.business_number].time_zones if day.business_number in fetched else None
         params["close_at"] = rules.close_time(target, zones)
         try:
-            with shared_decision(pipeline.settings.database_url, mapping.group_id) as shared_ledger:
+            with shared_decision(warehouse.settings.database_url, mapping.group_id) as shared_ledger:
                 counts = build_partition(con, **params, shared_ledger=shared_ledger)
         except BuiltByNewerRun as error:  # a newer run, of this host or another, built the partition
             raise dg.Failure(str(error)) from None
@@ -143,7 +142,7 @@ def appointment_eligibility(
         shares = findings[SHARE_CHECK]
     if not shares and not partial:  # a whole day with ordinary shares: a jump alert is over
         resolve_alerts(
-            pipeline.settings.alerts,
+            warehouse.settings.alerts,
             kinds=["restriction_share_jump"],
             business_numbers=[day.business_number],
         )
@@ -152,8 +151,8 @@ def appointment_eligibility(
             f"{r['restriction_code']} {r['share_before']:.0%} -> {r['share_now']:.0%}" for r in shares
         )
         raise_alerts(
-            pipeline.settings.alerts,
-            pipeline.settings.alert_webhook_url,
+            warehouse.settings.alerts,
+            warehouse.settings.alert_webhook_url,
             [
                 Alert(
                     kind="restriction_share_jump",

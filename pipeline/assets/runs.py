@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from pipeline.automation.partitions import mapping_day
-from pipeline.automation.resources import PipelineResource, refresh_analysts_db
+from pipeline.automation.resources import RegistryResource, WarehouseResource
 from pipeline.calendar import store
-from pipeline.warehouse import connect
 from pipeline.warehouse.analysts_db import NothingToRefresh
 from pipeline.warehouse.slices import ensure_tables
 
@@ -22,7 +21,7 @@ def started_at(instance: dg.DagsterInstance, run_id: str) -> datetime:
     return datetime.fromtimestamp(started, UTC) if started else datetime.now(UTC)
 
 
-@dg.failure_hook(required_resource_keys={"pipeline"})
+@dg.failure_hook(required_resource_keys={"registry", "warehouse"})
 def record_failed_run(context: dg.HookContext) -> None:
     """Records the failed step's error as the run's outcome for its partition (`calendar.partition_runs`)
     and refreshes the analysts' database, whose `coverage` then shows the partition `failed`."""
@@ -30,10 +29,10 @@ def record_failed_run(context: dg.HookContext) -> None:
     key = run.tags.get("dagster/partition") if run else None
     if not key:
         return
-    pipeline: PipelineResource = context.resources.pipeline
-    settings = pipeline.settings
+    registry: RegistryResource = context.resources.registry
+    warehouse: WarehouseResource = context.resources.warehouse
     day = mapping_day(key)
-    mapping = pipeline.registry().mapping(day.business_number)
+    mapping = registry.get().mapping(day.business_number)
     if mapping is None:
         context.log.warning(
             f"mapping {day.business_number} is no longer in the registry: failure not recorded"
@@ -41,8 +40,10 @@ def record_failed_run(context: dg.HookContext) -> None:
         return
     error = context.op_exception
     message = f"{context.op.name}: {error}" if error else f"{context.op.name} failed"
-    warehouse_path = settings.warehouse_path(mapping.group_id)
-    with connect(warehouse_path) as con, store.shared_runs(settings.database_url) as shared:
+    with (
+        warehouse.connect(mapping.group_id) as con,
+        store.shared_runs(warehouse.settings.database_url) as shared,
+    ):
         ensure_tables(con)
         store.record_failure(
             con,
@@ -56,6 +57,6 @@ def record_failed_run(context: dg.HookContext) -> None:
             shared=shared,
         )
     try:
-        refresh_analysts_db(settings, pipeline.registry(), group_id=mapping.group_id)
+        warehouse.refresh_analysts_db(registry.get(), group_id=mapping.group_id)
     except NothingToRefresh as problem:
         context.log.info(f"analysts' database not refreshed: {problem}")

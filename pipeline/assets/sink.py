@@ -8,13 +8,12 @@ from pipeline.assets.models import appointment_eligibility
 from pipeline.assets.runs import record_failed_run
 from pipeline.assets.specs import column_schema, partition_check
 from pipeline.automation.partitions import mapping_day_partitions
-from pipeline.automation.resources import PipelineResource, refresh_analysts_db
+from pipeline.automation.resources import BirdeyeResource, RegistryResource, WarehouseResource
 from pipeline.automation.sensors import CALENDAR_ALERTS_CHECK, calendar_alerts_result
 from pipeline.calendar import store
 from pipeline.calendar.alerts import open_alerts, raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
-from pipeline.sink import BirdeyeKeyRefused, post_review_requests
-from pipeline.warehouse import connect
+from pipeline.sink import BirdeyeKeyRefused
 from pipeline.warehouse.slices import ensure_tables
 
 ELIGIBLE_ROWS = """
@@ -56,7 +55,12 @@ having count(*) > 1
         )
     ],
 )
-def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+def review_requests(
+    context: dg.AssetExecutionContext,
+    registry: RegistryResource,
+    warehouse: WarehouseResource,
+    birdeye: BirdeyeResource,
+) -> dg.MaterializeResult:
     """Posts the partition's claimed review requests (`pending` ledger rows) to Birdeye's check-in API.
 
     A request is committed as `sending` before it is posted, `sent` after a 2xx, `failed` on a rejection,
@@ -65,11 +69,10 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
     and raises an alert; the requests stay `pending` for the retry. Once posted, the run records the partition
     as done (closed, unless the run started before its close time). Metadata counts ledger rows by status.
     """
-    day, mapping = pipeline.partition(context, needs=("appointment_eligibility",))
-    settings = pipeline.settings
+    day, mapping = registry.partition(context, needs=("appointment_eligibility",))
+    settings = warehouse.settings
     params = {"business_number": day.business_number, "partition_date": day.partition_date}
-    warehouse_path = settings.warehouse_path(mapping.group_id)
-    with connect(warehouse_path) as con:
+    with warehouse.connect(mapping.group_id) as con:
         ensure_tables(con)
         rows = con.execute(ELIGIBLE_ROWS, params).df().to_dict("records")
         pending = con.execute(PENDING_ROWS, params).fetchone()[0]
@@ -79,15 +82,10 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
             "Set it on the group or the mapping; nothing was posted."
         )
     try:
-        counts = post_review_requests(
-            warehouse_path,
+        counts = birdeye.post(
+            warehouse.path(mapping.group_id),
             rows,
             api_key=mapping.birdeye_api_key.reveal() if mapping.birdeye_api_key else None,
-            rate_limit_dir=settings.rate_limit_dir,
-            database_url=settings.database_url,
-            base_url=settings.birdeye_base_url,
-            concurrency=settings.birdeye_concurrency,
-            rate_per_second=settings.birdeye_rate_limit_per_second,
         )
     except BirdeyeKeyRefused as refused:
         raise_alerts(
@@ -105,7 +103,7 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
             ],
         )
         raise dg.Failure(str(refused)) from None
-    with connect(warehouse_path) as con, store.shared_runs(settings.database_url) as shared:
+    with warehouse.connect(mapping.group_id) as con, store.shared_runs(settings.database_url) as shared:
         doubles = con.execute(DOUBLE_SENT).fetchall()
         closed = store.record_success(con, context.run.run_id, datetime.now(UTC), shared=shared)
     resolve_alerts(settings.alerts, kinds=["birdeye_auth"], business_numbers=[day.business_number])
@@ -142,7 +140,9 @@ def review_requests(context: dg.AssetExecutionContext, pipeline: PipelineResourc
         "restriction_codes, registry_changes, snapshot_info (docs/analytics.md)",
     },
 )
-def analytics_database(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+def analytics_database(
+    context: dg.AssetExecutionContext, registry: RegistryResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     """`$DATA_DIR/analytics.duckdb`: the analysts' views `restriction_reasons`, `review_requests`,
     `coverage` (every mapping-day's state: closed, partial, failed, skipped, pending) and `alerts`.
 
@@ -153,10 +153,9 @@ def analytics_database(context: dg.AssetExecutionContext, pipeline: PipelineReso
     their session never makes a run fail, and a run never breaks their session. Metadata: the rows exported
     per table.
     """
-    _, mapping = pipeline.partition(context)
-    settings = pipeline.settings
-    counts = refresh_analysts_db(settings, pipeline.registry(), group_id=mapping.group_id)
-    return dg.MaterializeResult(metadata={"path": str(settings.analytics_path), **(counts or {})})
+    _, mapping = registry.partition(context)
+    counts = warehouse.refresh_analysts_db(registry.get(), group_id=mapping.group_id)
+    return dg.MaterializeResult(metadata={"path": str(warehouse.settings.analytics_path), **(counts or {})})
 
 
 @dg.asset_check(
@@ -167,6 +166,6 @@ def analytics_database(context: dg.AssetExecutionContext, pipeline: PipelineReso
     "in a restriction code's share. The calendar sensor re-evaluates it whenever an alert opens or closes; "
     "the metadata lists them (all: `cliniko-reviews status`, or `alerts` in the analysts' database).",
 )
-def calendar_alerts(pipeline: PipelineResource) -> dg.AssetCheckResult:
-    passed, metadata = calendar_alerts_result(open_alerts(pipeline.settings.alerts))
+def calendar_alerts(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    passed, metadata = calendar_alerts_result(open_alerts(warehouse.settings.alerts))
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)

@@ -84,7 +84,7 @@ def runs_in_flight(instance: dg.DagsterInstance, leases: Path | str, now: dateti
     A run Dagster still calls STARTED whose process is gone (its lease is free, or it never took one long
     after it started: killed, machine restarted) is reported failed here and listed as `gone`, so its
     partition can run again. Dagster's own run monitoring cannot tell with the project's run launcher, which
-    has no health check. (A run takes its lease in its first step: `PipelineResource.partition`.)
+    has no health check. (A run takes its lease in its first step: `RegistryResource.partition`.)
     """
     result = RunsInFlight([], [])
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_FLIGHT))):

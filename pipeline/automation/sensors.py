@@ -42,13 +42,12 @@ from pipeline.automation.partitions import (
     mapping_partitions,
     runs_in_flight,
 )
-from pipeline.automation.resources import PipelineResource, refresh_analysts_db, split_legacy_warehouse
+from pipeline.automation.resources import RegistryResource, WarehouseResource, split_legacy_warehouse
 from pipeline.calendar import coverage, planner, rules, store
 from pipeline.calendar.alerts import notify, open_alerts, raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
 from pipeline.leases import sweep
 from pipeline.registry import MappingConfig, Registry
-from pipeline.settings import Settings
 from pipeline.warehouse import WarehouseBusy
 from pipeline.warehouse.analysts_db import NothingToRefresh
 from pipeline.warehouse.connection import attached
@@ -82,10 +81,10 @@ review_requests_job = dg.define_asset_job(
 
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def mapping_partitions_sensor(
-    context: dg.SensorEvaluationContext, pipeline: PipelineResource
+    context: dg.SensorEvaluationContext, registry: RegistryResource
 ) -> dg.SensorResult:
     """Keeps the `mapping` partitions equal to the registry's mappings (inactive ones stay, unscheduled)."""
-    wanted = {m.business_number for m in pipeline.registry().mappings(active_only=False)}
+    wanted = {m.business_number for m in registry.get().mappings(active_only=False)}
     existing = set(context.instance.get_dynamic_partitions(MAPPING_DIMENSION))
     added, removed = sorted(wanted - existing), sorted(existing - wanted)
     requests = []
@@ -196,10 +195,11 @@ def _request(
 
 
 def schedule_tick(
-    instance: dg.DagsterInstance, settings: Settings, registry: Registry, now: datetime
+    instance: dg.DagsterInstance, warehouse: WarehouseResource, registry: Registry, now: datetime
 ) -> tuple[list[dg.RunRequest], list[str], bool]:
     """One tick of the calendar: run requests, lines saying what happened per mapping, and whether the open
     alerts changed."""
+    settings = warehouse.settings
     split_legacy_warehouse(settings, registry)
     mappings = registry.mappings(active_only=True)
     known = set(instance.get_dynamic_partitions(MAPPING_DIMENSION))
@@ -324,7 +324,7 @@ def schedule_tick(
     changed = bool(new or resolved or ended or flight.gone)
     if changed:  # what the analysts' `coverage` and `alerts` show changed
         with contextlib.suppress(NothingToRefresh):  # no analysts' database to refresh yet
-            refresh_analysts_db(settings, registry, now)
+            warehouse.refresh_analysts_db(registry, now)
     return requests, notes, bool(new or resolved)
 
 
@@ -391,7 +391,9 @@ def calendar_alerts_evaluation(alerts_at: Path | str) -> dg.AssetCheckEvaluation
 @dg.sensor(
     job=review_requests_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING
 )
-def calendar_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
+def calendar_sensor(
+    context: dg.SensorEvaluationContext, registry: RegistryResource, warehouse: WarehouseResource
+) -> dg.SensorResult:
     """The scheduler (SPEC §8): runs each active mapping's partitions by its `nextRunTime` and `frequency`.
 
     At a due time: every partition not yet closed whose close time has passed, inside the catch-up horizon
@@ -399,17 +401,16 @@ def calendar_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResou
     Between due times: failed partitions again, with backoff. Raises alerts for partitions failing 3 times in
     a row, mappings that closed nothing for two due times, and mappings it cannot schedule.
     """
-    settings = pipeline.settings
     try:
         requests, notes, alerts_changed = schedule_tick(
-            context.instance, settings, pipeline.registry(), datetime.now(UTC)
+            context.instance, warehouse, registry.get(), datetime.now(UTC)
         )
     except WarehouseBusy as busy:
         return dg.SensorResult(skip_reason=f"the warehouse was busy, trying again next tick: {busy}")
     for note in notes:
         context.log.info(note)
     # The UI shows the calendar's alerts as the `calendar_alerts` check of `analytics_database`.
-    events = [calendar_alerts_evaluation(settings.alerts)] if alerts_changed else []
+    events = [calendar_alerts_evaluation(warehouse.settings.alerts)] if alerts_changed else []
     if not requests:
         reason = "nothing is due" + (f": {'; '.join(notes)}" if notes else "")
         return dg.SensorResult(skip_reason=reason, asset_events=events)

@@ -16,7 +16,7 @@ from lease_support import abandon_lease
 
 from pipeline.automation import sensors
 from pipeline.automation.partitions import MAPPING_DIMENSION, MappingDay
-from pipeline.automation.resources import PipelineResource
+from pipeline.automation.resources import system_resources
 from pipeline.automation.sensors import DUE_TAG, calendar_sensor, mapping_partitions_sensor
 from pipeline.calendar import alerts
 from pipeline.calendar import store as calendar_store
@@ -111,13 +111,17 @@ def instance(shared_state):
         yield instance
 
 
-def sensor_context(instance: dg.DagsterInstance, **resource: str) -> dg.SensorEvaluationContext:
-    """A tick's context with the resource `Definitions` gives the sensors (`data_dir` as given, if any)."""
-    return dg.build_sensor_context(instance=instance, resources={"pipeline": PipelineResource(**resource)})
+def evaluate(
+    sensor: dg.SensorDefinition, instance: dg.DagsterInstance, data_dir: str | None = None
+) -> dg.SensorResult:
+    """A tick of `sensor` with the resources `Definitions` gives it (`data_dir` as given, if any); nested
+    resources are context managers, so the context is one too."""
+    with dg.build_sensor_context(instance=instance, resources=system_resources(data_dir)) as context:
+        return sensor(context)
 
 
 def tick(instance: dg.DagsterInstance) -> dg.SensorResult:
-    return calendar_sensor(sensor_context(instance))
+    return evaluate(calendar_sensor, instance)
 
 
 def requested(result: dg.SensorResult) -> list[tuple[str, str]]:
@@ -167,21 +171,21 @@ def open_alerts() -> dict[str, str]:
 def test_the_sensors_read_the_registry_of_the_resource_the_assets_get(
     shared_state, store, instance, tmp_path, monkeypatch
 ):
-    """`PipelineResource(data_dir=...)` points the sensors where it points the assets, whatever DATA_DIR
+    """`system_resources(data_dir=...)` points the sensors where it points the assets, whatever DATA_DIR
     says."""
     add_mapping(store, "201", next_run=NOW)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "elsewhere"))  # a registry without mapping 201
-    result = mapping_partitions_sensor(sensor_context(instance, data_dir=str(tmp_path)))
+    result = evaluate(mapping_partitions_sensor, instance, data_dir=str(tmp_path))
     [add] = result.dynamic_partitions_requests
     assert list(add.partition_keys) == ["201"]
-    assert mapping_partitions_sensor(sensor_context(instance)).dynamic_partitions_requests == []
+    assert evaluate(mapping_partitions_sensor, instance).dynamic_partitions_requests == []
 
 
 def test_partitions_sensor_follows_the_registry_inactive_included(store, instance):
     add_mapping(store, "201", next_run=NOW)
     add_mapping(store, "202", next_run=NOW, active=False)
     instance.add_dynamic_partitions(MAPPING_DIMENSION, ["999"])
-    result = mapping_partitions_sensor(sensor_context(instance))
+    result = evaluate(mapping_partitions_sensor, instance)
     adds = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
     deletes = [
         r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)
