@@ -27,6 +27,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -55,25 +56,33 @@ CLINIKO_RATE = 200 / 60.0  # requests per second per key
 EMPTY_DAY_OFFSET = 60  # days before today: before the sandbox's generated history, so no appointments
 
 
-def _noop_asset(
-    name: str, dep: dg.AssetsDefinition | None, specs: list[dg.AssetCheckSpec]
-) -> dg.AssetsDefinition:
-    checks = [spec.name for spec in specs]
+def _noop_step(ours: dg.AssetsDefinition, dep: dg.AssetsDefinition | None) -> dg.AssetsDefinition:
+    """A no-op step shaped like `ours`: the same asset keys (a multi-asset stays one step), each with the
+    same checks, after `dep`."""
     with warnings.catch_warnings():  # partitioned checks, like ours: a preview of Dagster 1.13
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        check_specs = [dg.AssetCheckSpec(s.name, asset=name, partitions_def=s.partitions_def) for s in specs]
+        check_specs = [
+            dg.AssetCheckSpec(s.name, asset=s.asset_key, partitions_def=s.partitions_def)
+            for s in ours.check_specs
+        ]
+    after = list(dep.keys) if dep else []
 
-    @dg.asset(
-        name=name,
+    @dg.multi_asset(
+        name=f"noop_{ours.node_def.name}",
+        specs=[dg.AssetSpec(key, deps=after) for key in ours.keys],
         partitions_def=mapping_day_partitions,
-        deps=[dep] if dep else [],
         check_specs=check_specs,
     )
-    def _asset() -> dg.MaterializeResult:
-        results = [dg.AssetCheckResult(check_name=c, passed=True) for c in checks]
-        return dg.MaterializeResult(metadata={"rows": 0}, check_results=results)
+    def _step() -> Iterator[dg.MaterializeResult]:
+        for key in ours.keys:
+            results = [
+                dg.AssetCheckResult(asset_key=key, check_name=c.name, passed=True)
+                for c in check_specs
+                if c.asset_key == key
+            ]
+            yield dg.MaterializeResult(asset_key=key, metadata={"rows": 0}, check_results=results)
 
-    return _asset
+    return _step
 
 
 def _noop_check(asset: str, name: str) -> dg.AssetChecksDefinition:
@@ -93,8 +102,7 @@ def dagster_floor(home: Path, partitions: int) -> tuple[float, float]:
 
     assets: list[dg.AssetsDefinition] = []
     for ours in defs.assets:
-        name = ours.key.to_user_string()
-        assets.append(_noop_asset(name, assets[-1] if assets else None, list(ours.check_specs)))
+        assets.append(_noop_step(ours, assets[-1] if assets else None))
     checks = [
         _noop_check(spec.asset_key.to_user_string(), spec.name)
         for ours in defs.asset_checks
