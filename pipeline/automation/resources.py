@@ -20,8 +20,8 @@ Also here: what every process that reaches the warehouse calls first (`split_leg
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
@@ -137,11 +137,9 @@ class WarehouseResource(_FromSettings):
     def path(self, group_id: int) -> Path:
         return self.settings.warehouse_path(group_id)
 
-    @contextmanager
-    def connect(self, group_id: int) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, group_id: int) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """The group's warehouse for one short unit of work (`pipeline.warehouse.connect`)."""
-        with connect(self.path(group_id)) as con:
-            yield con
+        return connect(self.path(group_id))
 
     def refresh_analysts_db(
         self, registry: Registry, now: datetime | None = None, *, group_id: int | None = None

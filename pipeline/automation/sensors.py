@@ -42,7 +42,7 @@ from pipeline.automation.partitions import (
     mapping_partitions,
     runs_in_flight,
 )
-from pipeline.automation.resources import RegistryResource, WarehouseResource, split_legacy_warehouse
+from pipeline.automation.resources import RegistryResource, WarehouseResource
 from pipeline.calendar import coverage, planner, rules, store
 from pipeline.calendar.alerts import notify, open_alerts, raise_alerts, resolve_alerts
 from pipeline.calendar.store import Alert
@@ -198,9 +198,9 @@ def schedule_tick(
     instance: dg.DagsterInstance, warehouse: WarehouseResource, registry: Registry, now: datetime
 ) -> tuple[list[dg.RunRequest], list[str], bool]:
     """One tick of the calendar: run requests, lines saying what happened per mapping, and whether the open
-    alerts changed."""
+    alerts changed. `registry` is `RegistryResource.get()`'s, which moved a legacy warehouse into group files
+    when it opened."""
     settings = warehouse.settings
-    split_legacy_warehouse(settings, registry)
     mappings = registry.mappings(active_only=True)
     known = set(instance.get_dynamic_partitions(MAPPING_DIMENSION))
     flight = runs_in_flight(instance, settings.run_leases, now)
