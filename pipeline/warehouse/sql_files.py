@@ -23,10 +23,21 @@ def read_sql(relative_path: str) -> str:
     return (SQL_DIR / relative_path).read_text()
 
 
+_parsed: dict[str, tuple[duckdb.Statement, ...]] = {}
+
+
+def _statements(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[duckdb.Statement, ...]:
+    """`sql` parsed into statements once per process (a parsed statement runs on any connection)."""
+    statements = _parsed.get(sql)
+    if statements is None:
+        statements = _parsed[sql] = tuple(con.extract_statements(sql))
+    return statements
+
+
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None) -> None:
     """Execute every statement of `sql`, binding to each only the parameters it names."""
     params = params or {}
-    for statement in con.extract_statements(sql):
+    for statement in _statements(con, sql):
         names = statement.named_parameters
         missing = set(names) - set(params)
         if missing:
