@@ -8,10 +8,11 @@ the daily schedule's runs would go. Prints:
 - wall time of the 200 partitions with `--workers 3` (one integration group per worker process at a time),
   against one process running one partition after another (measured on 20 mappings of another day, scaled);
   the note gives the floor the Cliniko API sets for the same requests (busiest key at 200/minute);
-- per-partition overhead: the CPU time of a partition whose day has no appointments (two runs of 1 and 10
-  such partitions, so the process start-up cancels out), against Dagster's own CPU time for the same graph
-  shape (our assets and checks as no-op partitioned steps, on the same kind of instance); CPU rather than
-  wall time because the machine is shared;
+- per-partition overhead: the CPU time of a partition whose day has no appointments (the median run of
+  several, run one after another in one process as `cliniko-reviews run` runs them), against Dagster's own
+  CPU time for the same graph shape (our assets and checks as no-op partitioned steps, on the same kind of
+  instance), measured the same way: this process and its children (Dagster's log capture starts two per
+  run); CPU rather than wall time because the machine is shared;
 - peak memory (RSS) of the run process, against the same process that only loads the definitions.
 
     uv run python benchmarks/bench_daily_run.py [--mappings 200] [--accounts 40] [--businesses 5]
@@ -20,6 +21,8 @@ the daily schedule's runs would go. Prints:
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,7 +30,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -93,11 +96,10 @@ def _noop_check(asset: str, name: str) -> dg.AssetChecksDefinition:
     return _check
 
 
-def dagster_floor(home: Path, partitions: int) -> tuple[float, float]:
-    """Median wall and CPU seconds per run of no-op assets shaped like ours (the assets of
-    `pipeline.definitions` in order, each with its checks, and the checks that run as steps of their own),
-    one run per partition in process on an instance configured like ours: what Dagster itself costs per
-    run."""
+def dagster_floor(home: Path) -> Callable[[int], object]:
+    """A run of no-op assets shaped like ours (the assets of `pipeline.definitions` in order, each with its
+    checks, and the checks that run as steps of their own) for partition `k`, in process on an instance
+    configured like ours (at `home`, kept open until the process ends): what Dagster itself costs per run."""
     from pipeline.definitions import defs
 
     assets: list[dg.AssetsDefinition] = []
@@ -113,19 +115,54 @@ def dagster_floor(home: Path, partitions: int) -> tuple[float, float]:
     ).resolve_job_def("noop")
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML.replace("env: DAGSTER_HOME", str(home)))
-    walls, cpus = [], []
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions(MAPPING_DIMENSION, ["1"])
-        for k in range(partitions + 1):
-            wall, cpu = time.perf_counter(), time.process_time()
-            job.execute_in_process(
-                instance=instance,
-                partition_key=MappingDay("1", PARTITIONS_START_DATE + timedelta(k)).key,
-                run_config=QUIET,
-            )
-            walls.append(time.perf_counter() - wall)
-            cpus.append(time.process_time() - cpu)
-    return statistics.median(walls[1:]), statistics.median(cpus[1:])
+    instance = dg.DagsterInstance.from_config(str(home))
+    instance.add_dynamic_partitions(MAPPING_DIMENSION, ["1"])
+    return lambda k: job.execute_in_process(
+        instance=instance,
+        partition_key=MappingDay("1", PARTITIONS_START_DATE + timedelta(k)).key,
+        run_config=QUIET,
+    )
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that ended."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def per_run(runs: int, **sides: Callable[[int], object]) -> dict[str, tuple[float, float]]:
+    """Per side, the median wall and CPU seconds of `run(k)` for k = 1..runs, after k = 0 (unmeasured: lazy
+    imports). The sides take turns, so a neighbour that slows the machine for a while slows both."""
+    walls: dict[str, list[float]] = {name: [] for name in sides}
+    cpus: dict[str, list[float]] = {name: [] for name in sides}
+    for k in range(runs + 1):
+        for name, run in sides.items():
+            wall, cpu = time.perf_counter(), _cpu_seconds()
+            run(k)
+            walls[name].append(time.perf_counter() - wall)
+            cpus[name].append(_cpu_seconds() - cpu)
+    return {n: (statistics.median(walls[n][1:]), statistics.median(cpus[n][1:])) for n in sides}
+
+
+def empty_partitions(business_number: str, first_day: str, runs: int, floor_home: str) -> None:
+    """In a process with a run's environment: our runs of `runs` + 1 partitions of days without appointments
+    from `first_day`, each by `run_partitions` as `cliniko-reviews run` runs them, taking turns with
+    Dagster's no-op runs of the same shape (`dagster_floor`); prints `per_run`'s figures as JSON."""
+    from pipeline.automation.instance import ensure_dagster_home
+    from pipeline.runner import run_partitions
+    from pipeline.settings import load_settings
+
+    ensure_dagster_home(load_settings())
+    first = date.fromisoformat(first_day)
+    with dg.DagsterInstance.get() as instance:
+
+        def ours(k: int) -> None:
+            day = MappingDay(business_number, first + timedelta(days=k))
+            [outcome] = run_partitions([day], instance, show_progress=False)
+            if not outcome.success:
+                raise SystemExit(f"{day}: {outcome.error}")
+
+        print(json.dumps(per_run(runs, ours=ours, floor=dagster_floor(Path(floor_home)))))
 
 
 def idle_rss_mb() -> float:
@@ -161,7 +198,7 @@ def main() -> list[Figure]:
     parser.add_argument(
         "--sequential-sample", type=int, default=20, help="mappings the one-process baseline runs"
     )
-    parser.add_argument("--empty-partitions", type=int, default=10)
+    parser.add_argument("--empty-partitions", type=int, default=15)
     parser.add_argument("--dir", type=Path, help="keep the data here (default: a temp dir)")
     args = parser.parse_args()
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="bench_daily_run_"))
@@ -187,24 +224,23 @@ def main() -> list[Figure]:
             mappings.append((str(700_000_000 + i), i % accounts, names[(i // accounts) % len(names)]))
         create_mappings(data_dir, box, mappings)
 
-        # Per-partition overhead first, on an empty warehouse: partitions of a day without appointments.
+        # Per-partition overhead first, on an empty warehouse: partitions of days without appointments.
         empty_day = today - timedelta(days=EMPTY_DAY_OFFSET)
         first = mappings[0][0]
         one = run_command(["run", f"--date={empty_day}", f"--mapping={first}"], env, workdir / "empty_1.log")
-        many = run_command(
-            [
-                "run",
-                f"--date={empty_day + timedelta(days=1)}",
-                f"--date-to={empty_day + timedelta(days=args.empty_partitions)}",
-                f"--mapping={first}",
-            ],
-            env,
-            workdir / "empty_n.log",
+        code = (
+            "from benchmarks.bench_daily_run import empty_partitions; "
+            f"empty_partitions({first!r}, {str(empty_day + timedelta(days=1))!r}, {args.empty_partitions}, "
+            f"{str(workdir / 'floor_home')!r})"
         )
-        if one.status or many.status:
+        many = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True
+        )
+        (workdir / "empty_n.log").write_text(many.stdout + many.stderr)
+        if one.status or many.returncode:
             raise SystemExit(f"an empty-day run failed; see {workdir}/empty_*.log")
-        overhead = (many.wall - one.wall) / (args.empty_partitions - 1)
-        overhead_cpu = (many.cpu - one.cpu) / (args.empty_partitions - 1)
+        measured = json.loads(many.stdout.splitlines()[-1])
+        (overhead, overhead_cpu), (floor_wall, floor_cpu) = measured["ours"], measured["floor"]
         startup = max(one.wall - overhead, 0.0)
 
         # The one-process baseline: a sample of the mappings on another day, one run per partition.
@@ -234,7 +270,6 @@ def main() -> list[Figure]:
         log = (workdir / "daily_run.log").read_text().splitlines()
         print(next((line for line in reversed(log) if "succeeded" in line), ""), flush=True)
 
-    floor_wall, floor_cpu = dagster_floor(workdir / "floor_home", args.empty_partitions)
     return [
         report(
             Figure(

@@ -266,6 +266,18 @@ def test_no_pages_give_an_empty_frame(resource) -> None:
     assert quarantine == [] and len(frame) == 0 and "_reason" not in frame.columns
 
 
+@pytest.mark.parametrize("resource", list(PAGE_RESOURCES))
+def test_no_pages_type_like_a_page_without_records(resource) -> None:
+    """No page is typed once per process (not planned again each time); its columns and types are those of
+    a page whose records list is empty, and a caller changing it changes no later one."""
+    typed = type_pages(resource, [body(resource, [])]).frame
+    first = type_pages(resource, []).frame
+    del first["_reason"]
+    again = type_pages(resource, []).frame
+    assert list(again.columns) == list(typed.columns) and again.dtypes.equals(typed.dtypes)
+    assert len(again) == 0
+
+
 def test_pages_typed_in_batches_give_the_same_rows(records) -> None:
     pages = [body("appointments", records["appointments"][i : i + 20]) for i in range(0, 100, 20)]
     pages.append(body("appointments", [dict(records["appointments"][0], did_not_arrive="no")]))
