@@ -6,7 +6,9 @@ then, for each, the first (whole) export, followed by partition-by-partition ref
 them: the newest days' partitions, one refresh each, `COMPACT_AFTER` + 20 of them, so one compaction is
 paid and spread over them. Prints the mean refresh (compaction included), the median, the compaction alone,
 and for reference what copying the whole history costs (the analysts' database before issue 13), and an
-analyst's query over the views against the same query over the warehouse's table.
+analyst's query over the views against the same query over the warehouse's table. Then the refresh the
+pipeline makes (`coverage.refresh`, with `registry_changes`) after one partition, with a registry audit trail
+of 30 and of 30,000 changes that did not change since the refresh before (each refresh used to copy it).
 
     uv run python benchmarks/bench_analytics.py [--dir DIR] [--small 100000] [--large 10000000]
 """
@@ -14,6 +16,7 @@ analyst's query over the views against the same query over the warehouse's table
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -23,6 +26,7 @@ from pathlib import Path
 import duckdb
 
 from benchmarks.support import Figure, report
+from pipeline.calendar import coverage
 from pipeline.warehouse import connect, run_sql
 from pipeline.warehouse.analysts_db import COMPACT_AFTER, PARTITIONED, refresh_analytics
 from pipeline.warehouse.models import ensure_models
@@ -64,7 +68,8 @@ def generate(path: Path, rows: int) -> int:
                 day + interval 10 hour, hash(i) % 2 = 0,
                 case when hash(i) % 2 = 1 then 'cooled_off' end,
                 case when hash(i) % 2 = 1 then 'The patient was asked recently' end,
-                'sms', '0400000000', 'p@example.com', 'Pat', false
+                'sms', '0400000000', 'p@example.com', 'Pat', false,
+                'pr1', 'Dr Lee', 'Sam', 'Lee', 'lee@example.com', 'individual'
             from located
             order by day, business_number
             """,
@@ -130,12 +135,7 @@ def measure(directory: Path, label: str, rows: int) -> dict[str, float]:
     seconds = []
     for k in range(refreshes):  # the newest days first, every mapping of a day, as a daily run goes
         day = FIRST_DAY + timedelta(days=days - 1 - (k // MAPPINGS) % days)
-        with connect(warehouse) as con:  # what a run's build writes, as far as the refresh can tell
-            con.execute(
-                "update calendar.partition_runs set updated_at = current_timestamp "
-                "where business_number = ? and partition_date = ?",
-                [str(100000 + k % MAPPINGS), day],
-            )
+        _touch(warehouse, str(100000 + k % MAPPINGS), day)
         started = time.perf_counter()
         exported = refresh_analytics([warehouse], analytics)["restriction_reasons"]
         seconds.append(time.perf_counter() - started)
@@ -161,6 +161,62 @@ def measure(directory: Path, label: str, rows: int) -> dict[str, float]:
     return result
 
 
+def _touch(warehouse: Path, business_number: str, day: date) -> None:
+    """What a run's build writes, as far as the refresh can tell."""
+    with connect(warehouse) as con:
+        con.execute(
+            "update calendar.partition_runs set updated_at = current_timestamp "
+            "where business_number = ? and partition_date = ?",
+            [business_number, day],
+        )
+
+
+def audit_trail(changes: int) -> list[dict]:
+    """`changes` rows of a registry's audit trail, each a mapping created with a dozen settings."""
+    state = json.dumps({"businessNumber": "700000000", "properties": {f"p{i}": "v" * 20 for i in range(12)}})
+    return [
+        {
+            "change_id": i,
+            "changed_at": "2026-11-30T10:00:00+00:00",
+            "changed_by": "support",
+            "method": "POST",
+            "route": "/admin/mappings",
+            "action": "create",
+            "entity_kind": "mapping",
+            "entity_id": str(700_000_000 + i),
+            "business_number": str(700_000_000 + i),
+            "group_id": i % 40,
+            "before_state": None,
+            "after_state": state,
+            "changes": state,
+        }  # fmt: skip
+        for i in range(1, changes + 1)
+    ]
+
+
+def trail_refreshes(directory: Path, warehouse: Path, changes: int, days: int, refreshes: int = 20) -> float:
+    """Median seconds of the pipeline's refresh after one partition, with an audit trail of `changes` rows
+    that is the same as at the refresh before."""
+    analytics = directory / f"analytics_trail_{changes}.duckdb"
+    rows = audit_trail(changes)
+    trail = coverage.AuditTrail(changes, lambda: rows)
+    refresh = [[warehouse], directory / "alerts.duckdb", analytics, [], FIRST_DAY]
+    coverage.refresh(*refresh, registry_changes=trail)  # the first: everything whole
+    seconds = []
+    for k in range(refreshes):
+        _touch(warehouse, str(100000 + k % MAPPINGS), FIRST_DAY + timedelta(days=days - 1))
+        started = time.perf_counter()
+        counts = coverage.refresh(*refresh, registry_changes=trail)
+        seconds.append(time.perf_counter() - started)
+        assert counts["registry_changes"] == changes, counts
+    print(
+        f"the pipeline's refresh with an audit trail of {changes:,} changes: median "
+        f"{statistics.median(seconds) * 1000:.0f} ms of {refreshes}",
+        flush=True,
+    )
+    return statistics.median(seconds)
+
+
 def main() -> list[Figure]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -173,6 +229,9 @@ def main() -> list[Figure]:
     directory.mkdir(parents=True, exist_ok=True)
     small = measure(directory, "small", args.small)
     large = measure(directory, "large", args.large)
+    small_warehouse, small_days = directory / "warehouse_small.duckdb", args.small // (MAPPINGS * SLICE)
+    short_trail = trail_refreshes(directory, small_warehouse, 30, small_days)
+    long_trail = trail_refreshes(directory, small_warehouse, 30_000, small_days)
     return [
         report(
             Figure(
@@ -209,6 +268,19 @@ def main() -> list[Figure]:
                 "info",
                 None,
                 f"{args.large:,} rows: `{QUERY.format('restriction_reasons')}`",
+            )
+        ),
+        report(
+            Figure(
+                "the pipeline's refresh, registry audit trail of 30,000 changes",
+                long_trail * 1000,
+                short_trail * 1000,
+                "ms",
+                "the same with 30 changes",
+                "ratio <= 1.5",
+                long_trail <= 1.5 * short_trail,
+                "median of 20 one-partition refreshes (coverage.refresh, with registry_changes), the trail "
+                "unchanged since the refresh before",
             )
         ),
     ]

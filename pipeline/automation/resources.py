@@ -159,7 +159,7 @@ class WarehouseResource(_FromSettings):
             PARTITIONS_START_DATE,
             now,
             changed=None if group_id is None else [settings.warehouse_path(group_id)],
-            registry_changes=registry.changes(),
+            registry_changes=coverage.AuditTrail(registry.last_change_id(), registry.changes),
         )
 
 

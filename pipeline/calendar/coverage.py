@@ -3,14 +3,15 @@
 `schedules()` is what the sensor, `cliniko-reviews status` and the `coverage` view share: each mapping's
 schedule with the zones of its matched Cliniko businesses as last fetched. `refresh()` refreshes
 `analytics.duckdb`, exporting `partition_calendar` (the rows `coverage` is a view over) for the mappings whose
-calendar changed, and copying the registry's audit trail in for the `registry_changes` view.
+calendar changed, and the registry's audit trail for the `registry_changes` view when it changed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pipeline.registry.model import Frequency
 from pipeline.warehouse.analysts_db import (
     Export,
     Partition,
+    add_whole_table,
     parquet_root,
     refresh_analytics,
     write_json,
@@ -228,22 +230,43 @@ def add_coverage(con: duckdb.DuckDBPyConnection, alias: str) -> dict[str, int]:
     return {}
 
 
+@dataclass(frozen=True)
+class AuditTrail:
+    """The registry's audit trail for `registry_changes`: `last_change_id` is its version (0: no change yet),
+    and `rows()` reads it whole (secrets masked already), which a refresh does only for a version the
+    analysts' database does not have yet."""
+
+    last_change_id: int = 0
+    rows: Callable[[], Sequence[Mapping[str, object]]] = tuple
+
+
+AUDIT_COLUMNS = (
+    "change_id", "changed_at", "changed_by", "method", "route", "action", "entity_kind", "entity_id",
+    "business_number", "group_id", "before_state", "after_state", "changes",
+)  # fmt: skip
+
+
 def add_registry_changes(
-    con: duckdb.DuckDBPyConnection, alias: str, rows: Sequence[Mapping[str, object]]
+    con: duckdb.DuckDBPyConnection, alias: str, root: Path, trail: AuditTrail
 ) -> dict[str, int]:
-    """Create `registry_audit` (`rows`: the registry's audit trail, `RegistryStore.audit_rows()`, secrets
-    masked already) and the `registry_changes` view over it in the analysts' database attached as `alias`."""
+    """Create `registry_audit` (the trail's rows, in a Parquet file written when the trail changed) and the
+    `registry_changes` view over it in the analysts' database attached as `alias`."""
+
+    def rows() -> str:
+        audit = trail.rows()
+        run_sql_file(
+            con, "analytics/registry_audit.sql", {c: [row[c] for row in audit] for c in AUDIT_COLUMNS}
+        )
+        return "from temp.main.audit_trail order by change_id"
+
+    count = add_whole_table(con, alias, root, "registry_audit", trail.last_change_id, rows)
     warehouse = con.execute("select current_database()").fetchone()[0]
     con.execute(f"use {alias}")
     try:
-        columns = (
-            "change_id", "changed_at", "changed_by", "method", "route", "action", "entity_kind", "entity_id",
-            "business_number", "group_id", "before_state", "after_state", "changes",
-        )  # fmt: skip
-        run_sql_file(con, "analytics/registry_changes.sql", {c: [row[c] for row in rows] for c in columns})
+        run_sql_file(con, "analytics/registry_changes.sql")
     finally:
         con.execute(f'use "{warehouse}"')
-    return {"registry_changes": len(rows)}
+    return {"registry_changes": count}
 
 
 def refresh(
@@ -255,11 +278,11 @@ def refresh(
     now: datetime | None = None,
     *,
     changed: Sequence[Path] | None = None,
-    registry_changes: Sequence[Mapping[str, object]] = (),
+    registry_changes: AuditTrail = AuditTrail(),
 ) -> dict[str, int]:
     """Export the partitions that changed in the warehouse files of `changed` (every one of
     `warehouse_paths` if None) into the analysts' database, with the calendars that changed, and rebuild its
-    small tables and views, `coverage` included, and `registry_changes` from the audit rows given. Returns
+    small tables and views, `coverage` included, and `registry_changes` from the audit trail given. Returns
     the rows exported and the small tables' counts."""
     today = (now or datetime.now(UTC)).astimezone(UTC).date()
     root = parquet_root(analytics_path)
@@ -271,7 +294,7 @@ def refresh(
     exports = CalendarExports(root, mappings, partitions_start, today)
 
     def addition(con: duckdb.DuckDBPyConnection, alias: str) -> dict[str, int]:
-        return {**add_coverage(con, alias), **add_registry_changes(con, alias, registry_changes)}
+        return {**add_coverage(con, alias), **add_registry_changes(con, alias, root, registry_changes)}
 
     return refresh_analytics(
         warehouse_paths, analytics_path, addition, exports, alerts_path=alerts_path, changed=changed

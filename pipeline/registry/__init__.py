@@ -114,6 +114,10 @@ class Registry:
         """The whole audit trail, newest first, as stored (secrets masked): for the analysts' database."""
         return self.store.audit_rows()
 
+    def last_change_id(self) -> int:
+        """The newest change of the audit trail (0: none yet): a copy of `changes()` with it is current."""
+        return self.store.last_change_id()
+
     def advance_next_run_time(self, business_number: str, expected: datetime, new: datetime) -> bool:
         """Move a mapping's next run time from `expected` to `new`; False if someone else moved it first."""
         return self.store.advance_next_run_time(business_number, expected, new)

@@ -649,6 +649,11 @@ class RegistryStore:
                 )
             ]
 
+    def last_change_id(self) -> int:
+        """The newest change of the audit trail (0: none yet), which says whether a copy of it is current."""
+        with self.database.transaction(write=False) as con:
+            return con.execute("SELECT coalesce(max(change_id), 0) FROM registry_audit").fetchone()[0]
+
     # -- pipeline reads --------------------------------------------------------------------------------------
 
     def mapping_records(

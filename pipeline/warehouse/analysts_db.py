@@ -14,7 +14,9 @@ warehouse (a file per integration group), and the pipeline never writes a file a
   Files are written under a temporary name and renamed into place, and never changed after: DuckDB reads a
   file's footer when a query starts and its row groups later, so a file changed in between breaks the query.
 - `analytics.duckdb` holds the views, which name their files one by one, and the small tables
-  (`restriction_codes`, `alerts`, and what a caller adds, e.g. `partition_calendar` for `coverage`). Each
+  (`restriction_codes`, `alerts`, and what a caller adds, e.g. `partition_calendar` for `coverage`). A
+  table kept whole in one file of its version (`add_whole_table`, e.g. the registry's audit trail) is
+  written only when its version changes. Each
   refresh builds it anew and `os.replace`s it over the old name. A connection an analyst keeps open goes on
   reading the files its views name, undisturbed; a new connection sees the new exports. A file a compaction
   superseded is deleted `GRACE_SECONDS` (a day) after the first catalog that no longer names it.
@@ -415,6 +417,22 @@ def _write_catalog(
     finally:
         con.execute(f"detach {_ALIAS}")
     return counts
+
+
+def add_whole_table(
+    con: duckdb.DuckDBPyConnection, alias: str, root: Path, name: str, version: int, rows: Callable[[], str]
+) -> int:
+    """For an `Addition` (it runs under the refresh's lock): the view `name` in the analysts' database
+    attached as `alias`, over `<root>/<name>/<version>.parquet`, a table kept whole in one file. Only when
+    no file of `version` exists yet is it written from `rows()` (a query on `con`, called only then), and
+    the files of older versions superseded. So a refresh pays for the table only when it changed. Returns
+    the view's row count."""
+    path = root / name / f"{version:020d}.parquet"
+    if not path.exists():
+        _copy_into_place(con, rows(), path)
+        _supersede(root, [p for p in path.parent.glob("*.parquet") if p != path])
+    con.execute(f"create view {alias}.{name} as from read_parquet({_sql_string(str(path))})")
+    return con.execute(f"select count(*) from {alias}.{name}").fetchone()[0]
 
 
 class NothingToRefresh(RuntimeError):

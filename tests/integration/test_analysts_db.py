@@ -408,7 +408,7 @@ def test_registry_changes_shows_the_registrys_audit_trail_with_keys_masked(tmp_p
         analytics_path,
         [],
         PARTITION_DATE,
-        registry_changes=store.audit_rows(),
+        registry_changes=coverage.AuditTrail(store.last_change_id(), store.audit_rows),
     )
     assert counts["registry_changes"] == 3
     with duckdb.connect(str(analytics_path), read_only=True) as con:
@@ -433,7 +433,38 @@ def test_registry_changes_shows_the_registrys_audit_trail_with_keys_masked(tmp_p
     ]
     assert types == [("TIMESTAMP WITH TIME ZONE", "JSON")]
     assert "****-uk2" in everything and key[:-4] not in everything
-    assert key[:-4].encode() not in analytics_path.read_bytes()
+    for path in [analytics_path, *(tmp_path / "analytics" / "registry_audit").iterdir()]:
+        assert key[:-4].encode() not in path.read_bytes()
+
+    # A refresh reads the trail again only when the registry has a newer change.
+    def refresh(trail: coverage.AuditTrail) -> int:
+        build(warehouse_path, "1001", 1)
+        counts = coverage.refresh(
+            [warehouse_path],
+            tmp_path / "alerts.duckdb",
+            analytics_path,
+            [],
+            PARTITION_DATE,
+            registry_changes=trail,
+        )
+        return counts["registry_changes"]
+
+    def unread() -> list[dict]:
+        raise AssertionError("the trail was read again although it had not changed")
+
+    audit_dir = tmp_path / "analytics" / "registry_audit"
+    [written] = list(audit_dir.iterdir())
+    assert refresh(coverage.AuditTrail(store.last_change_id(), unread)) == 3
+    assert list(audit_dir.iterdir()) == [written]
+    store.update_mapping("1001", MappingPatch(test=False), sam)
+    assert refresh(coverage.AuditTrail(store.last_change_id(), store.audit_rows)) == 4
+    with duckdb.connect(str(analytics_path), read_only=True) as con:
+        assert con.execute("select max(change_id), count(*) from registry_changes").fetchone() == (
+            store.last_change_id(),
+            4,
+        )
+    superseded = json.loads((tmp_path / "analytics" / "superseded.json").read_text())
+    assert str(written) in superseded  # deleted once no catalog younger than the grace period names it
 
 
 def test_an_outcome_recorded_in_postgresql_before_the_last_refresh_still_reaches_the_analysts(
