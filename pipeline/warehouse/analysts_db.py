@@ -14,12 +14,13 @@ warehouse (a file per integration group), and the pipeline never writes a file a
   Files are written under a temporary name and renamed into place, and never changed after: DuckDB reads a
   file's footer when a query starts and its row groups later, so a file changed in between breaks the query.
 - `analytics.duckdb` holds the views, which name their files one by one, and the small tables
-  (`restriction_codes`, `alerts`, and what a caller adds, e.g. `partition_calendar` for `coverage`). A
-  table kept whole in one file of its version (`add_whole_table`, e.g. the registry's audit trail) is
-  written only when its version changes. Each
+  (`restriction_codes`, `alerts`, and what a caller adds, e.g. `partition_calendar` for `coverage`). Each
   refresh builds it anew and `os.replace`s it over the old name. A connection an analyst keeps open goes on
   reading the files its views name, undisturbed; a new connection sees the new exports. A file a compaction
   superseded is deleted `GRACE_SECONDS` (a day) after the first catalog that no longer names it.
+- A caller's table that changes seldom but grows (the registry's audit trail) is kept whole in one file per
+  version (`add_whole_table`), written only by the first refresh that sees the version, and superseded
+  like the rest.
 """
 
 from __future__ import annotations
