@@ -401,16 +401,21 @@ def test_registry_changes_shows_the_registrys_audit_trail_with_keys_masked(tmp_p
     store.update_mapping("1001", MappingPatch(test=True), sam)
 
     warehouse_path, analytics_path = tmp_path / "warehouse.duckdb", tmp_path / "analytics.duckdb"
-    build(warehouse_path, "1001", 1)
-    counts = coverage.refresh(
-        [warehouse_path],
-        tmp_path / "alerts.duckdb",
-        analytics_path,
-        [],
-        PARTITION_DATE,
-        registry_changes=coverage.AuditTrail(store.last_change_id(), store.audit_rows),
-    )
-    assert counts["registry_changes"] == 3
+
+    def refresh(trail: coverage.AuditTrail) -> int:
+        """A partition built and the analysts' database refreshed; the rows of `registry_changes`."""
+        build(warehouse_path, "1001", 1)
+        counts = coverage.refresh(
+            [warehouse_path],
+            tmp_path / "alerts.duckdb",
+            analytics_path,
+            [],
+            PARTITION_DATE,
+            registry_changes=trail,
+        )
+        return counts["registry_changes"]
+
+    assert refresh(coverage.AuditTrail(store.last_change_id(), store.audit_rows)) == 3
     with duckdb.connect(str(analytics_path), read_only=True) as con:
         columns = [c[0] for c in con.execute("describe registry_changes").fetchall()]
         rows = con.execute(
@@ -437,18 +442,6 @@ def test_registry_changes_shows_the_registrys_audit_trail_with_keys_masked(tmp_p
         assert key[:-4].encode() not in path.read_bytes()
 
     # A refresh reads the trail again only when the registry has a newer change.
-    def refresh(trail: coverage.AuditTrail) -> int:
-        build(warehouse_path, "1001", 1)
-        counts = coverage.refresh(
-            [warehouse_path],
-            tmp_path / "alerts.duckdb",
-            analytics_path,
-            [],
-            PARTITION_DATE,
-            registry_changes=trail,
-        )
-        return counts["registry_changes"]
-
     def unread() -> list[dict]:
         raise AssertionError("the trail was read again although it had not changed")
 
