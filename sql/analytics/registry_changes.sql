@@ -3,7 +3,8 @@
 -- commands), with who made it, when, through which route, and the entity before and after. The scheduler's
 -- `nextRunTime` advances are not changes and are not in it. Created inside analytics.duckdb by each refresh,
 -- over `registry_audit`: the trail's rows, kept in a Parquet file that a refresh writes only when the
--- registry has a change the file lacks (registry_audit.sql); the view types their times and JSON. Order by `change_id` for the order the changes were committed in.
+-- registry has a change the file lacks (registry_audit.sql); the view types their times and JSON. Order by
+-- `change_id` for the order the changes were committed in.
 create view registry_changes as
 select
     change_id,
