@@ -189,7 +189,7 @@ def audit_trail(changes: int) -> list[dict]:
             "before_state": None,
             "after_state": state,
             "changes": state,
-        }  # fmt: skip
+        }
         for i in range(1, changes + 1)
     ]
 
