@@ -79,23 +79,25 @@ quarantined_patients as (
       and resource = 'patients'
 ),
 
--- This partition's requests that may have reached Birdeye: their appointments keep that outcome, whatever a
--- re-run finds in Cliniko now (SPEC §8: an appointment that has an outcome keeps it).
+-- This partition's requests that may have reached Birdeye, and a test mapping's dry runs (what it would have
+-- sent: it is evaluated the same way): their appointments keep that outcome, whatever a re-run finds in
+-- Cliniko or the ledger now (SPEC §8: an appointment that has an outcome keeps it).
 posted_requests as (
     select appointment_id
     from sink.review_request_ledger
     where business_number = $business_number
       and partition_date = cast($partition_date as date)
-      and status in ('sending', 'sent', 'uncertain')
+      and status in ('sending', 'sent', 'uncertain', 'dry_run')
 ),
 
--- This partition's own live requests (a re-run after the sink ran): their appointments stay the selected ones.
+-- This partition's own live requests and dry runs (a re-run after the sink ran): their appointments stay the
+-- selected ones.
 partition_requests as (
     select appointment_id
     from sink.review_request_ledger
     where business_number = $business_number
       and partition_date = cast($partition_date as date)
-      and status in ('pending', 'sending', 'sent', 'uncertain')
+      and status in ('pending', 'sending', 'sent', 'uncertain', 'dry_run')
 ),
 
 -- Requests of the group that count as "asked": only those whose target day can fall inside the cool-off window

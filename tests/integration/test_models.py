@@ -492,6 +492,24 @@ def test_re_run_after_the_sink_keeps_the_sent_appointment_selected(wh: Warehouse
     assert wh.claims() == {("1001", "a-first"): "sent"}
 
 
+def test_re_run_of_a_test_mapping_keeps_its_dry_run(wh: Warehouse) -> None:
+    # A test mapping's dry run is what a real mapping's sent request is: the appointment's settled outcome.
+    wh.patient("1001", "p1")
+    wh.appointment("1001", "a-first", patient_id="p1", ends_at="2026-11-24 15:00")
+    wh.build("1001", cooloff_days=30, test=True)
+    assert wh.claims() == {("1001", "a-first"): "dry_run"}
+    # Later, another mapping of the group asks the same patient about a day inside the cool-off (a dry run
+    # never cools anyone off, so it could); then the test mapping's partition is re-run.
+    wh.ledger("1002", "elsewhere", patient_id="p1", target_date=date(2026, 11, 25), group_id=7)
+    wh.build("1001", cooloff_days=30, test=True)
+    assert wh.outcomes("1001") == {"a-first": "eligible"}
+    # And a later appointment of the patient that day, reported since, does not take their one request.
+    wh.appointment("1001", "a-later", patient_id="p1", ends_at="2026-11-24 18:00")
+    wh.build("1001", cooloff_days=30, test=True)
+    assert wh.outcomes("1001") == {"a-first": "eligible", "a-later": "duplicate_patient"}
+    assert wh.claims() == {("1001", "a-first"): "dry_run", ("1002", "elsewhere"): "sent"}
+
+
 @pytest.mark.parametrize(
     ("ledger", "cooloff_days", "expected"),
     [
