@@ -111,9 +111,12 @@ def main() -> list[Figure]:
     requests = read_request_log(request_log)
     times = sorted(r["epoch"] for r in requests)
     n = len(times)
+    if n < 2:
+        raise SystemExit(f"the backfill made {n} Cliniko request(s): nothing to time; see {request_log}")
     span = times[-1] - times[0]
     floor = n * args.window / args.limit
     burst_bound = ((n - 1) // args.limit) * args.window
+    burst_ratio = f"ratio {span / burst_bound:.2f}" if burst_bound else "all in the first window"
     throttled = sum(r["status"] == 429 for r in requests)
     phases = request_phases(requests)
     print(
@@ -132,7 +135,7 @@ def main() -> list[Figure]:
                 "ratio <= 1.05",
                 span <= 1.05 * floor,
                 f"with the first window's burst spent at once, N requests fit in ((N-1)//L)*W = "
-                f"{burst_bound:.0f} s (ratio {span / burst_bound:.2f}); the partitions' Cliniko phases "
+                f"{burst_bound:.0f} s ({burst_ratio}); the partitions' Cliniko phases "
                 f"(first to last request) add up to {phases:.1f} s; CPU per partition "
                 f"{run.cpu / args.days:.1f} s against {floor / args.days:.1f} s of API budget per partition: "
                 "below it, the run waits on the limiter, not on its own work",

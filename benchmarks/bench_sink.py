@@ -130,9 +130,10 @@ def main() -> list[Figure]:
                 print(f"concurrency {args.concurrency}, batch {label:>9}: {rate:7.1f}/s = "
                       f"{rate / bound:5.1%} of the bound, {rate / serial:5.1f}x one by one")  # fmt: skip
             limited = min(args.rate, 100.0)
-            rate = run(base_url, workdir, "limited", min(args.requests, 500), concurrency=args.concurrency,
+            limited_requests = min(args.requests, 500)
+            rate = run(base_url, workdir, "limited", limited_requests, concurrency=args.concurrency,
                        rate_per_second=limited, burst=1)  # fmt: skip
-            print(f"rate-limited to {limited:.0f}/s (500 requests): {rate:7.1f}/s = "
+            print(f"rate-limited to {limited:.0f}/s ({limited_requests} requests): {rate:7.1f}/s = "
                   f"{rate / limited:5.1%} of the limit")  # fmt: skip
     finally:
         emulator.terminate()

@@ -51,7 +51,7 @@ class Figure:
         text = (
             f"FIGURE {self.name}: ours {_number(self.ours)} {self.unit} | "
             f"baseline {_number(self.baseline)} {self.unit} ({self.baseline_label}) | "
-            f"ratio {f'{self.ratio:.2f}' if self.baseline else 'n/a'} | goal {self.goal} | {self.verdict}"
+            f"ratio {f'{self.ratio:.3g}' if self.baseline else 'n/a'} | goal {self.goal} | {self.verdict}"
         )
         return f"{text}\n       {self.note}" if self.note else text
 

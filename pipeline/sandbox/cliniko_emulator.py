@@ -767,8 +767,9 @@ _ERROR_PAGES = {
 
 
 class ClinikoEmulator:
-    """The ASGI app. `request_log` lists one dict per request (time, method, path, query, key, status, fault,
-    duration_ms); `requests_between(t0, t1)` and `clear_log()` help tests and benchmarks read it."""
+    """The ASGI app. `request_log` lists one dict per request (time, method, path, query, key (masked),
+    account (its name, for an accepted key), status, fault, duration_ms); `requests_between(t0, t1)` and
+    `clear_log()` help tests and benchmarks read it."""
 
     def __init__(self, config: ClinikoEmulatorConfig) -> None:
         self.config = config
@@ -818,6 +819,8 @@ class ClinikoEmulator:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = scope["query_string"].decode("latin-1")
         key_shown, response, slow = self._handle(scope, headers, query)
+        base = self._authenticate(_basic_username(headers.get("authorization", "")))
+        account = self._accounts[base][0].name if base is not None else None
         if slow:
             await asyncio.sleep(self.config.faults.slow_seconds)
         if response.fault == "drop":
@@ -835,7 +838,7 @@ class ClinikoEmulator:
                 }
             )
             await send({"type": "http.response.body", "body": response.body})
-        self._record(started, scope, query, key_shown, response, slow)
+        self._record(started, scope, query, key_shown, account, response, slow)
 
     async def _drop(self, send: Callable) -> None:
         """Close the socket without a byte of response; fall back to a truncated response elsewhere."""
@@ -857,7 +860,14 @@ class ClinikoEmulator:
             await asyncio.sleep(0)
 
     def _record(
-        self, started: float, scope: dict, query: str, key: str | None, response: _Response, slow: bool
+        self,
+        started: float,
+        scope: dict,
+        query: str,
+        key: str | None,
+        account: str | None,
+        response: _Response,
+        slow: bool,
     ) -> None:
         entry = {
             "time": datetime.fromtimestamp(started, UTC)
@@ -868,6 +878,7 @@ class ClinikoEmulator:
             "path": scope["path"],
             "query": unquote_plus(query),
             "key": key,
+            "account": account,
             "status": 0 if response.fault == "drop" else response.status,
             "fault": response.fault,
             "slow": slow,

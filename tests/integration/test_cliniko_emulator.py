@@ -501,6 +501,7 @@ def test_request_log_masks_keys_and_writes_jsonl(account, tmp_path):
     assert [e["status"] for e in lines] == [200, 401]
     assert lines[0]["path"] == "/v1/patients" and "q[]=id:=1,2" in lines[0]["query"]
     assert lines[0]["key"] == "****-au4"
+    assert [e["account"] for e in lines] == [account.name, None]  # who spent the budget; no key in it
     assert account.api_key not in log_path.read_text()
     assert {"time", "method", "status"} <= set(lines[0])
 
