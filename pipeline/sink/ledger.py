@@ -347,14 +347,14 @@ def _insert(con: Connection, rows: Sequence[tuple], *, conflict: str) -> None:
 
 def push_claims(warehouse: duckdb.DuckDBPyConnection, shared: Connection, params: dict[str, Any]) -> None:
     """The claims the warehouse just made for a partition (`sql/sink/claims.sql`), made in `shared` too:
-    its `pending` rows the decision no longer makes are withdrawn, the new ones inserted, the rest left as
-    they are there (a posting run may have taken them since)."""
+    its `pending` rows and dry runs the decision no longer makes are withdrawn, the new ones inserted, the
+    rest left as they are there (a posting run may have taken them since)."""
     partition = {"business_number": params["business_number"], "partition_date": params["partition_date"]}
     where = "business_number = $business_number and partition_date = cast($partition_date as date)"
     rows = _rows(warehouse, where, partition)
     _run(
         shared,
-        f"delete from {TABLE} where {where} and status = 'pending' "
+        f"delete from {TABLE} where {where} and status in ('pending', 'dry_run') "
         "and appointment_id not in (select unnest($kept::varchar[]))",
         {**partition, "kept": [row[1] for row in rows]},
     )

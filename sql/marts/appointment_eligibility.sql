@@ -6,8 +6,8 @@
 -- duplicate_patient is decided before cooled_off, as in SPEC §4. This keeps a partition's outcome stable when it is
 -- re-run after the sink has sent its request: the appointment already in the ledger stays the selected one (it is
 -- not cooled off by its own ledger row), and the patient's other appointments stay duplicate_patient instead of
--- turning into cooled_off. Among a patient's screened appointments the one already holding a live ledger row
--- wins, then the latest-ending one (appointment_id breaks ties).
+-- turning into cooled_off. Among a patient's screened appointments the one already holding a ledger row of the
+-- partition wins, then the latest-ending one (appointment_id breaks ties).
 --
 -- Only screened-eligible appointments compete for a patient's one request (`duplicate_patient` is decided among
 -- rows whose screening code is null). An excluded_type visit is screened out like a did-not-arrive one, so it
@@ -79,25 +79,37 @@ quarantined_patients as (
       and resource = 'patients'
 ),
 
--- This partition's requests that may have reached Birdeye, and a test mapping's dry runs (what it would have
--- sent: it is evaluated the same way): their appointments keep that outcome, whatever a re-run finds in
--- Cliniko or the ledger now (SPEC §8: an appointment that has an outcome keeps it).
+-- This partition's requests that may have reached Birdeye, or that it refused (`failed`, never retried by
+-- itself): their appointments keep that outcome, whatever a re-run finds about the patient or the group's
+-- other requests (SPEC §8: an appointment that has an outcome keeps it).
 posted_requests as (
     select appointment_id
     from sink.review_request_ledger
     where business_number = $business_number
       and partition_date = cast($partition_date as date)
-      and status in ('sending', 'sent', 'uncertain', 'dry_run')
+      and status in ('sending', 'sent', 'uncertain', 'failed')
 ),
 
--- This partition's own live requests and dry runs (a re-run after the sink ran): their appointments stay the
+-- This partition's dry runs (a test mapping is evaluated the same way, and never posts): their appointments
+-- keep their outcome as a request would, but still hold the patient's one request, so that of two dry runs of
+-- one patient (a partition built before dry runs were kept) one becomes duplicate_patient and
+-- sink/claims.sql withdraws it.
+dry_runs as (
+    select appointment_id
+    from sink.review_request_ledger
+    where business_number = $business_number
+      and partition_date = cast($partition_date as date)
+      and status = 'dry_run'
+),
+
+-- This partition's own requests and dry runs (a re-run after the sink ran): their appointments stay the
 -- selected ones.
 partition_requests as (
     select appointment_id
     from sink.review_request_ledger
     where business_number = $business_number
       and partition_date = cast($partition_date as date)
-      and status in ('pending', 'sending', 'sent', 'uncertain', 'dry_run')
+      and status in ('pending', 'sending', 'sent', 'uncertain', 'failed', 'dry_run')
 ),
 
 -- Requests of the group that count as "asked": only those whose target day can fall inside the cool-off window
@@ -119,8 +131,10 @@ screened as (
         patient_channels.sms_phone,
         patient_channels.email,
         candidates.appointment_id in (select appointment_id from posted_requests) as is_posted,
+        candidates.appointment_id in (select appointment_id from dry_runs) as is_dry_run,
         case
             when candidates.appointment_id in (select appointment_id from posted_requests) then null
+            when candidates.appointment_id in (select appointment_id from dry_runs) then null
             when cast($beta as boolean) then 'integration_beta'
             when patients.is_inactive
                 or (patients.patient_id is null and quarantined_patients.patient_id is null)
@@ -162,6 +176,7 @@ cooled as (
         case
             when is_posted then null
             when deduplicated_code is not null then deduplicated_code
+            when is_dry_run then null
             when exists (
                 select 1
                 from live_requests

@@ -2,13 +2,13 @@
 -- decided them, `pending` (`dry_run` for a test mapping). A decision and its claim are one step under the
 -- warehouse lock, so a run of the same integration group that decides next reads these rows first: two runs can
 -- never both ask one patient inside the cool-off window, nor twice in one partition. A row the ledger already
--- holds (a re-run) is left exactly as it is, but for a `pending` claim this decision no longer makes: nothing
--- of it reached Birdeye, so it is withdrawn (the patient archived or marked did-not-arrive since, say), and
--- the appointment keeps one outcome, its restriction.
+-- holds (a re-run) is left exactly as it is, but for a `pending` claim or a dry run this decision no longer
+-- makes: nothing of it reached Birdeye, so it is withdrawn (the patient archived or marked did-not-arrive
+-- since, say), and the appointment keeps one outcome, its restriction.
 delete from sink.review_request_ledger as ledger
 where ledger.business_number = $business_number
   and ledger.partition_date = cast($partition_date as date)
-  and ledger.status = 'pending'
+  and ledger.status in ('pending', 'dry_run')
   and not exists (
       select 1
       from marts.appointment_eligibility as decided

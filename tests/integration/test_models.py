@@ -510,6 +510,35 @@ def test_re_run_of_a_test_mapping_keeps_its_dry_run(wh: Warehouse) -> None:
     assert wh.claims() == {("1001", "a-first"): "dry_run", ("1002", "elsewhere"): "sent"}
 
 
+def test_of_two_dry_runs_of_a_patient_the_re_run_keeps_one(wh: Warehouse) -> None:
+    # A partition built before dry runs kept their outcome: a run before the day closed dry-ran a-first, a
+    # later one a-later too. Its re-run keeps the later one and withdraws the other: one request a patient.
+    wh.patient("1001", "p1")
+    wh.appointment("1001", "a-first", patient_id="p1", ends_at="2026-11-24 15:00")
+    wh.appointment("1001", "a-later", patient_id="p1", ends_at="2026-11-24 18:00")
+    for appointment in ("a-first", "a-later"):
+        wh.ledger(
+            "1001", appointment, patient_id="p1", target_date=PARTITION_DATE, group_id=7, status="dry_run"
+        )
+    wh.build("1001", cooloff_days=30, test=True)
+    assert wh.outcomes("1001") == {"a-first": "duplicate_patient", "a-later": "eligible"}
+    assert wh.claims() == {("1001", "a-later"): "dry_run"}
+
+
+def test_re_run_after_birdeye_refused_a_request_keeps_that_outcome(wh: Warehouse) -> None:
+    # `failed` is settled (SPEC §5: not retried by itself; an operator's `requeue` can): a re-run neither
+    # turns it into another outcome nor asks the patient again about a later appointment of the day.
+    wh.patient("1001", "p1")
+    wh.appointment("1001", "a-first", patient_id="p1", ends_at="2026-11-24 15:00")
+    wh.build("1001", cooloff_days=30)
+    wh.con.execute("update sink.review_request_ledger set status = 'failed'")
+    wh.ledger("1002", "elsewhere", patient_id="p1", target_date=date(2026, 11, 25), group_id=7)
+    wh.appointment("1001", "a-later", patient_id="p1", ends_at="2026-11-24 18:00")
+    wh.build("1001", cooloff_days=30)
+    assert wh.outcomes("1001") == {"a-first": "eligible", "a-later": "duplicate_patient"}
+    assert wh.claims() == {("1001", "a-first"): "failed", ("1002", "elsewhere"): "sent"}
+
+
 @pytest.mark.parametrize(
     ("ledger", "cooloff_days", "expected"),
     [

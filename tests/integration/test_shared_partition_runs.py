@@ -45,9 +45,11 @@ def rows(con, table: str) -> int:
     return con.execute(f"select count(*) from {table}").fetchone()[0] if exists else 0
 
 
-def build(path, database_url, run_id, started_at):
+def build(path, database_url, run_id, started_at, **changes):
     with connect(path) as con, shared_decision(database_url, GROUP) as shared:
-        return build_partition(con, **BUILD, run_id=run_id, run_started_at=started_at, shared_ledger=shared)
+        return build_partition(
+            con, **{**BUILD, **changes}, run_id=run_id, run_started_at=started_at, shared_ledger=shared
+        )
 
 
 def shared_rows(database_url, sql):
@@ -114,3 +116,17 @@ def test_a_warehouses_runs_from_before_database_url_reach_postgresql_once(tmp_pa
     # Its older run now cannot replace a newer build made with PostgreSQL, on any host.
     with pytest.raises(BuiltByNewerRun):
         build(a, database_url, "run-older", RUN_STARTED_AT - timedelta(hours=1))
+
+
+def test_a_dry_run_the_new_decision_no_longer_makes_is_withdrawn_in_postgresql_too(tmp_path, database_url):
+    a = tmp_path / "host-a.duckdb"
+    host(a)
+    build(a, database_url, "run-1", RUN_STARTED_AT, test=True)
+    ledger = "select appointment_id, status from sink.review_request_ledger order by 1"
+    assert shared_rows(database_url, ledger) == [("a1", "dry_run"), ("a2", "dry_run")]
+    with connect(a) as con:  # Cliniko says since that a1 was cancelled; the partition is re-run
+        con.execute("update raw.cliniko_appointments set cancelled_at = now() where appointment_id = 'a1'")
+    build(a, database_url, "run-2", RUN_STARTED_AT + timedelta(hours=1), test=True)
+    assert shared_rows(database_url, ledger) == [("a2", "dry_run")]
+    with connect(a) as con:
+        assert con.execute(ledger).fetchall() == [("a2", "dry_run")]
