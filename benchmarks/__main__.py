@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import sys
 import tempfile
@@ -91,7 +92,9 @@ def main() -> int:
             continue
         started = time.perf_counter()
         scratch = tempfile.mkdtemp(prefix=f"bench_{name}_")
-        tempfile.tempdir = scratch  # where the module's own temporary directories go
+        tempfile.tempdir = scratch  # where the module's own temporary directories go, and its children's
+        saved_tmpdir = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = scratch
         try:
             found, _ = run_one(name, extra)
             figures.extend(found)
@@ -101,6 +104,10 @@ def main() -> int:
                 failed.append(name)
         finally:
             tempfile.tempdir = None
+            if saved_tmpdir is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = saved_tmpdir
         if name in failed:
             print(f"its temporary files are kept in {scratch}", flush=True)
         else:

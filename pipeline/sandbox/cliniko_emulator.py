@@ -819,8 +819,8 @@ class ClinikoEmulator:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = scope["query_string"].decode("latin-1")
         key_shown, response, slow = self._handle(scope, headers, query)
-        base = self._authenticate(_basic_username(headers.get("authorization", "")))
-        account = self._accounts[base][0].name if base is not None else None
+        base = key_shown and self._authenticate(_basic_username(headers.get("authorization", "")))
+        account = self._accounts[base][0].name if base else None  # none for requests refused unread
         if slow:
             await asyncio.sleep(self.config.faults.slow_seconds)
         if response.fault == "drop":
