@@ -20,6 +20,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from unittest import mock
 
 from benchmarks.support import Figure, machine_lines
 
@@ -92,22 +93,14 @@ def main() -> int:
             continue
         started = time.perf_counter()
         scratch = tempfile.mkdtemp(prefix=f"bench_{name}_")
-        tempfile.tempdir = scratch  # where the module's own temporary directories go, and its children's
-        saved_tmpdir = os.environ.get("TMPDIR")
-        os.environ["TMPDIR"] = scratch
-        try:
-            found, _ = run_one(name, extra)
+        try:  # the module's temporary files go to `scratch`, and its child processes' too
+            with mock.patch.object(tempfile, "tempdir", scratch), mock.patch.dict(os.environ, TMPDIR=scratch):
+                found, _ = run_one(name, extra)
             figures.extend(found)
         except (Exception, SystemExit) as error:
             if not (isinstance(error, SystemExit) and error.code in (None, 0)):
                 traceback.print_exc()
                 failed.append(name)
-        finally:
-            tempfile.tempdir = None
-            if saved_tmpdir is None:
-                os.environ.pop("TMPDIR", None)
-            else:
-                os.environ["TMPDIR"] = saved_tmpdir
         if name in failed:
             print(f"its temporary files are kept in {scratch}", flush=True)
         else:

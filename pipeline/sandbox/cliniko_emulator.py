@@ -818,9 +818,7 @@ class ClinikoEmulator:
         started = time.time()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = scope["query_string"].decode("latin-1")
-        key_shown, response, slow = self._handle(scope, headers, query)
-        base = key_shown and self._authenticate(_basic_username(headers.get("authorization", "")))
-        account = self._accounts[base][0].name if base else None  # none for requests refused unread
+        (key_shown, account), response, slow = self._handle(scope, headers, query)
         if slow:
             await asyncio.sleep(self.config.faults.slow_seconds)
         if response.fault == "drop":
@@ -895,25 +893,28 @@ class ClinikoEmulator:
         when the service is down (tests of failed runs and their retries switch it at chosen moments)."""
         self._outage = down
 
-    def _handle(self, scope: dict, headers: dict[str, str], query: str) -> tuple[str | None, _Response, bool]:
-        """The response, the key as the log shows it, and whether to delay the answer."""
+    def _handle(
+        self, scope: dict, headers: dict[str, str], query: str
+    ) -> tuple[tuple[str | None, str | None], _Response, bool]:
+        """Who asked as the log shows it (the key masked, and the account's name once the key is accepted),
+        the response, and whether to delay the answer."""
         config = self.config
         if self._outage:
-            return None, _message(503, "Service Unavailable"), False
+            return (None, None), _message(503, "Service Unavailable"), False
         if not _USER_AGENT.match(headers.get("user-agent", "")):
             return (
-                None,
+                (None, None),
                 _Response(config.user_agent_status, b"Requires a user agent", content_type=b"text/plain"),
                 False,
             )
         if config.require_accept_json and not re.search(r"application/json|\*/\*", headers.get("accept", "")):
-            return None, _message(406, "Send Accept: application/json."), False
+            return (None, None), _message(406, "Send Accept: application/json."), False
         username = _basic_username(headers.get("authorization", ""))
         shown = mask(username) if username else None
         base = self._authenticate(username)
         if base is None:
             return (
-                shown,
+                (shown, None),
                 _Response(
                     401,
                     b"HTTP Basic: Access denied.",
@@ -922,20 +923,21 @@ class ClinikoEmulator:
                 ),
                 False,
             )
+        who = (shown, self._accounts[base][0].name)
         throttled = self._throttle(base)
         if throttled is not None:
-            return shown, throttled, False
+            return who, throttled, False
         if scope["method"] != "GET":
-            return shown, _message(405, "Method not allowed"), False
+            return who, _message(405, "Method not allowed"), False
         parts = scope["path"].rstrip("/").split("/")
         if len(parts) not in (3, 4) or parts[1] != "v1" or parts[2] not in _ROUTES:
-            return shown, _message(404, "Not found"), False
+            return who, _message(404, "Not found"), False
         resource = parts[2]
         if resource in self._forbidden.get(base, ()):
-            return shown, _message(403, "You do not have permission to access this resource."), False
+            return who, _message(403, "You do not have permission to access this resource."), False
         fault, slow, malformed_json = self._request_fault(scope, query)
         if fault is not None:
-            return shown, fault, slow
+            return who, fault, slow
         _, tables = self._accounts[base]
         root = f"{scope.get('scheme', 'http')}://{headers.get('host', 'localhost')}/v1"
         try:
@@ -948,11 +950,11 @@ class ClinikoEmulator:
             else:
                 response = self._list(resource, tables[resource], query, root, scope["path"])
         except _BadRequest as error:
-            return shown, _message(400, error.message), slow
+            return who, _message(400, error.message), slow
         if malformed_json and response.status == 200:
             response.body = response.body[: max(1, len(response.body) // 2)]
             response.fault = "malformed_json"
-        return shown, response, slow
+        return who, response, slow
 
     def _authenticate(self, username: str | None) -> str | None:
         if not username:

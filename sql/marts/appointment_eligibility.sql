@@ -79,37 +79,20 @@ quarantined_patients as (
       and resource = 'patients'
 ),
 
--- This partition's requests that may have reached Birdeye, or that it refused (`failed`, never retried by
--- itself): their appointments keep that outcome, whatever a re-run finds about the patient or the group's
--- other requests (SPEC §8: an appointment that has an outcome keeps it).
-posted_requests as (
-    select appointment_id
+-- This partition's ledger rows, at most one per appointment (the ledger's key), tell a re-run what its
+-- appointments already have:
+-- - a request that may have reached Birdeye, or that it refused (`failed`, never retried by itself): the
+--   appointment keeps that outcome, whatever a re-run finds about the patient or the group's other requests
+--   (SPEC §8: an appointment that has an outcome keeps it);
+-- - a dry run (a test mapping is evaluated the same way, and never posts): the same, but it still holds the
+--   patient's one request, so that of two dry runs of one patient (a partition built before dry runs were
+--   kept) one becomes duplicate_patient and sink/claims.sql withdraws it;
+-- - any row: the appointment stays the patient's selected one (a re-run after the sink ran).
+partition_ledger as (
+    select appointment_id, status
     from sink.review_request_ledger
     where business_number = $business_number
       and partition_date = cast($partition_date as date)
-      and status in ('sending', 'sent', 'uncertain', 'failed')
-),
-
--- This partition's dry runs (a test mapping is evaluated the same way, and never posts): their appointments
--- keep their outcome as a request would, but still hold the patient's one request, so that of two dry runs of
--- one patient (a partition built before dry runs were kept) one becomes duplicate_patient and
--- sink/claims.sql withdraws it.
-dry_runs as (
-    select appointment_id
-    from sink.review_request_ledger
-    where business_number = $business_number
-      and partition_date = cast($partition_date as date)
-      and status = 'dry_run'
-),
-
--- This partition's own requests and dry runs (a re-run after the sink ran): their appointments stay the
--- selected ones.
-partition_requests as (
-    select appointment_id
-    from sink.review_request_ledger
-    where business_number = $business_number
-      and partition_date = cast($partition_date as date)
-      and status in ('pending', 'sending', 'sent', 'uncertain', 'failed', 'dry_run')
 ),
 
 -- Requests of the group that count as "asked": only those whose target day can fall inside the cool-off window
@@ -130,11 +113,10 @@ screened as (
         patient_channels.channels,
         patient_channels.sms_phone,
         patient_channels.email,
-        candidates.appointment_id in (select appointment_id from posted_requests) as is_posted,
-        candidates.appointment_id in (select appointment_id from dry_runs) as is_dry_run,
+        coalesce(partition_ledger.status in ('sending', 'sent', 'uncertain', 'failed'), false) as is_posted,
+        coalesce(partition_ledger.status = 'dry_run', false) as is_dry_run,
         case
-            when candidates.appointment_id in (select appointment_id from posted_requests) then null
-            when candidates.appointment_id in (select appointment_id from dry_runs) then null
+            when partition_ledger.status in ('sending', 'sent', 'uncertain', 'failed', 'dry_run') then null
             when cast($beta as boolean) then 'integration_beta'
             when patients.is_inactive
                 or (patients.patient_id is null and quarantined_patients.patient_id is null)
@@ -145,8 +127,10 @@ screened as (
             when not coalesce(patient_channels.has_allowed_channel, false) then 'opted_out'
             when patient_channels.channels is null then 'no_contact'
         end as screening_code,
-        candidates.appointment_id in (select appointment_id from partition_requests) as is_already_requested
+        partition_ledger.appointment_id is not null as is_already_requested
     from candidates
+    left join partition_ledger
+        on candidates.appointment_id = partition_ledger.appointment_id
     left join patients
         on candidates.patient_id = patients.patient_id
     left join patient_channels
