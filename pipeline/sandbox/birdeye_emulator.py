@@ -409,6 +409,7 @@ def serve_birdeye(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)  # connections made from now on wait in the backlog until uvicorn accepts them
     print(f"http://{host}:{sock.getsockname()[1]}/resources", flush=True)
     try:
         server.run(sockets=[sock])
