@@ -25,12 +25,13 @@ def test_a_run_that_lost_its_lease_stops_before_taking_more_rows(database_url):
     lease = Lease(database_url).acquire()
     with ledger_connection(None, database_url) as con:
         pid = con.get_backend_pid()
-    # The session holding the lease's lock in this test's database (pg_locks shows the whole server's).
-    holder = (
+    # The sessions holding advisory locks in this test's database (pg_locks shows the whole server's), the
+    # lease's among them (picking one of them sometimes missed the lease's).
+    holders = (
         "select l.pid from pg_locks l join pg_database d on d.oid = l.database where l.locktype = 'advisory' "
-        f"and l.granted and d.datname = current_database() and l.pid <> {pid} limit 1"
+        f"and l.granted and d.datname = current_database() and l.pid <> {pid}"
     )
-    assert terminate(database_url, f"pid = ({holder})") == 1
+    assert terminate(database_url, f"pid in ({holders})") >= 1
     assert holder_alive(database_url, lease.name) is False  # another host now takes it for dead
     with pytest.raises(LeaseLost, match="stopping here"):
         lease.check()
